@@ -1,0 +1,29 @@
+import { readFileSync } from 'node:fs';
+import type { DaxDevice } from './devices.js';
+import type { Variant } from './hotplug.js';
+
+/**
+ * What the runner hands to the ava workers that run a suite: how to reach the guest and what
+ * it holds. Written by the runner as JSON; the path travels in DAX_HARNESS_CONTEXT.
+ */
+export interface RunContext {
+  ssh: { host: string; port: number; privateKeyPath: string; hostPublicKey: string };
+  kernel: { release: string; requested: string };
+  variant: Variant;
+  topology: string;
+  devices: DaxDevice[];
+  cmdline: string;
+  consolePath: string;
+  /** JSON lines, one per finished test, appended by the workers. */
+  testsFile: string;
+}
+
+export const CONTEXT_ENV = 'DAX_HARNESS_CONTEXT';
+
+export function loadRunContext(): RunContext {
+  const file = process.env[CONTEXT_ENV];
+  if (!file) {
+    throw new Error(`${CONTEXT_ENV} is not set: suites run under "dax-harness run", which boots the guest first`);
+  }
+  return JSON.parse(readFileSync(file, 'utf8')) as RunContext;
+}

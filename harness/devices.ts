@@ -1,0 +1,125 @@
+import type { Guest } from './guest.js';
+import { InfraError } from './errors.js';
+import { progress } from './progress.js';
+import { blocksForRange } from './sysfs.js';
+import type { Topology } from './topology.js';
+
+export type Backing = 'cxl' | 'pmem';
+
+/** A dax device as the guest shows it. */
+export interface DaxDevice {
+  name: string;
+  backing: Backing;
+  /** Name of the topology device it came from. */
+  source: string;
+  driver: string;
+  /** Physical ranges (inclusive ends). Several for a multi-range device. */
+  ranges: { start: string; end: string }[];
+  sizeBytes: number;
+  targetNode: number;
+  /** Memory block indexes kmem hotplugs for this device (ranges aligned inward). */
+  blocks: number[];
+}
+
+/** Shell snippet printing one line per dax device: name|sysfs path|driver|size|target_node|ranges. */
+const INSPECT = String.raw`
+for d in /sys/bus/dax/devices/dax*; do
+  [ -e "$d" ] || continue
+  n=$(basename "$d"); drv=$(basename "$(readlink "$d/driver" 2>/dev/null)" 2>/dev/null)
+  r=""
+  for m in "$d"/mapping[0-9]*; do [ -e "$m/start" ] && r="$r $(cat "$m/start")-$(cat "$m/end")"; done
+  if [ -z "$r" ]; then s=$(cat "$d/resource"); r=" $s-$(printf '0x%x' $(( s + $(cat "$d/size") - 1 )))"; fi
+  echo "$n|$(readlink -f "$d")|$drv|$(cat "$d/size")|$(cat "$d/target_node")|$r"
+done
+echo "block_size|$(cat /sys/devices/system/memory/block_size_bytes)"`;
+
+export function parseInspect(text: string): DaxDevice[] {
+  const lines = text.split('\n').filter(Boolean);
+  const blockLine = lines.find((l) => l.startsWith('block_size|'));
+  const blockSize = BigInt(`0x${blockLine?.split('|')[1]?.trim() ?? '8000000'}`);
+  const devices: DaxDevice[] = [];
+  for (const line of lines) {
+    if (line.startsWith('block_size|')) continue;
+    const [name = '', sysPath = '', driver = '', size = '0', node = '-1', rangeText = ''] = line.split('|');
+    const backing: Backing | undefined = /\/ndbus\d+\//.test(sysPath)
+      ? 'pmem'
+      : /\/decoder\d+\.\d+\//.test(sysPath)
+        ? 'cxl'
+        : undefined;
+    if (!backing) continue; // e.g. an hmem device not made by the topology
+    const ranges = rangeText
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((r) => {
+        const [start = '0', end = '0'] = r.split('-');
+        return { start, end };
+      });
+    devices.push({
+      name,
+      backing,
+      source: '',
+      driver,
+      ranges,
+      sizeBytes: Number(size),
+      targetNode: Number(node),
+      blocks: ranges.flatMap((r) => blocksForRange(BigInt(r.start), BigInt(r.end), blockSize)),
+    });
+  }
+  return devices;
+}
+
+export async function inspectDaxDevices(guest: Guest): Promise<DaxDevice[]> {
+  return parseInspect(await guest.run(INSPECT));
+}
+
+async function step(guest: Guest, what: string, command: string): Promise<string> {
+  const result = await guest.exec(command, { timeoutMs: 120_000 });
+  if (result.code !== 0) {
+    throw new InfraError(`device setup: ${what} failed (exit ${result.code}): ${(result.stderr || result.stdout).trim().split('\n').slice(-3).join(' / ')}`);
+  }
+  return result.stdout + result.stderr;
+}
+
+/**
+ * Makes the topology's dax devices and binds them to kmem: a RAM region per CXL memdev
+ * (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
+ * fresh labels, a devdax namespace and `daxctl reconfigure-device --mode=system-ram`,
+ * leaving onlining to the kernel's policy. Returns the devices matched to the topology.
+ */
+export async function createTopologyDevices(guest: Guest, topology: Topology): Promise<DaxDevice[]> {
+  const made: DaxDevice[] = [];
+  const before = new Set((await inspectDaxDevices(guest)).map((d) => d.name));
+  for (const [i, cxl] of topology.cxl.entries()) {
+    progress(`devices: CXL region for ${cxl.name} (mem${i})`);
+    await step(guest, `cxl create-region for ${cxl.name}`, `cxl create-region -m -t ram -d decoder0.0 mem${i}`);
+    const fresh = (await inspectDaxDevices(guest)).filter((d) => d.backing === 'cxl' && !before.has(d.name));
+    const device = fresh[0];
+    if (!device) throw new InfraError(`device setup: no dax device appeared for CXL device ${cxl.name}`);
+    before.add(device.name);
+    made.push({ ...device, source: cxl.name });
+  }
+  for (const [i, pmem] of topology.pmem.entries()) {
+    progress(`devices: devdax namespace on ${pmem.name} (region${i}) -> system-ram`);
+    const region = `region${i}`;
+    await step(
+      guest,
+      `labels for ${pmem.name}`,
+      `ndctl disable-region ${region} && ndctl init-labels -f nmem${i} && ndctl enable-region ${region}`,
+    );
+    const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`);
+    const chardev = /"chardev":"(dax\d+\.\d+)"/.exec(created)?.[1];
+    if (!chardev) throw new InfraError(`device setup: ndctl create-namespace printed no dax chardev for ${pmem.name}`);
+    // --no-online: the kernel's policy decides (auto_online_blocks); -f: daxctl otherwise
+    // refuses when that policy onlines memory itself.
+    await step(guest, `system-ram mode for ${chardev}`, `daxctl reconfigure-device --mode=system-ram --no-online -f ${chardev}`);
+    const device = (await inspectDaxDevices(guest)).find((d) => d.name === chardev);
+    if (!device) throw new InfraError(`device setup: ${chardev} vanished after reconfiguration`);
+    made.push({ ...device, source: pmem.name });
+  }
+  for (const d of made) {
+    if (d.driver !== 'kmem') throw new InfraError(`device setup: ${d.name} (${d.source}) is bound to "${d.driver || 'nothing'}", not kmem`);
+    if (d.blocks.length === 0) throw new InfraError(`device setup: ${d.name} (${d.source}) spans no whole memory block`);
+  }
+  return made;
+}

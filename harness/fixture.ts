@@ -1,0 +1,183 @@
+import { appendFileSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { type RunContext, loadRunContext } from './context.js';
+import type { Backing, DaxDevice } from './devices.js';
+import { Guest } from './guest.js';
+import { BASELINE_SKIP_REASON, HotplugDriver, VARIANTS } from './hotplug.js';
+import type { CheckRecord, TestRecord } from './results/record.js';
+import { taintLetters } from './sysfs.js';
+import { type ExpectedReport, isExpected, triage } from './triage.js';
+
+/**
+ * The fixture suites use: `guestTest(title, options, body)` registers a serial ava test that
+ * gets a connected Guest, the run's devices and a variant-neutral hotplug driver. Around
+ * every test it marks the kernel log, and afterwards triages the new dmesg and console lines
+ * and compares the taint mask: an unexpected report fails the test that caused it.
+ */
+export interface TestOptions {
+  /** Skip unless the kernel has the whole-device attribute. */
+  needsAttribute?: boolean;
+  /** Skip unless the topology has a device of this backing. */
+  backing?: Backing;
+  /** Reports this test provokes on purpose. */
+  expectReports?: ExpectedReport[];
+  /** Taint letters this test may add (e.g. 'W' with an expected WARN). */
+  allowTaint?: string;
+}
+
+export interface TestKit {
+  guest: Guest;
+  context: RunContext;
+  driver: HotplugDriver;
+  /** The test's device when `backing` was given. */
+  device: DaxDevice;
+  /** Compares and records a named check (visible in the results). Throws on mismatch. */
+  check<T>(name: string, actual: T, expected: T): void;
+  /** Records a named boolean check. Throws when false. */
+  assert(name: string, ok: boolean, detail?: unknown): void;
+}
+
+const context = loadRunContext();
+let guest: Guest | undefined;
+let testSerial = 0;
+
+function fileLabel(): string {
+  const argv = process.argv[1] ?? '';
+  return path.basename(argv);
+}
+
+async function connected(): Promise<Guest> {
+  if (!guest) {
+    guest = await Guest.connect(
+      {
+        host: context.ssh.host,
+        port: context.ssh.port,
+        privateKey: readFileSync(context.ssh.privateKeyPath, 'utf8'),
+        hostPublicKey: context.ssh.hostPublicKey,
+      },
+      30_000,
+    );
+  }
+  return guest;
+}
+
+test.after.always(() => {
+  guest?.close();
+});
+
+function writeRecord(record: TestRecord): void {
+  appendFileSync(context.testsFile, `${JSON.stringify(record)}\n`);
+}
+
+/** The run's context, for suites that register tests per device. */
+export function runContext(): RunContext {
+  return context;
+}
+
+export function devicesOf(backing: Backing): DaxDevice[] {
+  return context.devices.filter((d) => d.backing === backing);
+}
+
+function skipReason(options: TestOptions): string | undefined {
+  if (options.backing && devicesOf(options.backing).length === 0) {
+    return `topology ${context.topology} has no ${options.backing} device`;
+  }
+  if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
+  return undefined;
+}
+
+async function consoleLinesBetween(begin: string, end: string, timeoutMs: number): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const lines = readFileSync(context.consolePath, 'utf8').split('\n');
+    const from = lines.findIndex((l) => l.includes(begin));
+    const to = lines.findIndex((l) => l.includes(end));
+    if (from >= 0 && to >= 0) return lines.slice(from, to + 1);
+    if (Date.now() > deadline) return from >= 0 ? lines.slice(from) : [];
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export function guestTest(
+  title: string,
+  options: TestOptions,
+  body: (t: ExecutionContext, kit: TestKit) => Promise<void>,
+): void {
+  const reason = skipReason(options);
+  if (reason) {
+    test.serial.skip(title, () => {});
+    writeRecord({ name: title, file: fileLabel(), status: 'skip', durationMs: 0, reason, checks: [], reports: [] });
+    return;
+  }
+  test.serial(title, async (t) => {
+    const started = Date.now();
+    const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, checks: [], reports: [] };
+    const g = await connected();
+    const id = `${process.pid}-${++testSerial}`;
+    const begin = `dax-harness: test-begin ${id}`;
+    const end = `dax-harness: test-end ${id}`;
+    await g.run(`echo '${begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
+    record.taintBefore = Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
+    const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
+    const push = (c: CheckRecord) => record.checks.push(c);
+    const kit: TestKit = {
+      guest: g,
+      context,
+      driver: new HotplugDriver(g, VARIANTS[context.variant]),
+      device,
+      check(name, actual, expected) {
+        const ok = JSON.stringify(actual) === JSON.stringify(expected);
+        push({ name, ok, actual, expected });
+        t.deepEqual(actual, expected, name);
+      },
+      assert(name, ok, detail) {
+        push({ name, ok, actual: detail });
+        t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
+      },
+    };
+    let threw = false;
+    try {
+      await body(t, kit);
+    } catch (error) {
+      threw = true;
+      record.reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      throw error;
+    } finally {
+      // The crash check runs even when the body failed: a report explains the failure.
+      await g.run(`echo '${end}' > /dev/kmsg`).catch(() => undefined);
+      const dmesg = await g.run('dmesg').catch(() => undefined);
+      let lines: string[];
+      if (dmesg !== undefined) {
+        const all = dmesg.split('\n');
+        const from = all.findIndex((l) => l.includes(begin));
+        lines = from >= 0 ? all.slice(from) : all;
+      } else {
+        lines = await consoleLinesBetween(begin, end, 5000);
+      }
+      const expected = options.expectReports ?? [];
+      record.reports = triage(lines).map((r) => ({ ...r, expected: isExpected(r, expected) }));
+      const taint = await g.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
+      record.taintAfter = taint === undefined ? undefined : Number(taint.trim());
+      record.durationMs = Date.now() - started;
+      const problems: string[] = [];
+      const unexpected = record.reports.filter((r) => !r.expected);
+      if (unexpected.length > 0) {
+        problems.push(`kernel reported during this test: ${unexpected.map((r) => r.title).join('; ')}`);
+      }
+      if (record.taintBefore !== undefined && record.taintAfter !== undefined) {
+        const added = taintLetters(record.taintAfter & ~record.taintBefore);
+        const unexpectedTaint = [...added].filter((l) => !(options.allowTaint ?? '').includes(l)).join('');
+        if (unexpectedTaint) problems.push(`kernel taint gained ${unexpectedTaint} during this test`);
+      }
+      const failedCheck = record.checks.find((c) => !c.ok);
+      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : 'pass';
+      if (record.status === 'fail' && !record.reason) {
+        record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
+      }
+      // Written before ava hears of the failure, so a crash of this worker loses nothing.
+      writeRecord(record);
+      if (problems.length > 0) t.fail(problems.join('; '));
+    }
+  });
+}

@@ -1,0 +1,150 @@
+import type { Guest } from './guest.js';
+import { shellQuote } from './guest.js';
+
+/**
+ * The whole-device hotplug control in its three forms, and a variant-neutral driver: tests
+ * say "unplug" or "online_movable" and the driver writes what this kernel understands.
+ * Sources: drivers/dax/kmem.c of Debian's linux-source-7.3 (merged) and the March 2026 v3
+ * posting "dax/kmem: atomic whole-device hotplug via sysfs".
+ */
+export type Variant = 'merged' | 'v3' | 'baseline';
+export type HotplugOp = 'unplug' | 'online' | 'online_kernel' | 'online_movable';
+/** What the attribute reads, normalised across variants. */
+export type HotplugState = 'unplugged' | 'offline' | 'online' | 'online_kernel' | 'online_movable';
+
+export interface VariantSpec {
+  variant: Variant;
+  /** Attribute file under /sys/bus/dax/devices/daxX.Y/, absent on baseline. */
+  attribute?: string;
+  /** Value written for each operation; an op missing here is rejected by the kernel (EINVAL). */
+  writes: Partial<Record<HotplugOp, string>>;
+  /** Values the attribute may read. */
+  reads: HotplugState[];
+  /** States from which an online write is accepted (else EBUSY). */
+  onlineFrom: HotplugState[];
+  /** What unbinding kmem while online leaves in dmesg. */
+  unbindWhileOnline: { warn: boolean; messages: RegExp[] };
+}
+
+export const VARIANTS: Record<Variant, VariantSpec> = {
+  merged: {
+    variant: 'merged',
+    attribute: 'state',
+    writes: { unplug: 'unplugged', online: 'online', online_kernel: 'online_kernel', online_movable: 'online_movable' },
+    reads: ['unplugged', 'offline', 'online', 'online_kernel', 'online_movable'],
+    onlineFrom: ['unplugged'],
+    unbindWhileOnline: {
+      warn: false,
+      messages: [/mapping\d+: 0x[0-9a-f]+-0x[0-9a-f]+ stuck online until reboot/, /Hotplug regions stuck online until reboot/],
+    },
+  },
+  v3: {
+    variant: 'v3',
+    attribute: 'hotplug',
+    writes: { unplug: 'unplug', online: 'online', online_movable: 'online_movable' },
+    reads: ['unplugged', 'offline', 'online', 'online_movable'],
+    onlineFrom: ['unplugged', 'offline'],
+    unbindWhileOnline: { warn: true, messages: [/Hotplug memory regions stuck online until reboot/] },
+  },
+  baseline: {
+    variant: 'baseline',
+    writes: {},
+    reads: [],
+    onlineFrom: [],
+    unbindWhileOnline: { warn: false, messages: [] },
+  },
+};
+
+export const BASELINE_SKIP_REASON = 'baseline kernel: no whole-device hotplug attribute';
+
+/** Classifies from the files in a kmem-bound dax device's sysfs directory. */
+export function classifyVariant(files: string[]): Variant {
+  if (files.includes('state')) return 'merged';
+  if (files.includes('hotplug')) return 'v3';
+  return 'baseline';
+}
+
+/** Looks at a kmem-bound device: the attribute only exists while kmem is bound. */
+export async function detectVariant(guest: Guest, kmemDevice: string): Promise<Variant> {
+  const listing = await guest.run(`ls /sys/bus/dax/devices/${kmemDevice}/`);
+  return classifyVariant(listing.split(/\s+/).filter(Boolean));
+}
+
+/** errno names from the strerror text busybox's shell prints for a failed write. */
+const STRERROR: Record<string, string> = {
+  'Invalid argument': 'EINVAL',
+  'Device or resource busy': 'EBUSY',
+  'Resource busy': 'EBUSY',
+  'No such device': 'ENODEV',
+  'No such file or directory': 'ENOENT',
+  'Operation not permitted': 'EPERM',
+  'Permission denied': 'EACCES',
+  'Out of memory': 'ENOMEM',
+  'Cannot allocate memory': 'ENOMEM',
+  'No space left on device': 'ENOSPC',
+  'Invalid or incomplete multibyte or wide character': 'EILSEQ',
+  'Result not representable': 'ERANGE',
+  'Numerical result out of range': 'ERANGE',
+  'Argument list too long': 'E2BIG',
+  'Operation not supported': 'EOPNOTSUPP',
+  'Resource temporarily unavailable': 'EAGAIN',
+};
+
+export function errnoFromMessage(text: string): string | undefined {
+  for (const [message, name] of Object.entries(STRERROR)) if (text.includes(message)) return name;
+  return undefined;
+}
+
+export interface WriteOutcome {
+  /** 'ok' or the errno name (EINVAL, EBUSY, ...). */
+  result: string;
+  raw: string;
+}
+
+/**
+ * Writes exact bytes to a sysfs file in a single write(2) and reports the errno. The bytes go
+ * through printf's %b so newlines and odd characters arrive exactly as given.
+ */
+export async function writeSysfs(guest: Guest, file: string, bytes: string): Promise<WriteOutcome> {
+  const escaped = [...bytes].map((c) => `\\0${c.charCodeAt(0).toString(8).padStart(3, '0')}`).join('');
+  const r = await guest.exec(`printf %b ${shellQuote(escaped)} > ${shellQuote(file)}`, { timeoutMs: 180_000 });
+  if (r.code === 0) return { result: 'ok', raw: '' };
+  const raw = (r.stderr || r.stdout).trim();
+  return { result: errnoFromMessage(raw) ?? `error(${raw})`, raw };
+}
+
+/** The variant-neutral driver for one device. */
+export class HotplugDriver {
+  constructor(
+    private readonly guest: Guest,
+    readonly spec: VariantSpec,
+  ) {}
+
+  get variant(): Variant {
+    return this.spec.variant;
+  }
+
+  get hasAttribute(): boolean {
+    return this.spec.attribute !== undefined;
+  }
+
+  attributePath(device: string): string {
+    if (!this.spec.attribute) throw new Error(`${BASELINE_SKIP_REASON}`);
+    return `/sys/bus/dax/devices/${device}/${this.spec.attribute}`;
+  }
+
+  /** Whether this variant accepts an operation at all. */
+  supports(op: HotplugOp): boolean {
+    return this.spec.writes[op] !== undefined;
+  }
+
+  async read(device: string): Promise<string> {
+    return (await this.guest.run(`cat ${this.attributePath(device)}`)).trim();
+  }
+
+  /** Performs an operation; an op the variant has no word for is written as its merged name. */
+  async apply(device: string, op: HotplugOp): Promise<WriteOutcome> {
+    const value = this.spec.writes[op] ?? VARIANTS.merged.writes[op] ?? op;
+    return writeSysfs(this.guest, this.attributePath(device), `${value}\n`);
+  }
+}

@@ -1,0 +1,257 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import { extractDebs, HarnessApt } from './apt.js';
+import { InfraError, UsageError } from './errors.js';
+import { ensureDepmod, type Kernel, modulesDir } from './kernel/kernel.js';
+import { ensureKeys, type SshKeys } from './keys.js';
+import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './modules.js';
+import { projectRoot } from './paths.js';
+import { progress, step } from './progress.js';
+
+/** A recipe in images/<name>/recipe.json. */
+export interface ImageRecipe {
+  description: string;
+  /** Debian (sid) packages whose files the image draws from; their dependencies come along. */
+  packages: string[];
+  /** Executables copied from those packages, with their shared-library closure. */
+  binaries: string[];
+  /** Modules to load at boot; files and dependencies come from modules.dep. */
+  modules: string[];
+  /** The init script, relative to the recipe's folder. */
+  init: string;
+}
+
+export interface GuestImage {
+  path: string;
+  recipe: string;
+  hash: string;
+  sizeBytes: number;
+  /** Modules the init loads, in order. */
+  modules: string[];
+  keys?: SshKeys;
+  cached: boolean;
+}
+
+const BUSYBOX = '/bin/busybox';
+/** Bump when the builder's output changes for the same inputs. */
+const BUILDER_VERSION = '1';
+
+export async function loadRecipe(name: string): Promise<{ recipe: ImageRecipe; dir: string }> {
+  const dir = path.join(projectRoot, 'images', name);
+  const file = path.join(dir, 'recipe.json');
+  if (!existsSync(file)) throw new UsageError(`unknown image recipe "${name}" (no ${path.relative(projectRoot, file)})`);
+  return { recipe: JSON.parse(await readFile(file, 'utf8')) as ImageRecipe, dir };
+}
+
+/** Unpacks a recipe's packages and their dependencies (from sid) once per set of versions. */
+async function guestUserspace(cacheDir: string, packages: string[]): Promise<{ root: string; ids: string[] }> {
+  const apt = new HarnessApt(cacheDir);
+  await apt.update();
+  const closure = await apt.dependencyClosure(packages);
+  const versions = await apt.versionsIn(closure, 'sid');
+  const refs = closure.map((name) => ({ name, version: versions.get(name) ?? '' }));
+  const ids = refs.map((r) => `${r.name}=${r.version}`);
+  const key = createHash('sha256').update(ids.join('\n')).digest('hex').slice(0, 16);
+  const debs = await apt.download(refs, path.join(cacheDir, 'guest-packages/debs'));
+  const root = path.join(cacheDir, 'guest-packages', `root-${key}`);
+  await extractDebs(debs, root);
+  return { root, ids };
+}
+
+/** DT_NEEDED entries of an ELF file. */
+async function neededLibraries(file: string): Promise<string[]> {
+  const { stdout } = await execa('readelf', ['-d', file], { reject: false });
+  return [...stdout.matchAll(/\(NEEDED\)\s+Shared library: \[(.+?)\]/g)].map((m) => m[1] ?? '');
+}
+
+/** Copies binaries from the unpacked packages, then every library they need, transitively. */
+async function copyBinariesWithLibraries(guestRoot: string, binaries: string[], stage: string): Promise<void> {
+  const libDir = 'usr/lib/x86_64-linux-gnu';
+  const queue: string[] = [];
+  for (const bin of binaries) {
+    const src = path.join(guestRoot, bin);
+    if (!existsSync(src)) throw new InfraError(`recipe binary ${bin} is not in the unpacked guest packages`);
+    await mkdir(path.dirname(path.join(stage, bin)), { recursive: true });
+    await copyFile(src, path.join(stage, bin));
+    queue.push(src);
+  }
+  const seen = new Set<string>();
+  while (queue.length > 0) {
+    const file = queue.shift() as string;
+    for (const lib of await neededLibraries(file)) {
+      if (seen.has(lib)) continue;
+      seen.add(lib);
+      const src = path.join(guestRoot, libDir, lib);
+      if (!existsSync(src)) {
+        throw new InfraError(`${path.basename(file)} needs ${lib}, which no unpacked guest package provides`);
+      }
+      await copyFile(src, path.join(stage, libDir, lib));
+      queue.push(src);
+    }
+  }
+  if (binaries.length > 0) {
+    await copyFile(path.join(guestRoot, libDir, 'ld-linux-x86-64.so.2'), path.join(stage, libDir, 'ld-linux-x86-64.so.2'));
+    await symlink(`../${libDir}/ld-linux-x86-64.so.2`, path.join(stage, 'lib64/ld-linux-x86-64.so.2'));
+  }
+}
+
+async function copyModules(kernel: Kernel, requested: string[], stage: string): Promise<string[]> {
+  if (requested.length === 0) return [];
+  await ensureDepmod(kernel.modulesRoot, kernel.release);
+  const src = modulesDir(kernel.modulesRoot, kernel.release);
+  const deps = parseModulesDep(await readFile(path.join(src, 'modules.dep'), 'utf8'));
+  const builtinFile = path.join(src, 'modules.builtin');
+  const builtin = parseModulesBuiltin(existsSync(builtinFile) ? await readFile(builtinFile, 'utf8') : '');
+  const closure = moduleClosure(requested, deps, builtin);
+  if (closure.missing.length > 0) {
+    throw new InfraError(
+      `kernel ${kernel.release} has neither a module nor a built-in for: ${closure.missing.join(', ')} (check its config)`,
+    );
+  }
+  const dest = path.join(stage, 'usr/lib/modules', kernel.release);
+  for (const rel of closure.files) {
+    const out = path.join(dest, rel.replace(/\.(xz|zst|gz)$/, ''));
+    await mkdir(path.dirname(out), { recursive: true });
+    // Decompressed: busybox cannot read compressed modules and the guest needs no decompressor.
+    const from = path.join(src, rel);
+    if (rel.endsWith('.xz')) await execa('sh', ['-c', 'xz -dc "$1" > "$2"', 'sh', from, out]);
+    else if (rel.endsWith('.zst')) await execa('sh', ['-c', 'zstd -qdc "$1" > "$2"', 'sh', from, out]);
+    else if (rel.endsWith('.gz')) await execa('sh', ['-c', 'gzip -dc "$1" > "$2"', 'sh', from, out]);
+    else await copyFile(from, out);
+  }
+  for (const f of ['modules.builtin', 'modules.builtin.modinfo', 'modules.order']) {
+    if (existsSync(path.join(src, f))) await copyFile(path.join(src, f), path.join(dest, f));
+  }
+  await execa('depmod', ['-b', stage, kernel.release]);
+  return closure.loadable;
+}
+
+/** Identity of the kernel's modules: content of modules.dep plus size and mtime of the files. */
+async function modulesIdentity(kernel: Kernel, requested: string[]): Promise<string> {
+  if (requested.length === 0) return '';
+  await ensureDepmod(kernel.modulesRoot, kernel.release);
+  const src = modulesDir(kernel.modulesRoot, kernel.release);
+  const depText = await readFile(path.join(src, 'modules.dep'), 'utf8');
+  const closure = moduleClosure(requested, parseModulesDep(depText), new Set());
+  const parts = [kernel.release, createHash('sha256').update(depText).digest('hex')];
+  for (const rel of closure.files) {
+    const s = await stat(path.join(src, rel));
+    parts.push(`${rel}:${s.size}:${s.mtimeMs}`);
+  }
+  return parts.join('\n');
+}
+
+/**
+ * Builds (or finds cached) the initramfs for a recipe and kernel. The image is cached by a
+ * hash of every input: recipe and init text, busybox, guest package versions, the module
+ * files, the keys and the builder version.
+ */
+export async function buildImage(cacheDir: string, recipeName: string, kernel: Kernel): Promise<GuestImage> {
+  const { recipe, dir } = await loadRecipe(recipeName);
+  const initText = await readFile(path.join(dir, recipe.init), 'utf8');
+  const userspace = recipe.packages.length > 0 ? await guestUserspace(cacheDir, recipe.packages) : undefined;
+  const keys = userspace ? await ensureKeys(cacheDir, userspace.root) : undefined;
+  const busybox = await stat(BUSYBOX).catch(() => {
+    throw new InfraError(`${BUSYBOX} is missing: install busybox-static`);
+  });
+  const hash = createHash('sha256')
+    .update(
+      [
+        BUILDER_VERSION,
+        JSON.stringify(recipe),
+        initText,
+        `${busybox.size}:${busybox.mtimeMs}`,
+        ...(userspace?.ids ?? []),
+        await modulesIdentity(kernel, recipe.modules),
+        keys?.clientPublicKey ?? '',
+        keys?.hostPublicKey ?? '',
+      ].join('\n'),
+    )
+    .digest('hex')
+    .slice(0, 20);
+  const imagesDir = path.join(cacheDir, 'images');
+  const out = path.join(imagesDir, `${recipeName}-${kernel.release}-${hash}.cpio.gz`);
+  const modulesListFile = `${out}.modules`;
+  if (existsSync(out) && existsSync(modulesListFile)) {
+    const modules = (await readFile(modulesListFile, 'utf8')).split('\n').filter(Boolean);
+    return { path: out, recipe: recipeName, hash, sizeBytes: (await stat(out)).size, modules, keys, cached: true };
+  }
+  progress(`image ${recipeName} for ${kernel.release}: building (inputs changed or not cached)`);
+  const stage = path.join(imagesDir, `.stage-${hash}-${process.pid}`);
+  await rm(stage, { recursive: true, force: true });
+  try {
+    for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc/dax-harness', 'usr/bin', 'usr/sbin', 'usr/lib/x86_64-linux-gnu', 'lib64']) {
+      await mkdir(path.join(stage, d), { recursive: true });
+    }
+    await symlink('usr/lib', path.join(stage, 'lib'));
+    await copyFile(BUSYBOX, path.join(stage, 'bin/busybox'));
+    const { stdout: applets } = await execa(BUSYBOX, ['--list']);
+    for (const applet of applets.split('\n').filter(Boolean)) {
+      if (applet !== 'busybox') await symlink('busybox', path.join(stage, 'bin', applet));
+    }
+    if (userspace) {
+      await step(`image ${recipeName}: tools and shared libraries`, () =>
+        copyBinariesWithLibraries(userspace.root, recipe.binaries, stage),
+      );
+      // kmod's modprobe family replaces busybox's applets (busybox cannot handle everything kmod does).
+      if (recipe.binaries.includes('usr/bin/kmod')) {
+        for (const a of ['modprobe', 'insmod', 'rmmod', 'lsmod', 'modinfo', 'depmod']) {
+          await rm(path.join(stage, 'bin', a), { force: true });
+          await rm(path.join(stage, 'sbin', a), { force: true });
+          await symlink('../bin/kmod', path.join(stage, 'usr/sbin', a));
+        }
+      }
+    }
+    const modules = await step(`image ${recipeName}: modules from modules.dep`, () =>
+      copyModules(kernel, recipe.modules, stage),
+    );
+    await writeFile(path.join(stage, 'etc/dax-harness/modules'), `${modules.join('\n')}\n`);
+    await writeFile(path.join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+    await writeFile(path.join(stage, 'etc/group'), 'root:x:0:\n');
+    await writeFile(path.join(stage, 'etc/shells'), '/bin/sh\n');
+    if (keys) {
+      await mkdir(path.join(stage, 'root/.ssh'), { recursive: true, mode: 0o700 });
+      await writeFile(path.join(stage, 'root/.ssh/authorized_keys'), `${keys.clientPublicKey}\n`, { mode: 0o600 });
+      await mkdir(path.join(stage, 'etc/dropbear'), { recursive: true });
+      await copyFile(keys.hostKeyPath, path.join(stage, 'etc/dropbear/dropbear_ed25519_host_key'));
+    }
+    await writeFile(path.join(stage, 'init'), initText);
+    await chmod(path.join(stage, 'init'), 0o755);
+    await chmod(path.join(stage, 'root'), 0o700);
+    const tmp = `${out}.tmp-${process.pid}`;
+    await step(`image ${recipeName}: cpio + gzip`, () =>
+      execa('sh', ['-c', 'find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -1 > "$1"', 'sh', tmp], {
+        cwd: stage,
+      }),
+    );
+    await rename(tmp, out);
+    await writeFile(modulesListFile, `${modules.join('\n')}\n`);
+    const sizeBytes = (await stat(out)).size;
+    progress(`image ${recipeName}: ${(sizeBytes / 1048576).toFixed(1)} MiB, ${modules.length} modules to load`);
+    return { path: out, recipe: recipeName, hash, sizeBytes, modules, keys, cached: false };
+  } finally {
+    await rm(stage, { recursive: true, force: true });
+  }
+}
+
+/** Removes stale staging directories left by a killed build. */
+export async function cleanStaleStages(cacheDir: string): Promise<void> {
+  const dir = path.join(cacheDir, 'images');
+  if (!existsSync(dir)) return;
+  for (const f of await readdir(dir)) {
+    const pid = /^\.stage-\w+-(\d+)$/.exec(f)?.[1];
+    if (pid && !processAlive(Number(pid))) await rm(path.join(dir, f), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,60 @@
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { extractDebs, HarnessApt, type PackageRef } from '../apt.js';
+import { UsageError } from '../errors.js';
+import { step } from '../progress.js';
+import { ensureDepmod, type Kernel, readBzImageVersion } from './kernel.js';
+
+/** Debian flavour used for guests: the generic amd64 build (not cloud, not rt). */
+const FLAVOUR = 'amd64';
+
+/**
+ * Finds Debian's kernel for a version like "7.3" or "7.2": Debian names the binary package
+ * linux-binary-<abi>-amd64, where <abi> is "7.3" for experimental's rc and "7.2.13+deb14"
+ * for a sid release. The newest match wins.
+ */
+export function pickKernelPackage(names: string[], version: string): string | undefined {
+  const escaped = version.replace(/\./g, '\\.');
+  const re = new RegExp(`^linux-binary-(${escaped}(?:\\.\\d+)?(?:\\+deb\\d+)?)-${FLAVOUR}$`);
+  const matches = names.filter((n) => re.test(n));
+  matches.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+  return matches.at(-1);
+}
+
+export function isKernelVersion(spec: string): boolean {
+  return /^\d+\.\d+$/.test(spec);
+}
+
+/** Downloads (once) and unpacks Debian's kernel and modules for a version; returns the kernel. */
+export async function fetchDebianKernel(cacheDir: string, version: string): Promise<Kernel> {
+  if (!isKernelVersion(version)) throw new UsageError(`unknown kernel "${version}": give a version like 7.3 or a path`);
+  const apt = new HarnessApt(cacheDir);
+  await step('apt: package lists', () => apt.update());
+  const names = await apt.packageNames('linux-binary-');
+  const binary = pickKernelPackage(names, version);
+  if (!binary) {
+    const have = [...new Set(names.map((n) => /^linux-binary-(\d+\.\d+)/.exec(n)?.[1]).filter(Boolean))];
+    throw new UsageError(
+      `no Debian kernel ${version} in sid or experimental (available: ${have.join(', ') || 'none'})`,
+    );
+  }
+  const modulesPkg = binary.replace(/^linux-binary-/, 'linux-modules-');
+  const suite = await apt.suiteOf(binary);
+  const versions = await apt.versionsIn([binary, modulesPkg], suite);
+  const packages: PackageRef[] = [binary, modulesPkg].map((name) => ({ name, version: versions.get(name) ?? '' }));
+  const id = `${binary}_${packages[0]?.version}`.replace(/[^A-Za-z0-9._+-]/g, '_');
+  const dir = path.join(cacheDir, 'kernels', id);
+  const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () =>
+    apt.download(packages, path.join(dir, 'debs')),
+  );
+  const root = path.join(dir, 'root');
+  await step(`kernel ${version}: unpack`, () => extractDebs(debs, root));
+  const moduleReleases = await readdir(path.join(root, 'usr/lib/modules'));
+  const release = moduleReleases.find((r) => existsSync(path.join(root, 'usr/lib/modules', r, 'vmlinuz')));
+  if (!release) throw new UsageError(`${binary} holds no usr/lib/modules/*/vmlinuz`);
+  const vmlinuz = path.join(root, 'usr/lib/modules', release, 'vmlinuz');
+  await readBzImageVersion(vmlinuz);
+  await ensureDepmod(root, release);
+  return { release, vmlinuz, modulesRoot: root, source: { kind: 'debian', spec: version, suite, packages } };
+}

@@ -1,0 +1,56 @@
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import ssh2 from 'ssh2';
+
+/**
+ * SSH keys, generated once per cache directory and never committed: the client key the
+ * harness logs in with, and the guest's dropbear host key, which the harness pins.
+ */
+export interface SshKeys {
+  clientPrivateKey: string;
+  clientPrivateKeyPath: string;
+  clientPublicKey: string;
+  /** dropbear-format host key file baked into the image. */
+  hostKeyPath: string;
+  /** "ssh-ed25519 AAAA..." of the host key, for host key verification. */
+  hostPublicKey: string;
+}
+
+/**
+ * dropbearkey comes from sid's dropbear-bin, linked against sid's glibc: run it with sid's
+ * own dynamic loader and libraries from the unpacked guest root, not the host's.
+ */
+async function runGuestTool(guestRoot: string, tool: string, args: string[]) {
+  const lib = path.join(guestRoot, 'usr/lib/x86_64-linux-gnu');
+  return execa(path.join(lib, 'ld-linux-x86-64.so.2'), ['--library-path', lib, path.join(guestRoot, tool), ...args]);
+}
+
+export async function ensureKeys(cacheDir: string, guestRoot: string): Promise<SshKeys> {
+  const dir = path.join(cacheDir, 'keys');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const clientPrivateKeyPath = path.join(dir, 'client_ed25519');
+  if (!existsSync(clientPrivateKeyPath)) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dax-harness' });
+    await writeFile(`${clientPrivateKeyPath}.pub`, `${pair.public}\n`);
+    await writeFile(clientPrivateKeyPath, pair.private, { mode: 0o600 });
+  }
+  const hostKeyPath = path.join(dir, 'dropbear_ed25519_host_key');
+  if (!existsSync(hostKeyPath)) {
+    await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-t', 'ed25519', '-f', `${hostKeyPath}.tmp`]);
+    const { stdout } = await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-y', '-f', `${hostKeyPath}.tmp`]);
+    const pub = stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
+    if (!pub) throw new Error('dropbearkey printed no ssh-ed25519 public key');
+    await writeFile(`${hostKeyPath}.pub`, `${pub.trim()}\n`);
+    await execa('mv', [`${hostKeyPath}.tmp`, hostKeyPath]);
+    await chmod(hostKeyPath, 0o600);
+  }
+  return {
+    clientPrivateKey: await readFile(clientPrivateKeyPath, 'utf8'),
+    clientPrivateKeyPath,
+    clientPublicKey: (await readFile(`${clientPrivateKeyPath}.pub`, 'utf8')).trim(),
+    hostKeyPath,
+    hostPublicKey: (await readFile(`${hostKeyPath}.pub`, 'utf8')).trim(),
+  };
+}
