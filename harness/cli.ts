@@ -4,7 +4,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
-import { killAllChildren } from './reaper.js';
+import { interruptedBy, killAllChildren } from './reaper.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -92,6 +92,8 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (error) {
     killAllChildren();
+    // Interrupted: the signal handler reports and sets the exit status (130/143).
+    if (interruptedBy()) return;
     if (error instanceof CommanderError) {
       // Commander has printed its message; --help and --version are not errors.
       process.exitCode = error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : 2;

@@ -22,7 +22,7 @@ export interface DaxDevice {
 }
 
 /** Shell snippet printing one line per dax device: name|sysfs path|driver|size|target_node|ranges. */
-const INSPECT = String.raw`
+const INSPECT = `
 for d in /sys/bus/dax/devices/dax*; do
   [ -e "$d" ] || continue
   n=$(basename "$d"); drv=$(basename "$(readlink "$d/driver" 2>/dev/null)" 2>/dev/null)

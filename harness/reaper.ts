@@ -51,6 +51,7 @@ function install(): void {
       process.stderr.write(`\ndax-harness: ${signal}: stopping guests, writing partial results\n`);
       killAllChildren();
       const exitCode = 128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const)[signal];
+      process.exitCode = exitCode;
       const deadline = setTimeout(() => process.exit(exitCode), 5000);
       deadline.unref();
       Promise.allSettled(interruptHandlers.map((h) => h(signal))).then(() => process.exit(exitCode));

@@ -14,7 +14,7 @@ import { type Kernel, localKernel } from './kernel/kernel.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
-import { onInterrupt } from './reaper.js';
+import { interruptedBy, onInterrupt } from './reaper.js';
 import { toJUnit } from './results/junit.js';
 import type { TestRecord } from './results/record.js';
 import { toTextReport } from './results/report.js';
@@ -95,7 +95,12 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   let guest: Guest | undefined;
   const workDir = path.join(options.cacheDir, 'work', runId);
 
+  let finished = false;
   const finish = async (status: RunSummary['status'], exitCode: number) => {
+    // After a SIGINT/SIGTERM the interrupt handler writes the results; the unwinding run
+    // (whose guest was just killed) must not overwrite them with a boot failure.
+    if (finished || (interruptedBy() && status !== 'interrupted')) return;
+    finished = status === 'interrupted';
     summary.tests = await readTestRecords(testsFile);
     summary.counts = countTests(summary.tests);
     summary.status = status;

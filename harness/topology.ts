@@ -47,7 +47,7 @@ export function validateTopology(name: string, raw: unknown): Topology {
   const fail = (what: string): never => {
     throw new UsageError(`topology ${name}: ${what}`);
   };
-  if (typeof raw !== 'object' || raw === null) return fail('must be a JSON object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('must be a JSON object');
   const t = raw as Record<string, unknown>;
   const memory = t.memory as Topology['memory'] | undefined;
   if (!Number.isInteger(t.cpus) || (t.cpus as number) < 1) fail('"cpus" must be a positive integer');

@@ -1,0 +1,47 @@
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { isOneLineError, runCli, tempResultsDir } from './helpers.js';
+
+const cases: [string, string[], RegExp][] = [
+  ['unknown kernel version', ['run', '--kernel', '9.9'], /no Debian kernel 9\.9 in sid or experimental \(available: .*7\.3/],
+  ['unknown topology', ['run', '--topology', 'numa-maze'], /unknown topology "numa-maze" \(known: cxl, cxl-pmem, pmem\)/],
+  ['unknown suite', ['run', '--suite', 'nope'], /unknown suite "nope" \(known: .*smoke.*\)/],
+  ['kernel file missing', ['run', '--kernel', '/nonexistent/bzImage', '--modules', '/tmp'], /does not exist/],
+  ['kernel without modules', ['run', '--kernel', '/etc/hostname'], /not a Linux kernel image|needs --modules/],
+  ['triage of a missing file', ['triage', '/nonexistent.log'], /cannot read \/nonexistent\.log/],
+];
+
+for (const [name, args, message] of cases) {
+  test(`bad input: ${name} -> one line, exit 2`, async (t) => {
+    const extra = args[0] === 'run' ? ['--results-dir', await tempResultsDir()] : [];
+    const run = await runCli([...args, ...extra]);
+    t.is(run.exitCode, 2, run.all);
+    t.true(isOneLineError(run.stderr), run.stderr);
+    t.regex(run.stderr, message);
+  });
+}
+
+test('a kernel image that is not a kernel is refused before anything boots', async (t) => {
+  const file = path.join(tmpdir(), `not-a-kernel-${process.pid}`);
+  await writeFile(file, 'MZ this is not a bzImage'.repeat(100));
+  const run = await runCli(['run', '--kernel', file, '--modules', tmpdir()]);
+  t.is(run.exitCode, 2);
+  t.true(isOneLineError(run.stderr), run.stderr);
+  t.regex(run.stderr, /is not a Linux kernel image/);
+});
+
+test('unknown option: commander names it, exit 2', async (t) => {
+  const run = await runCli(['run', '--frobnicate']);
+  t.is(run.exitCode, 2);
+  t.regex(run.stderr, /unknown option '--frobnicate'/);
+  t.notRegex(run.stderr, /\n\s+at /);
+});
+
+test('--help exits 0 and lists the run options', async (t) => {
+  const run = await runCli(['run', '--help']);
+  t.is(run.exitCode, 0);
+  t.regex(run.stdout, /--kernel <7\.3\|7\.2\|PATH>/);
+  t.regex(run.stdout, /--topology/);
+});

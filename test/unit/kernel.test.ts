@@ -1,0 +1,53 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { UsageError } from '../../harness/errors.js';
+import { isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
+import { readBzImageVersion } from '../../harness/kernel/kernel.js';
+import { parseQemuVersion, versionAtLeast } from '../../harness/machine.js';
+
+// `apt-cache pkgnames linux-binary-` against sid + experimental on 2026-11-27.
+const NAMES = [
+  'linux-binary-7.2.13+deb14-amd64',
+  'linux-binary-7.2.13+deb14-cloud-amd64',
+  'linux-binary-7.2.13+deb14-rt-amd64',
+  'linux-binary-7.2.9+deb14-amd64',
+  'linux-binary-7.3-amd64',
+  'linux-binary-7.3-cloud-amd64',
+  'linux-binary-7.3-rt-amd64',
+];
+
+test('Debian kernel package for a version: generic flavour, newest ABI', (t) => {
+  t.is(pickKernelPackage(NAMES, '7.3'), 'linux-binary-7.3-amd64');
+  t.is(pickKernelPackage(NAMES, '7.2'), 'linux-binary-7.2.13+deb14-amd64');
+  t.is(pickKernelPackage(NAMES, '7.1'), undefined);
+  t.is(pickKernelPackage(NAMES, '7.'), undefined);
+});
+
+test('kernel specs: versions vs paths', (t) => {
+  t.true(isKernelVersion('7.3'));
+  t.false(isKernelVersion('./bzImage'));
+  t.false(isKernelVersion('7.3.1'));
+});
+
+test('bzImage version string is read from the setup header; other files are refused', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dh-kernel-'));
+  const image = Buffer.alloc(0x400);
+  image.write('HdrS', 0x202, 'latin1');
+  image.writeUInt16LE(0x100, 0x20e); // version string at 0x100 + 0x200
+  image.write('7.3-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC\0', 0x300, 'latin1');
+  await writeFile(path.join(dir, 'bzImage'), image);
+  t.is(await readBzImageVersion(path.join(dir, 'bzImage')), '7.3-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC');
+  await writeFile(path.join(dir, 'notes.txt'), 'not a kernel\n'.repeat(100));
+  await t.throwsAsync(readBzImageVersion(path.join(dir, 'notes.txt')), { instanceOf: UsageError, message: /is not a Linux kernel image/ });
+  await t.throwsAsync(readBzImageVersion(path.join(dir, 'missing')), { instanceOf: UsageError, message: /does not exist/ });
+});
+
+test('QEMU version check', (t) => {
+  t.is(parseQemuVersion('QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)'), '10.0.2');
+  t.is(parseQemuVersion('QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)'), '7.2.15');
+  t.true(versionAtLeast('10.0.2', [8, 0]));
+  t.true(versionAtLeast('8.0', [8, 0]));
+  t.false(versionAtLeast('7.2.15', [8, 0]));
+});
