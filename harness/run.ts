@@ -1,17 +1,17 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
-import { createTopologyDevices } from './devices.js';
+import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError } from './errors.js';
-import { Guest, GuestLostError } from './guest.js';
-import { detectVariant } from './hotplug.js';
-import { buildImage, cleanStaleStages } from './image.js';
+import { Guest } from './guest.js';
+import { detectVariant, type Variant } from './hotplug.js';
+import { buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { type Kernel, localKernel } from './kernel/kernel.js';
-import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
+import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
@@ -19,8 +19,8 @@ import { toJUnit } from './results/junit.js';
 import type { TestRecord } from './results/record.js';
 import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary } from './results/summary.js';
-import { suiteFiles } from './suites.js';
-import { loadTopology, pmemBackingFile, qemuArgs } from './topology.js';
+import { type GuestSession, planSuites } from './suites.js';
+import { loadTopology, pmemBackingFile, qemuArgs, type Topology } from './topology.js';
 import { triage } from './triage.js';
 
 export interface RunOptions {
@@ -62,12 +62,87 @@ async function readTestRecords(file: string): Promise<TestRecord[]> {
     .map((l) => JSON.parse(l) as TestRecord);
 }
 
-/** One run: kernel, image, boot, devices, suites, results. Returns the exit status. */
+/** A booted guest with the topology's devices made and the variant detected. */
+export interface BootedGuest {
+  machine: Machine;
+  guest: Guest;
+  sshPort: number;
+  devices: DaxDevice[];
+  variant: Variant;
+  bootToSshSeconds: number;
+  cmdline: string;
+  workDir: string;
+}
+
+export interface BootSpec {
+  kernel: Kernel;
+  image: GuestImage;
+  topology: Topology;
+  accel: AcceleratorChoice['accel'];
+  cmdline: string;
+  consolePath: string;
+  workDir: string;
+  bootTimeoutSec: number;
+}
+
+/** Boots a guest, waits for SSH, creates the devices. On any failure QEMU is stopped. */
+export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => void): Promise<BootedGuest> {
+  const { image, topology } = spec;
+  if (!image.keys) throw new InfraError('guest image has no SSH keys');
+  await mkdir(spec.workDir, { recursive: true });
+  // Fresh NVDIMM backing (labels included) for every guest: nothing carries over.
+  for (const p of topology.pmem) {
+    await rm(pmemBackingFile(spec.workDir, p.name), { force: true });
+    await execa('truncate', ['-s', p.size, pmemBackingFile(spec.workDir, p.name)]);
+  }
+  const sshPort = await freePort();
+  const args = qemuArgs({
+    topology,
+    accel: spec.accel,
+    kernel: spec.kernel.vmlinuz,
+    initrd: image.path,
+    cmdline: spec.cmdline,
+    sshPort,
+    workDir: spec.workDir,
+  });
+  progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
+  const machine = Machine.start(args, spec.consolePath);
+  onStart?.(machine);
+  try {
+    const abort = new AbortController();
+    machine.exited.then(() => abort.abort());
+    const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
+    const guest = await Guest.connect(address, spec.bootTimeoutSec * 1000, abort.signal).catch((error) => {
+      const why = machine.exitInfo
+        ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
+        : `no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
+      throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+    });
+    const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
+    progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
+    const devices = await step('devices: create topology devices', () => createTopologyDevices(guest, topology));
+    const variant = await detectVariant(guest, devices[0]?.name ?? '');
+    progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
+    return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir };
+  } catch (error) {
+    await machine.stop();
+    throw error;
+  }
+}
+
+/** Ends a guest: a clean power-off when it still answers, then QEMU is stopped for sure. */
+export async function shutdownGuest(booted: BootedGuest): Promise<void> {
+  await booted.guest.exec('poweroff -f', { timeoutMs: 2000 }).catch(() => undefined);
+  booted.guest.close();
+  await booted.machine.stop();
+}
+
+/** One run: kernel, image, then per guest session boot, devices, suites; then results. */
 export async function runOnce(options: RunOptions): Promise<{ exitCode: number; summary: RunSummary; dir: string }> {
   const started = Date.now();
   // Validate the cheap inputs before any download or boot.
   const topology = await loadTopology(options.topology);
-  const { suites, files } = await suiteFiles(options.suites);
+  const { suites, sessions } = await planSuites(options.suites);
   const qemu = await checkQemu();
   const runId = runIdFor(options.kernel, topology.name);
   const dir = path.join(options.resultsDir, runId);
@@ -78,7 +153,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   await rm(latest, { force: true });
   await symlink(runId, latest).catch(() => undefined);
   const testsFile = path.join(dir, 'tests.jsonl');
-  const cmdline = [BASE_CMDLINE, options.bootArgs].filter(Boolean).join(' ');
+  const consolePath = path.join(dir, 'console.log');
   const summary: RunSummary = {
     runId,
     status: 'running',
@@ -90,9 +165,10 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     bootArgs: options.bootArgs,
     counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
     tests: [],
+    guests: [],
   };
-  let machine: Machine | undefined;
-  let guest: Guest | undefined;
+  const consoleLines: string[] = [];
+  let current: Machine | undefined;
   const workDir = path.join(options.cacheDir, 'work', runId);
 
   let finished = false;
@@ -107,7 +183,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     summary.exitCode = exitCode;
     summary.finishedAt = new Date().toISOString();
     summary.wallSeconds = (Date.now() - started) / 1000;
-    if (machine) summary.consoleReports = triage(machine.console.lines);
+    summary.consoleReports = triage([...consoleLines, ...(current?.console.lines ?? [])]);
     await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
     await writeAtomic(path.join(dir, 'junit.xml'), toJUnit(summary));
     await writeAtomic(path.join(dir, 'report.txt'), toTextReport(summary));
@@ -125,96 +201,88 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel));
-    if (!image.keys) throw new InfraError('guest image has no SSH keys');
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
     summary.accelerator = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
     progress(`accelerator: ${summary.accelerator.accel} (${summary.accelerator.reason})`);
 
-    await mkdir(workDir, { recursive: true });
-    for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(workDir, p.name)]);
-    const sshPort = await freePort();
-    const args = qemuArgs({
-      topology,
-      accel: summary.accelerator.accel,
-      kernel: kernel.vmlinuz,
-      initrd: image.path,
-      cmdline,
-      sshPort,
-      workDir,
-    });
-    summary.qemu = { version: qemu.version, commandLine: ['qemu-system-x86_64', ...args] };
-    progress(`boot: ${kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
-    machine = Machine.start(args, path.join(dir, 'console.log'));
-    const booted = machine;
-    const abort = new AbortController();
-    booted.exited.then(() => abort.abort());
-    const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
-    guest = await Guest.connect(address, options.bootTimeoutSec * 1000, abort.signal).catch((error) => {
-      const why = booted.exitInfo
-        ? `${describeExit(booted.exitInfo)}${booted.exitInfo.stderr ? `: ${booted.exitInfo.stderr.split('\n')[0]}` : ''}`
-        : `no SSH within ${options.bootTimeoutSec} s (${errorMessage(error)})`;
-      throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${booted.console.tail(25)}`);
-    });
-    summary.bootToSshSeconds = (Date.now() - booted.startedAt) / 1000;
-    progress(`boot: SSH ready after ${summary.bootToSshSeconds.toFixed(1)} s`);
-
-    const devices = await step('devices: create topology devices', () => createTopologyDevices(guest as Guest, topology));
-    summary.devices = devices;
-    summary.variant = await detectVariant(guest, devices[0]?.name ?? '');
-    progress(`variant: ${summary.variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
-
-    const context: RunContext = {
-      ssh: { host: '127.0.0.1', port: sshPort, privateKeyPath: image.keys.clientPrivateKeyPath, hostPublicKey: image.keys.hostPublicKey },
-      kernel: { release: kernel.release, requested: options.kernel },
-      variant: summary.variant,
-      topology: topology.name,
-      devices,
-      cmdline,
-      consolePath: path.join(dir, 'console.log'),
-      testsFile,
-    };
-    const contextFile = path.join(dir, 'context.json');
-    await writeFile(contextFile, JSON.stringify(context, null, 2));
-    const ava = await step(`suites: ${suites.join(', ')}`, () => runAva(files, contextFile, dir));
-
-    const dmesg = await guest.run('dmesg').catch(() => undefined);
-    if (dmesg !== undefined) await writeFile(path.join(dir, 'dmesg.txt'), dmesg);
-    if (!booted.running) {
-      summary.error = `${describeExit(booted.exitInfo ?? { code: null, signal: null, stderr: '' })} during the suites\n--- console tail ---\n${booted.console.tail(25)}`;
+    for (const [index, session] of sessions.entries()) {
+      const cmdline = [BASE_CMDLINE, options.bootArgs, session.bootArgs].filter(Boolean).join(' ');
+      const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}`;
+      progress(`session ${index + 1}/${sessions.length}: ${label}${session.bootArgs ? ` [${session.bootArgs}]` : ''}`);
+      await appendFile(consolePath, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
+      const booted = await bootGuest(
+        {
+          kernel,
+          image,
+          topology,
+          accel: summary.accelerator.accel,
+          cmdline,
+          consolePath,
+          workDir,
+          bootTimeoutSec: options.bootTimeoutSec,
+        },
+        (machine) => {
+          current = machine;
+          summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
+        },
+      );
+      summary.variant ??= booted.variant;
+      summary.devices ??= booted.devices;
+      summary.bootToSshSeconds ??= booted.bootToSshSeconds;
+      const guestRecord = { session: index + 1, suite: session.suite, files: session.files, cmdline, bootToSshSeconds: booted.bootToSshSeconds, variant: booted.variant, qemuExit: undefined as string | undefined };
+      summary.guests?.push(guestRecord);
+      try {
+        const context: RunContext = {
+          ssh: { host: '127.0.0.1', port: booted.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
+          kernel: { release: kernel.release, requested: options.kernel },
+          variant: booted.variant,
+          topology: topology.name,
+          devices: booted.devices,
+          cmdline,
+          consolePath,
+          testsFile,
+        };
+        const contextFile = path.join(dir, `context-${index + 1}.json`);
+        await writeFile(contextFile, JSON.stringify(context, null, 2));
+        const ava = await step(`suites: ${label}`, () => runAva(session, contextFile, dir));
+        const dmesg = await booted.guest.run('dmesg').catch(() => undefined);
+        if (dmesg !== undefined) await appendFile(path.join(dir, 'dmesg.txt'), `===== session ${index + 1}: ${cmdline}\n${dmesg}`);
+        if (!booted.machine.running) {
+          guestRecord.qemuExit = describeExit(booted.machine.exitInfo ?? { code: null, signal: null, stderr: '' });
+          summary.error ??= `${guestRecord.qemuExit} during ${label}\n--- console tail ---\n${booted.machine.console.tail(25)}`;
+        }
+        if (ava.exitCode !== 0 && !(await readTestRecords(testsFile)).some((r) => r.status === 'fail')) {
+          // ava failed outside any test (a suite file threw, a worker died): never report green.
+          summary.error ??= `ava exited ${ava.exitCode} with no failed test recorded in ${label}: ${ava.tail}`;
+        }
+      } finally {
+        await shutdownGuest(booted);
+        consoleLines.push(...booted.machine.console.lines);
+        current = undefined;
+      }
     }
     const records = await readTestRecords(testsFile);
-    if (ava.exitCode !== 0 && !records.some((r) => r.status === 'fail')) {
-      // ava failed outside any test (a suite file threw, a worker died): never report green.
-      summary.error ??= `ava exited ${ava.exitCode} with no failed test recorded: ${ava.tail}`;
-    }
-    const failed = records.some((r) => r.status === 'fail') || records.length === 0;
     if (records.length === 0) summary.error ??= 'no test results were recorded (see ava-output.txt)';
+    const failed = records.some((r) => r.status === 'fail');
     const exitCode = summary.error ? 2 : failed ? 1 : 0;
     await finish(summary.error ? 'error' : failed ? 'fail' : 'pass', exitCode);
     return { exitCode, summary, dir };
   } catch (error) {
     summary.error = errorMessage(error);
-    if (error instanceof GuestLostError && machine && !machine.running) {
-      summary.error += `; ${describeExit(machine.exitInfo ?? { code: null, signal: null, stderr: '' })}`;
-    }
     await finish('error', 2);
     throw error;
   } finally {
-    guest?.close();
-    if (machine) {
-      await machine.stop();
-      await machine.console.close();
-    }
+    if (current) await current.stop();
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-/** Runs ava on the suite files; its output streams to stderr and is kept in ava-output.txt. */
-async function runAva(files: string[], contextFile: string, dir: string): Promise<{ exitCode: number; tail: string }> {
+/** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
+async function runAva(session: GuestSession, contextFile: string, dir: string): Promise<{ exitCode: number; tail: string }> {
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
   const avaCli = path.join(path.dirname(avaMain), 'cli.mjs');
-  const child = execa(process.execPath, [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...files], {
+  const child = execa(process.execPath, [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...session.files], {
     cwd: projectRoot,
     env: { [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
     reject: false,
@@ -223,7 +291,7 @@ async function runAva(files: string[], contextFile: string, dir: string): Promis
   });
   child.all?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
   const result = await child;
-  await writeFile(path.join(dir, 'ava-output.txt'), result.all ?? '');
+  await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '');
   const tail = (result.all ?? '').trim().split('\n').slice(-5).join(' / ');
   return { exitCode: result.exitCode ?? 1, tail };
 }

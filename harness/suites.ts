@@ -1,29 +1,60 @@
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from './errors.js';
 import { projectRoot } from './paths.js';
 
 export const SUITES_DIR = path.join(projectRoot, 'suites');
 
-export async function listSuites(): Promise<string[]> {
-  const entries = await readdir(SUITES_DIR, { withFileTypes: true });
-  return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+/**
+ * A guest session: test files that share one freshly booted guest, and the extra kernel
+ * arguments it boots with. Tests that leave the kernel dirty (memory stuck online after an
+ * unbind) or need other boot arguments get a session of their own, so no state leaks from
+ * one to the next.
+ */
+export interface GuestSession {
+  suite: string;
+  files: string[];
+  bootArgs: string;
 }
 
-/** Test files of the named suites ("all" = every suite), relative to the project root. */
-export async function suiteFiles(names: string[]): Promise<{ suites: string[]; files: string[] }> {
+/** suites/<name>/suite.json: the sessions; without it, all the suite's files share one guest. */
+interface SuiteManifest {
+  sessions: { files: string[]; bootArgs?: string }[];
+}
+
+export async function listSuites(): Promise<string[]> {
+  const entries = await readdir(SUITES_DIR, { withFileTypes: true });
+  return entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
+}
+
+async function suiteSessions(name: string): Promise<GuestSession[]> {
+  const dir = path.join(SUITES_DIR, name);
+  const rel = (f: string) => path.relative(projectRoot, path.join(dir, f));
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.test.ts')).sort();
+  const manifestFile = path.join(dir, 'suite.json');
+  if (!existsSync(manifestFile)) return [{ suite: name, files: files.map(rel), bootArgs: '' }];
+  const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as SuiteManifest;
+  const listed = new Set(manifest.sessions.flatMap((s) => s.files));
+  for (const f of listed) {
+    if (!files.includes(f)) throw new UsageError(`suite ${name}: suite.json names ${f}, which does not exist`);
+  }
+  const unlisted = files.filter((f) => !listed.has(f));
+  if (unlisted.length > 0) throw new UsageError(`suite ${name}: suite.json does not place ${unlisted.join(', ')} in a session`);
+  return manifest.sessions.map((s) => ({ suite: name, files: s.files.map(rel), bootArgs: s.bootArgs ?? '' }));
+}
+
+/** The sessions of the named suites ("all" = every suite), in order. */
+export async function planSuites(names: string[]): Promise<{ suites: string[]; sessions: GuestSession[] }> {
   const known = await listSuites();
   const suites = names.includes('all') ? known : names;
-  const files: string[] = [];
+  const sessions: GuestSession[] = [];
   for (const name of suites) {
-    const dir = path.join(SUITES_DIR, name);
-    if (!known.includes(name) || !existsSync(dir)) {
-      throw new UsageError(`unknown suite "${name}" (known: ${known.join(', ')}, all)`);
-    }
-    for (const f of (await readdir(dir)).sort()) {
-      if (f.endsWith('.test.ts')) files.push(path.relative(projectRoot, path.join(dir, f)));
-    }
+    if (!known.includes(name)) throw new UsageError(`unknown suite "${name}" (known: ${known.join(', ')}, all)`);
+    sessions.push(...(await suiteSessions(name)));
   }
-  return { suites, files };
+  return { suites, sessions };
 }

@@ -1,0 +1,25 @@
+import type { CrashReport } from '../triage.js';
+
+/** One check inside a test: what was compared and whether it held. */
+export interface CheckRecord {
+  name: string;
+  ok: boolean;
+  actual?: unknown;
+  expected?: unknown;
+}
+
+export type TestStatus = 'pass' | 'fail' | 'skip';
+
+/** One test's result as written (a JSON line) the moment it finishes. */
+export interface TestRecord {
+  name: string;
+  file: string;
+  status: TestStatus;
+  durationMs: number;
+  reason?: string;
+  checks: CheckRecord[];
+  /** Crash reports seen during the test, expected or not. */
+  reports: (CrashReport & { expected: boolean })[];
+  taintBefore?: number;
+  taintAfter?: number;
+}

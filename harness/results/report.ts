@@ -1,0 +1,42 @@
+import type { RunSummary } from './summary.js';
+
+/** A plain-text report a person reads: what ran, where, and what failed with its evidence. */
+export function toTextReport(summary: RunSummary): string {
+  const lines: string[] = [];
+  const c = summary.counts;
+  lines.push(`dax-harness run ${summary.runId}: ${summary.status.toUpperCase()}`);
+  lines.push(`  kernel      ${summary.kernel.release ?? '?'} (requested ${summary.kernel.requested}${sourceText(summary)})`);
+  lines.push(`  variant     ${summary.variant ?? 'not detected'}`);
+  lines.push(`  topology    ${summary.topology}`);
+  lines.push(`  accelerator ${summary.accelerator ? `${summary.accelerator.accel}: ${summary.accelerator.reason}` : '?'}`);
+  if (summary.bootToSshSeconds !== undefined) lines.push(`  boot to SSH ${summary.bootToSshSeconds.toFixed(1)} s`);
+  if (summary.wallSeconds !== undefined) lines.push(`  wall time   ${summary.wallSeconds.toFixed(1)} s`);
+  for (const d of summary.devices ?? []) {
+    lines.push(`  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`);
+  }
+  if (summary.error) lines.push('', `ERROR: ${summary.error}`);
+  lines.push('');
+  for (const t of summary.tests) {
+    const mark = { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
+    lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${t.reason ? `  -- ${t.reason}` : ''}`);
+    if (t.status === 'fail') {
+      for (const ch of t.checks.filter((x) => !x.ok)) {
+        lines.push(`      check "${ch.name}": got ${JSON.stringify(ch.actual)}, expected ${JSON.stringify(ch.expected)}`);
+      }
+      for (const r of t.reports.filter((x) => !x.expected)) lines.push(`      kernel ${r.kind}: ${r.title}: ${r.text}`);
+    }
+  }
+  if (summary.consoleReports && summary.consoleReports.length > 0) {
+    lines.push('', 'Reports in the console log:');
+    for (const r of summary.consoleReports) lines.push(`  line ${r.line}: ${r.kind}: ${r.title}`);
+  }
+  lines.push('', `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
+  return `${lines.join('\n')}\n`;
+}
+
+function sourceText(summary: RunSummary): string {
+  const s = summary.kernel.source;
+  if (!s) return '';
+  if (s.kind === 'debian') return `, Debian ${s.suite}: ${s.packages.map((p) => `${p.name} ${p.version}`).join(', ')}`;
+  return `, built: ${s.kernel}`;
+}

@@ -1,0 +1,42 @@
+import type { AcceleratorChoice } from '../machine.js';
+import type { DaxDevice } from '../devices.js';
+import type { Variant } from '../hotplug.js';
+import type { KernelSource } from '../kernel/kernel.js';
+import type { CrashReport } from '../triage.js';
+import type { TestRecord } from './record.js';
+
+export type RunStatus = 'pass' | 'fail' | 'error' | 'interrupted' | 'running';
+
+export interface RunSummary {
+  runId: string;
+  status: RunStatus;
+  exitCode?: number;
+  startedAt: string;
+  finishedAt?: string;
+  wallSeconds?: number;
+  kernel: { requested: string; release?: string; source?: KernelSource };
+  variant?: Variant;
+  accelerator?: AcceleratorChoice;
+  qemu?: { version: string; commandLine?: string[] };
+  topology: string;
+  suites: string[];
+  bootArgs: string;
+  image?: { recipe: string; hash: string; sizeBytes: number; cached: boolean };
+  devices?: DaxDevice[];
+  bootToSshSeconds?: number;
+  counts: { passed: number; failed: number; skipped: number; total: number };
+  /** One entry per booted guest (a suite session): its command line, boot time and fate. */
+  guests?: { session: number; suite: string; files: string[]; cmdline: string; bootToSshSeconds: number; variant: Variant; qemuExit?: string }[];
+  tests: TestRecord[];
+  /** Reports found in the whole console log. */
+  consoleReports?: CrashReport[];
+  /** Infrastructure error (boot failure, QEMU death, ...). */
+  error?: string;
+}
+
+export function countTests(tests: TestRecord[]): RunSummary['counts'] {
+  const passed = tests.filter((t) => t.status === 'pass').length;
+  const failed = tests.filter((t) => t.status === 'fail').length;
+  const skipped = tests.filter((t) => t.status === 'skip').length;
+  return { passed, failed, skipped, total: tests.length };
+}
