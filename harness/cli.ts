@@ -37,6 +37,14 @@ function program(): Command {
     .option('--results-dir <DIR>', 'where run directories are written', path.join(projectRoot, 'results'))
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
+    .addOption(
+      new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices([
+        'merged',
+        'v3',
+        'baseline',
+      ]),
+    )
     .action(async (o) => {
       const { exitCode, summary, dir } = await runOnce({
         kernel: o.kernel,
@@ -48,6 +56,8 @@ function program(): Command {
         resultsDir: path.resolve(o.resultsDir),
         accel: o.accel,
         bootTimeoutSec: o.bootTimeout,
+        match: o.match,
+        variant: o.variant,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);

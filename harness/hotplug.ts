@@ -102,14 +102,23 @@ export interface WriteOutcome {
 }
 
 /**
- * Writes exact bytes to a sysfs file in a single write(2) and reports the errno. The bytes go
- * through printf's %b so newlines and odd characters arrive exactly as given.
+ * Writes exact bytes to a sysfs file in a single write(2) and reports the errno: the bytes
+ * travel over SSH stdin into a temporary file, then one `dd` read and one write of up to 1 MiB
+ * (a shell's printf may split its output, and each write(2) is a separate store call).
  */
 export async function writeSysfs(guest: Guest, file: string, bytes: string): Promise<WriteOutcome> {
-  const escaped = [...bytes].map((c) => `\\0${c.charCodeAt(0).toString(8).padStart(3, '0')}`).join('');
-  const r = await guest.exec(`printf %b ${shellQuote(escaped)} > ${shellQuote(file)}`, { timeoutMs: 180_000 });
+  const script = [
+    't=/tmp/.dax-harness-write.$$',
+    'cat > "$t"',
+    `dd if="$t" of=${shellQuote(file)} bs=1048576 count=1 conv=notrunc 2>"$t.err"`,
+    'rc=$?',
+    'grep -v "records\\|bytes" "$t.err" >&2',
+    'rm -f "$t" "$t.err"',
+    'exit $rc',
+  ].join('; ');
+  const r = await guest.exec(script, { timeoutMs: 180_000, stdin: Buffer.from(bytes, 'latin1') });
   if (r.code === 0) return { result: 'ok', raw: '' };
-  const raw = (r.stderr || r.stdout).trim();
+  const raw = r.stderr.trim();
   return { result: errnoFromMessage(raw) ?? `error(${raw})`, raw };
 }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
-import { errorMessage, InfraError } from './errors.js';
+import { errorMessage, InfraError, UsageError } from './errors.js';
 import { Guest } from './guest.js';
 import { detectVariant, type Variant } from './hotplug.js';
 import { buildImage, cleanStaleStages, type GuestImage } from './image.js';
@@ -33,6 +33,10 @@ export interface RunOptions {
   resultsDir: string;
   accel?: 'kvm' | 'tcg';
   bootTimeoutSec: number;
+  /** Only tests whose title matches (ava --match patterns). */
+  match?: string[];
+  /** Test as if the kernel were this variant instead of the detected one. */
+  variant?: Variant;
 }
 
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
@@ -144,6 +148,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const topology = await loadTopology(options.topology);
   const { suites, sessions } = await planSuites(options.suites);
   const qemu = await checkQemu();
+  // A kernel given by path is checked before anything is written: bad input leaves no run behind.
+  const localKernelChecked = isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules);
   const runId = runIdFor(options.kernel, topology.name);
   const dir = path.join(options.resultsDir, runId);
   await mkdir(dir, { recursive: true }).catch((error) => {
@@ -196,7 +202,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
 
   try {
-    const kernel = await resolveKernel(options.cacheDir, options.kernel, options.modules);
+    const kernel = localKernelChecked ?? (await resolveKernel(options.cacheDir, options.kernel, options.modules));
     summary.kernel = { requested: options.kernel, release: kernel.release, source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
@@ -226,6 +232,11 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
         },
       );
+      if (options.variant && options.variant !== booted.variant) {
+        progress(`variant: testing as ${options.variant} although the kernel looks ${booted.variant} (--variant)`);
+        summary.variantDetected = booted.variant;
+        booted.variant = options.variant;
+      }
       summary.variant ??= booted.variant;
       summary.devices ??= booted.devices;
       summary.bootToSshSeconds ??= booted.bootToSshSeconds;
@@ -244,7 +255,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         };
         const contextFile = path.join(dir, `context-${index + 1}.json`);
         await writeFile(contextFile, JSON.stringify(context, null, 2));
-        const ava = await step(`suites: ${label}`, () => runAva(session, contextFile, dir));
+        const ava = await step(`suites: ${label}`, () => runAva(session, contextFile, dir, options.match ?? []));
         const dmesg = await booted.guest.run('dmesg').catch(() => undefined);
         if (dmesg !== undefined) await appendFile(path.join(dir, 'dmesg.txt'), `===== session ${index + 1}: ${cmdline}\n${dmesg}`);
         if (!booted.machine.running) {
@@ -268,6 +279,12 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     await finish(summary.error ? 'error' : failed ? 'fail' : 'pass', exitCode);
     return { exitCode, summary, dir };
   } catch (error) {
+    if (error instanceof UsageError) {
+      // Bad input (e.g. a kernel version Debian does not have): leave no half-written run.
+      await rm(dir, { recursive: true, force: true });
+      await rm(latest, { force: true });
+      throw error;
+    }
     summary.error = errorMessage(error);
     await finish('error', 2);
     throw error;
@@ -278,13 +295,18 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
 }
 
 /** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
-async function runAva(session: GuestSession, contextFile: string, dir: string): Promise<{ exitCode: number; tail: string }> {
+async function runAva(
+  session: GuestSession,
+  contextFile: string,
+  dir: string,
+  match: string[],
+): Promise<{ exitCode: number; tail: string }> {
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
   const avaCli = path.join(path.dirname(avaMain), 'cli.mjs');
-  const child = execa(process.execPath, [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...session.files], {
+  const child = execa(process.execPath, [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...match.map((m) => `--match=${m}`), ...session.files], {
     cwd: projectRoot,
-    env: { [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
+    env: { ...session.env, [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
     reject: false,
     all: true,
     stdin: 'ignore',

@@ -16,6 +16,8 @@ export interface RunSummary {
   wallSeconds?: number;
   kernel: { requested: string; release?: string; source?: KernelSource };
   variant?: Variant;
+  /** Set when --variant overrode what the guest showed. */
+  variantDetected?: Variant;
   accelerator?: AcceleratorChoice;
   qemu?: { version: string; commandLine?: string[] };
   topology: string;

@@ -1,0 +1,64 @@
+import type { DaxDevice } from './devices.js';
+import type { HotplugState } from './hotplug.js';
+import { expectedZone, isOnline } from './expectations.js';
+import type { TestKit } from './fixture.js';
+import { blockStates, type DeviceView, viewDevice } from './probe.js';
+
+/**
+ * Checks a device from every side against the state it should be in: the attribute, each
+ * memory block's state and valid_zones, the "System RAM (kmem)" ranges in /proc/iomem, and the
+ * target node's MemTotal against the node's total with the device unplugged.
+ */
+export class DeviceChecker {
+  /** Node MemTotal (kB) with this device's memory not online; learnt on first look. */
+  private baseKb?: number;
+
+  constructor(
+    readonly kit: TestKit,
+    readonly device: DaxDevice,
+    private readonly blockBytes = 128 * 1024 * 1024,
+  ) {}
+
+  get deviceKb(): number {
+    return (this.device.blocks.length * this.blockBytes) / 1024;
+  }
+
+  async view(): Promise<DeviceView> {
+    return viewDevice(this.kit.guest, this.device, this.kit.driver.spec.attribute);
+  }
+
+  /** Learns the node's base MemTotal from the device's current state. */
+  async learnBase(state: HotplugState): Promise<void> {
+    const v = await this.view();
+    this.baseKb = v.nodeMemTotalKb - (isOnline(state) ? this.deviceKb : 0);
+  }
+
+  /** Asserts every side of the device agrees with `state`; returns the view. */
+  async expectState(state: HotplugState, label: string): Promise<DeviceView> {
+    const { check, assert } = this.kit;
+    const v = await this.view();
+    const d = this.device.name;
+    if (this.kit.driver.hasAttribute) check(`${label}: ${d} ${this.kit.driver.spec.attribute} reads`, v.attribute, state);
+    const blocks = this.device.blocks;
+    if (state === 'unplugged') {
+      check(`${label}: ${d} memory block directories gone`, blockStates(v), ['absent']);
+      check(`${label}: ${d} "System RAM (kmem)" gone from /proc/iomem`, v.kmemRanges, []);
+    } else {
+      check(`${label}: ${d} every block ${isOnline(state) ? 'online' : 'offline'}`, blockStates(v), [isOnline(state) ? 'online' : 'offline']);
+      const zone = expectedZone(state);
+      if (zone) {
+        const zones = [...new Set(blocks.map((b) => v.blocks[b]?.validZones))];
+        check(`${label}: ${d} valid_zones of every block`, zones, [zone]);
+      }
+      const kmemBytes = v.kmemRanges.reduce((sum, r) => sum + Number(BigInt(r.end) - BigInt(r.start) + 1n), 0);
+      check(`${label}: ${d} "System RAM (kmem)" in /proc/iomem spans its blocks`, kmemBytes, blocks.length * this.blockBytes);
+    }
+    if (this.baseKb !== undefined) {
+      const expected = this.baseKb + (isOnline(state) ? this.deviceKb : 0);
+      check(`${label}: node${this.device.targetNode} MemTotal (kB)`, v.nodeMemTotalKb, expected);
+    } else {
+      assert(`${label}: node${this.device.targetNode} MemTotal readable`, v.nodeMemTotalKb >= 0, v.nodeMemTotalKb);
+    }
+    return v;
+  }
+}

@@ -1,0 +1,47 @@
+import { guestTest, runContext } from '../../harness/fixture.js';
+import { VARIANTS } from '../../harness/hotplug.js';
+import { blockStates, viewDevice } from '../../harness/probe.js';
+import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harness/steps.js';
+
+/**
+ * Unbinding kmem while the memory is online. The memory cannot be removed without
+ * offlining, which unbind must not do, so it stays online until reboot:
+ * - merged (7.3): remove_memory() fails per range, "mapping%d: ... stuck online until reboot"
+ *   and "Hotplug regions stuck online until reboot" are logged, no WARN;
+ * - v3: WARN "Hotplug memory regions stuck online until reboot" (expected here, nothing else);
+ * - baseline: "mapping%d: ... cannot be hotremoved until the next reboot".
+ * A rebind then cannot reserve the region again (EBUSY). The guest is dirty afterwards, so
+ * suite.json gives each backing's run of this file a guest of its own.
+ */
+const context = runContext();
+const spec = VARIANTS[context.variant];
+const backing = process.env.DAX_HARNESS_BACKING === 'pmem' ? 'pmem' : 'cxl';
+const messages = spec.attribute ? spec.unbindWhileOnline.messages : [/cannot be hotremoved until the next reboot/];
+
+guestTest(
+  `${backing}: unbind while online leaves the memory online and says so`,
+  {
+    backing,
+    expectReports: spec.unbindWhileOnline.warn ? [{ kind: 'WARNING', match: /Hotplug memory regions stuck online until reboot/ }] : [],
+    allowTaint: spec.unbindWhileOnline.warn ? 'W' : '',
+  },
+  async (_t, kit) => {
+    const { device } = kit;
+    let view = await viewDevice(kit.guest, device, spec.attribute);
+    kit.check('blocks online before unbind', blockStates(view), ['online']);
+    const kmemBefore = view.kmemRanges;
+    kit.check('unbind write', await unbindKmem(kit, device), 'ok');
+    kit.check(`${device.name} driver after unbind`, await driverOf(kit, device), '');
+    view = await viewDevice(kit.guest, device, spec.attribute);
+    kit.check('blocks still online', blockStates(view), ['online']);
+    kit.check('"System RAM (kmem)" still in /proc/iomem', view.kmemRanges, kmemBefore);
+    const log = (await dmesgSinceTestStart(kit)).join('\n');
+    for (const m of messages) kit.assert(`dmesg has ${m}`, m.test(log), log.split('\n').slice(-8));
+
+    const rebind = await bindKmem(kit, device);
+    kit.check('rebind refused: the region is still reserved', rebind, 'EBUSY');
+    kit.check(`${device.name} driver after failed rebind`, await driverOf(kit, device), '');
+    view = await viewDevice(kit.guest, device, spec.attribute);
+    kit.check('blocks still online after the failed rebind', blockStates(view), ['online']);
+  },
+);

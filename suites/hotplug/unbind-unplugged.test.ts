@@ -1,0 +1,35 @@
+import { DeviceChecker } from '../../harness/devicecheck.js';
+import { guestTest } from '../../harness/fixture.js';
+import { blockStates, viewDevice } from '../../harness/probe.js';
+import { bindKmem, dmesgSinceTestStart, driverOf, removeMemory, unbindKmem } from '../../harness/steps.js';
+
+/**
+ * Unbinding kmem once the memory is out (unplugged; on baseline: every block offlined) is a
+ * clean removal: no memory blocks, no "System RAM (kmem)", no "stuck" message. A rebind
+ * hotplugs again under the current policy (offline in this session's boot arguments).
+ */
+for (const backing of ['cxl', 'pmem'] as const) {
+  guestTest(`${backing}: unbind while unplugged is clean, rebind follows the policy`, { backing }, async (_t, kit) => {
+    const { device, driver } = kit;
+    await removeMemory(kit, device);
+    if ((await driverOf(kit, device)) === 'kmem') kit.check('unbind', await unbindKmem(kit, device), 'ok');
+    kit.check(`${device.name} driver after unbind`, await driverOf(kit, device), '');
+    let view = await viewDevice(kit.guest, device, driver.spec.attribute);
+    kit.check('attribute gone with the driver', view.attribute, undefined);
+    kit.check('memory block directories gone', blockStates(view), ['absent']);
+    kit.check('"System RAM (kmem)" gone from /proc/iomem', view.kmemRanges, []);
+    const log = (await dmesgSinceTestStart(kit)).join('\n');
+    kit.check('no "stuck online" message', /stuck online|cannot be hotremoved/.test(log), false);
+
+    kit.check('rebind', await bindKmem(kit, device), 'ok');
+    kit.check(`${device.name} driver after rebind`, await driverOf(kit, device), 'kmem');
+    const policy = (await kit.guest.run('cat /sys/devices/system/memory/auto_online_blocks')).trim();
+    if (driver.hasAttribute) {
+      const checker = new DeviceChecker(kit, device);
+      await checker.expectState(policy === 'offline' ? 'offline' : (policy as 'online'), 'after rebind');
+    } else {
+      view = await viewDevice(kit.guest, device);
+      kit.check('blocks after rebind', blockStates(view), [policy === 'offline' ? 'offline' : 'online']);
+    }
+  });
+}
