@@ -255,12 +255,19 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         };
         const contextFile = path.join(dir, `context-${index + 1}.json`);
         await writeFile(contextFile, JSON.stringify(context, null, 2));
-        const ava = await step(`suites: ${label}`, () => runAva(session, contextFile, dir, options.match ?? []));
+        const ava = await step(`suites: ${label}`, () =>
+          runAva(session, contextFile, dir, options.match ?? [], booted.machine.exited),
+        );
         const dmesg = await booted.guest.run('dmesg').catch(() => undefined);
         if (dmesg !== undefined) await appendFile(path.join(dir, 'dmesg.txt'), `===== session ${index + 1}: ${cmdline}\n${dmesg}`);
         if (!booted.machine.running) {
-          guestRecord.qemuExit = describeExit(booted.machine.exitInfo ?? { code: null, signal: null, stderr: '' });
-          summary.error ??= `${guestRecord.qemuExit} during ${label}\n--- console tail ---\n${booted.machine.console.tail(25)}`;
+          // QEMU died under the tests: an infrastructure failure, reported with how it ended
+          // and the console's last lines, not passed off as the running test's own failure.
+          const exit = booted.machine.exitInfo ?? { code: null, signal: null, stderr: '' };
+          guestRecord.qemuExit = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n').at(-1)}` : ''}`;
+          const victim = (await readTestRecords(testsFile)).filter((r) => r.status === 'fail').at(-1);
+          summary.error ??= `${guestRecord.qemuExit} during ${label}${victim ? ` (test "${victim.name}")` : ''}\n--- console tail ---\n${booted.machine.console.tail(25)}`;
+          progress(`session ${index + 1}: ${guestRecord.qemuExit}; the rest of this session's tests did not run`);
         }
         if (ava.exitCode !== 0 && !(await readTestRecords(testsFile)).some((r) => r.status === 'fail')) {
           // ava failed outside any test (a suite file threw, a worker died): never report green.
@@ -300,6 +307,7 @@ async function runAva(
   contextFile: string,
   dir: string,
   match: string[],
+  qemuExited: Promise<unknown>,
 ): Promise<{ exitCode: number; tail: string }> {
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
@@ -312,7 +320,15 @@ async function runAva(
     stdin: 'ignore',
   });
   child.all?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  // If QEMU dies, the remaining tests can only time out one by one: give the worker a moment
+  // to record the test it was in, then stop ava (a process we started, by its PID).
+  let stopTimer: NodeJS.Timeout | undefined;
+  qemuExited.then(() => {
+    stopTimer = setTimeout(() => child.kill('SIGTERM'), 5000);
+    stopTimer.unref();
+  });
   const result = await child;
+  clearTimeout(stopTimer);
   await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '');
   const tail = (result.all ?? '').trim().split('\n').slice(-5).join(' / ');
   return { exitCode: result.exitCode ?? 1, tail };

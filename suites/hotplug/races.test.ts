@@ -5,6 +5,14 @@ import { writeSysfs } from '../../harness/hotplug.js';
 import { blockStates, viewDevice } from '../../harness/probe.js';
 import { reach } from '../../harness/steps.js';
 
+/** "pages free" and "managed" of a node's Movable zone in /proc/zoneinfo. */
+function movableZone(zoneinfo: string, node: number): { free: number; managed: number } | undefined {
+  const block = zoneinfo.split(/^(?=Node \d+, zone)/m).find((b) => new RegExp(`^Node ${node}, zone\\s+Movable\\b`).test(b));
+  const free = /pages free\s+(\d+)/.exec(block ?? '')?.[1];
+  const managed = /managed\s+(\d+)/.exec(block ?? '')?.[1];
+  return free && managed ? { free: Number(free), managed: Number(managed) } : undefined;
+}
+
 /**
  * Atomicity and races: per-block writes behind the attribute's back, concurrent writers, and
  * unplugging movable memory that is in use.
@@ -78,10 +86,13 @@ for (const backing of ['cxl', 'pmem'] as const) {
       { timeoutMs: 300_000 },
     );
     try {
-      const zoneinfo = await kit.guest.run('cat /proc/zoneinfo');
-      const movable = new RegExp(`Node ${device.targetNode}, zone\\s+Movable[\\s\\S]*?nr_free_pages\\s+(\\d+)[\\s\\S]*?present\\s+(\\d+)`).exec(zoneinfo);
-      const used = movable ? Number(movable[2]) - Number(movable[1]) : 0;
-      kit.assert(`node${device.targetNode} Movable zone holds the tmpfs data (pages in use)`, used * 4 >= mb * 1024 * 0.5, { usedPages: used });
+      const zone = movableZone(await kit.guest.run('cat /proc/zoneinfo'), device.targetNode);
+      const usedPages = zone ? zone.managed - zone.free : 0;
+      kit.assert(
+        `node${device.targetNode} Movable zone holds the tmpfs data (pages in use)`,
+        usedPages * 4 >= mb * 1024 * 0.5,
+        { usedPages, zone },
+      );
       const r = await kit.driver.apply(device.name, 'unplug');
       kit.check('unplug of in-use movable memory', r.result, 'ok');
       await checker.expectState('unplugged', 'after unplug');

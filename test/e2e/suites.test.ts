@@ -1,0 +1,58 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import type { RunSummary } from '../../harness/results/summary.js';
+import { runCli, tempResultsDir } from './helpers.js';
+
+async function runSuites(args: string[]) {
+  const results = await tempResultsDir();
+  const run = await runCli(['run', ...args, '--results-dir', results]);
+  const summary = JSON.parse(readFileSync(path.join(results, 'latest', 'summary.json'), 'utf8')) as RunSummary;
+  return { run, summary };
+}
+
+function failures(summary: RunSummary): string {
+  return summary.tests
+    .filter((t) => t.status === 'fail')
+    .map((t) => `${t.name}: ${t.reason}`)
+    .join('\n');
+}
+
+test('all suites on Debian 7.3 (merged variant) pass on CXL and pmem', async (t) => {
+  const { run, summary } = await runSuites(['--kernel', '7.3', '--suite', 'all']);
+  t.log(`7.3 all suites: ${summary.wallSeconds?.toFixed(0)} s wall, ${summary.counts.passed} passed, ${summary.guests?.length} guests`);
+  t.is(run.exitCode, 0, failures(summary) || run.all.slice(-3000));
+  t.is(summary.variant, 'merged');
+  t.is(summary.counts.failed, 0);
+  t.is(summary.counts.skipped, 0);
+  const names = summary.tests.map((x) => x.name);
+  for (const backing of ['cxl', 'pmem']) {
+    t.true(names.includes(`${backing}: from online_movable, write unplug`));
+    t.true(names.includes(`${backing}: unbind while online leaves the memory online and says so`));
+  }
+  // Every test checked the kernel from more than one side.
+  for (const x of summary.tests.filter((y) => y.file.startsWith('state'))) t.true(x.checks.length >= 5, x.name);
+});
+
+test('all suites on Debian 7.2 (baseline): attribute tests skipped with the reason, the rest pass', async (t) => {
+  const { run, summary } = await runSuites(['--kernel', '7.2', '--suite', 'all']);
+  t.log(`7.2 all suites: ${summary.wallSeconds?.toFixed(0)} s wall, ${summary.counts.passed} passed, ${summary.counts.skipped} skipped`);
+  t.is(run.exitCode, 0, failures(summary) || run.all.slice(-3000));
+  t.is(summary.variant, 'baseline');
+  t.true(summary.counts.skipped > 0);
+  t.true(summary.counts.passed > 0);
+  for (const x of summary.tests.filter((y) => y.status === 'skip')) {
+    t.is(x.reason, 'baseline kernel: no whole-device hotplug attribute', x.name);
+  }
+});
+
+test('a wrong expectation fails the matching tests: 7.3 tested as if it were v3', async (t) => {
+  // The v3 attribute is "hotplug"; on a merged kernel the attribute tests must fail, and only they.
+  const { run, summary } = await runSuites(['--kernel', '7.3', '--suite', 'smoke', '--variant', 'v3']);
+  t.is(run.exitCode, 1);
+  t.is(summary.variant, 'v3');
+  t.is(summary.variantDetected, 'merged');
+  const failed = summary.tests.filter((x) => x.status === 'fail').map((x) => x.name).sort();
+  t.deepEqual(failed, ['cxl: hotplug attribute reads a valid value', 'pmem: hotplug attribute reads a valid value']);
+  t.regex(run.stdout, /^\d+ passed, 2 failed, 0 skipped$/m);
+});
