@@ -84,8 +84,8 @@ async function step(guest: Guest, what: string, command: string): Promise<string
 /**
  * Makes the topology's dax devices and binds them to kmem: a RAM region per CXL memdev
  * (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
- * fresh labels, a devdax namespace and `daxctl reconfigure-device --mode=system-ram`,
- * leaving onlining to the kernel's policy. Returns the devices matched to the topology.
+ * fresh labels, a devdax namespace moved from device_dax to kmem, leaving onlining to the
+ * kernel's policy. Returns the devices matched to the topology.
  */
 export async function createTopologyDevices(guest: Guest, topology: Topology): Promise<DaxDevice[]> {
   const made: DaxDevice[] = [];
@@ -110,9 +110,15 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
     const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`);
     const chardev = /"chardev":"(dax\d+\.\d+)"/.exec(created)?.[1];
     if (!chardev) throw new InfraError(`device setup: ndctl create-namespace printed no dax chardev for ${pmem.name}`);
-    // --no-online: the kernel's policy decides (auto_online_blocks); -f: daxctl otherwise
-    // refuses when that policy onlines memory itself.
-    await step(guest, `system-ram mode for ${chardev}`, `daxctl reconfigure-device --mode=system-ram --no-online -f ${chardev}`);
+    // Rebind to kmem by hand rather than `daxctl reconfigure-device`: daxctl writes kmem's
+    // new_id (which already attaches the driver) and then bind, and on 7.3 that second bind
+    // intermittently left dax0.0/state reading "unplugged" (2 of 4 boots here). One new_id
+    // write is a single, race-free probe under the kernel's auto-online policy.
+    await step(
+      guest,
+      `kmem for ${chardev}`,
+      `echo ${chardev} > /sys/bus/dax/drivers/device_dax/unbind && echo ${chardev} > /sys/bus/dax/drivers/kmem/new_id`,
+    );
     const device = (await inspectDaxDevices(guest)).find((d) => d.name === chardev);
     if (!device) throw new InfraError(`device setup: ${chardev} vanished after reconfiguration`);
     made.push({ ...device, source: pmem.name });

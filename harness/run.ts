@@ -116,6 +116,9 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     const abort = new AbortController();
     machine.exited.then(() => abort.abort());
     const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
+    // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
+    // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
+    await machine.console.waitFor(/dax-harness: sshd started/, spec.bootTimeoutSec * 1000, 0, abort.signal);
     const guest = await Guest.connect(address, spec.bootTimeoutSec * 1000, abort.signal).catch((error) => {
       const why = machine.exitInfo
         ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
@@ -213,7 +216,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
 
     for (const [index, session] of sessions.entries()) {
       const cmdline = [BASE_CMDLINE, options.bootArgs, session.bootArgs].filter(Boolean).join(' ');
-      const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}`;
+      const env = Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`);
+      const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}${env.length ? ` (${env.join(' ')})` : ''}`;
       progress(`session ${index + 1}/${sessions.length}: ${label}${session.bootArgs ? ` [${session.bootArgs}]` : ''}`);
       await appendFile(consolePath, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
       const booted = await bootGuest(
