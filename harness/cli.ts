@@ -37,6 +37,7 @@ function program(): Command {
     .option('--results-dir <DIR>', 'where run directories are written', path.join(projectRoot, 'results'))
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--jobs <N>', 'guests to run in parallel (one suite session each)', positiveInt, 1)
     .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
     .addOption(
       new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices([
@@ -58,6 +59,7 @@ function program(): Command {
         bootTimeoutSec: o.bootTimeout,
         match: o.match,
         variant: o.variant,
+        jobs: o.jobs,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);

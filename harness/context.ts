@@ -16,6 +16,8 @@ export interface RunContext {
   consolePath: string;
   /** JSON lines, one per finished test, appended by the workers. */
   testsFile: string;
+  /** Set when no guest was booted for the session: every test is skipped with this reason. */
+  noGuest?: string;
 }
 
 export const CONTEXT_ENV = 'DAX_HARNESS_CONTEXT';

@@ -80,6 +80,7 @@ export function devicesOf(backing: Backing): DaxDevice[] {
 }
 
 function skipReason(options: TestOptions): string | undefined {
+  if (context.noGuest) return context.noGuest;
   if (options.backing && devicesOf(options.backing).length === 0) {
     return `topology ${context.topology} has no ${options.backing} device`;
   }

@@ -7,7 +7,7 @@ import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { Guest } from './guest.js';
-import { detectVariant, type Variant } from './hotplug.js';
+import { BASELINE_SKIP_REASON, detectVariant, type Variant } from './hotplug.js';
 import { buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { type Kernel, localKernel } from './kernel/kernel.js';
@@ -37,6 +37,8 @@ export interface RunOptions {
   match?: string[];
   /** Test as if the kernel were this variant instead of the detected one. */
   variant?: Variant;
+  /** Guests booted in parallel (one suite session each). */
+  jobs?: number;
 }
 
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
@@ -177,7 +179,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     guests: [],
   };
   const consoleLines: string[] = [];
-  let current: Machine | undefined;
+  const running = new Set<Machine>();
   const workDir = path.join(options.cacheDir, 'work', runId);
 
   let finished = false;
@@ -192,7 +194,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     summary.exitCode = exitCode;
     summary.finishedAt = new Date().toISOString();
     summary.wallSeconds = (Date.now() - started) / 1000;
-    summary.consoleReports = triage([...consoleLines, ...(current?.console.lines ?? [])]);
+    summary.consoleReports = triage([...consoleLines, ...[...running].flatMap((m) => m.console.lines)]);
     await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
     await writeAtomic(path.join(dir, 'junit.xml'), toJUnit(summary));
     await writeAtomic(path.join(dir, 'report.txt'), toTextReport(summary));
@@ -211,28 +213,54 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel));
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
-    summary.accelerator = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
-    progress(`accelerator: ${summary.accelerator.accel} (${summary.accelerator.reason})`);
+    const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
+    summary.accelerator = accel;
+    progress(`accelerator: ${accel.accel} (${accel.reason})`);
 
-    for (const [index, session] of sessions.entries()) {
+    const jobs = Math.max(1, Math.min(options.jobs ?? 1, sessions.length));
+    const runSession = async (index: number, session: GuestSession) => {
       const cmdline = [BASE_CMDLINE, options.bootArgs, session.bootArgs].filter(Boolean).join(' ');
       const env = Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`);
       const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}${env.length ? ` (${env.join(' ')})` : ''}`;
       progress(`session ${index + 1}/${sessions.length}: ${label}${session.bootArgs ? ` [${session.bootArgs}]` : ''}`);
-      await appendFile(consolePath, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
+      // One guest at a time writes console.log directly (it survives a harness crash); parallel
+      // guests write their own files, joined into console.log as each session ends.
+      const sessionStarted = Date.now();
+      const knownVariant = options.variant ?? summary.variant;
+      if (session.needsAttribute && knownVariant === 'baseline') {
+        // Nothing in this session can run on a baseline kernel: record the skips, boot nothing.
+        progress(`session ${index + 1}: baseline kernel, every test needs the attribute: skipped without a boot`);
+        const contextFile = path.join(dir, `context-${index + 1}.json`);
+        const context: RunContext = {
+          ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
+          kernel: { release: kernel.release, requested: options.kernel },
+          variant: 'baseline',
+          topology: topology.name,
+          devices: summary.devices ?? [],
+          cmdline,
+          consolePath,
+          testsFile,
+          noGuest: BASELINE_SKIP_REASON,
+        };
+        await writeFile(contextFile, JSON.stringify(context, null, 2));
+        await runAva(session, contextFile, dir, options.match ?? [], new Promise(() => {}));
+        return;
+      }
+      const sessionConsole = jobs === 1 ? consolePath : path.join(dir, `console-session-${index + 1}.log`);
+      await appendFile(sessionConsole, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
       const booted = await bootGuest(
         {
           kernel,
           image,
           topology,
-          accel: summary.accelerator.accel,
+          accel: accel.accel,
           cmdline,
-          consolePath,
-          workDir,
+          consolePath: sessionConsole,
+          workDir: path.join(workDir, `session-${index + 1}`),
           bootTimeoutSec: options.bootTimeoutSec,
         },
         (machine) => {
-          current = machine;
+          running.add(machine);
           summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
         },
       );
@@ -244,17 +272,31 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       summary.variant ??= booted.variant;
       summary.devices ??= booted.devices;
       summary.bootToSshSeconds ??= booted.bootToSshSeconds;
-      const guestRecord = { session: index + 1, suite: session.suite, files: session.files, cmdline, bootToSshSeconds: booted.bootToSshSeconds, variant: booted.variant, qemuExit: undefined as string | undefined };
+      const guestRecord = {
+        session: index + 1,
+        suite: session.suite,
+        files: session.files,
+        cmdline,
+        bootToSshSeconds: booted.bootToSshSeconds,
+        variant: booted.variant,
+        qemuExit: undefined as string | undefined,
+        wallSeconds: undefined as number | undefined,
+      };
       summary.guests?.push(guestRecord);
       try {
         const context: RunContext = {
-          ssh: { host: '127.0.0.1', port: booted.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
+          ssh: {
+            host: '127.0.0.1',
+            port: booted.sshPort,
+            privateKeyPath: image.keys?.clientPrivateKeyPath ?? '',
+            hostPublicKey: image.keys?.hostPublicKey ?? '',
+          },
           kernel: { release: kernel.release, requested: options.kernel },
           variant: booted.variant,
           topology: topology.name,
           devices: booted.devices,
           cmdline,
-          consolePath,
+          consolePath: sessionConsole,
           testsFile,
         };
         const contextFile = path.join(dir, `context-${index + 1}.json`);
@@ -264,25 +306,42 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         );
         const dmesg = await booted.guest.run('dmesg').catch(() => undefined);
         if (dmesg !== undefined) await appendFile(path.join(dir, 'dmesg.txt'), `===== session ${index + 1}: ${cmdline}\n${dmesg}`);
+        const sessionFiles = new Set(session.files.map((f) => path.basename(f)));
+        const sessionRecords = (await readTestRecords(testsFile)).filter((r) => sessionFiles.has(r.file));
         if (!booted.machine.running) {
           // QEMU died under the tests: an infrastructure failure, reported with how it ended
           // and the console's last lines, not passed off as the running test's own failure.
           const exit = booted.machine.exitInfo ?? { code: null, signal: null, stderr: '' };
           guestRecord.qemuExit = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n').at(-1)}` : ''}`;
-          const victim = (await readTestRecords(testsFile)).filter((r) => r.status === 'fail').at(-1);
+          const victim = sessionRecords.filter((r) => r.status === 'fail').at(-1);
           summary.error ??= `${guestRecord.qemuExit} during ${label}${victim ? ` (test "${victim.name}")` : ''}\n--- console tail ---\n${booted.machine.console.tail(25)}`;
           progress(`session ${index + 1}: ${guestRecord.qemuExit}; the rest of this session's tests did not run`);
         }
-        if (ava.exitCode !== 0 && !(await readTestRecords(testsFile)).some((r) => r.status === 'fail')) {
+        if (ava.exitCode !== 0 && !sessionRecords.some((r) => r.status === 'fail')) {
           // ava failed outside any test (a suite file threw, a worker died): never report green.
           summary.error ??= `ava exited ${ava.exitCode} with no failed test recorded in ${label}: ${ava.tail}`;
         }
       } finally {
         await shutdownGuest(booted);
+        guestRecord.wallSeconds = (Date.now() - sessionStarted) / 1000;
+        running.delete(booted.machine);
         consoleLines.push(...booted.machine.console.lines);
-        current = undefined;
+        if (sessionConsole !== consolePath) {
+          await appendFile(consolePath, await readFile(sessionConsole, 'utf8'));
+          await rm(sessionConsole, { force: true });
+        }
       }
-    }
+    };
+    // A pool of `jobs` workers takes sessions in order; each guest has its own port, work
+    // directory and console, so nothing mutable is shared but the append-only result files.
+    let next = 0;
+    const worker = async () => {
+      while (next < sessions.length && !interruptedBy()) {
+        const index = next++;
+        await runSession(index, sessions[index] as GuestSession);
+      }
+    };
+    await Promise.all(Array.from({ length: jobs }, worker));
     const records = await readTestRecords(testsFile);
     if (records.length === 0) summary.error ??= 'no test results were recorded (see ava-output.txt)';
     const failed = records.some((r) => r.status === 'fail');
@@ -300,7 +359,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     await finish('error', 2);
     throw error;
   } finally {
-    if (current) await current.stop();
+    await Promise.all([...running].map((m) => m.stop()));
     await rm(workDir, { recursive: true, force: true });
   }
 }

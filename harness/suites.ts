@@ -18,11 +18,13 @@ export interface GuestSession {
   bootArgs: string;
   /** Extra environment for the session's test workers (e.g. which backing a file targets). */
   env: Record<string, string>;
+  /** Every test needs the whole-device attribute: on a baseline kernel no guest is booted. */
+  needsAttribute: boolean;
 }
 
 /** suites/<name>/suite.json: the sessions; without it, all the suite's files share one guest. */
 interface SuiteManifest {
-  sessions: { files: string[]; bootArgs?: string; env?: Record<string, string> }[];
+  sessions: { files: string[]; bootArgs?: string; env?: Record<string, string>; needsAttribute?: boolean }[];
 }
 
 export async function listSuites(): Promise<string[]> {
@@ -38,7 +40,7 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
   const rel = (f: string) => path.relative(projectRoot, path.join(dir, f));
   const files = (await readdir(dir)).filter((f) => f.endsWith('.test.ts')).sort();
   const manifestFile = path.join(dir, 'suite.json');
-  if (!existsSync(manifestFile)) return [{ suite: name, files: files.map(rel), bootArgs: '', env: {} }];
+  if (!existsSync(manifestFile)) return [{ suite: name, files: files.map(rel), bootArgs: '', env: {}, needsAttribute: false }];
   const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as SuiteManifest;
   const listed = new Set(manifest.sessions.flatMap((s) => s.files));
   for (const f of listed) {
@@ -46,7 +48,13 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
   }
   const unlisted = files.filter((f) => !listed.has(f));
   if (unlisted.length > 0) throw new UsageError(`suite ${name}: suite.json does not place ${unlisted.join(', ')} in a session`);
-  return manifest.sessions.map((s) => ({ suite: name, files: s.files.map(rel), bootArgs: s.bootArgs ?? '', env: s.env ?? {} }));
+  return manifest.sessions.map((s) => ({
+    suite: name,
+    files: s.files.map(rel),
+    bootArgs: s.bootArgs ?? '',
+    env: s.env ?? {},
+    needsAttribute: s.needsAttribute === true,
+  }));
 }
 
 /** The sessions of the named suites ("all" = every suite), in order. */

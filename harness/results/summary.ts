@@ -28,7 +28,7 @@ export interface RunSummary {
   bootToSshSeconds?: number;
   counts: { passed: number; failed: number; skipped: number; total: number };
   /** One entry per booted guest (a suite session): its command line, boot time and fate. */
-  guests?: { session: number; suite: string; files: string[]; cmdline: string; bootToSshSeconds: number; variant: Variant; qemuExit?: string }[];
+  guests?: { session: number; suite: string; files: string[]; cmdline: string; bootToSshSeconds: number; variant: Variant; qemuExit?: string; wallSeconds?: number }[];
   tests: TestRecord[];
   /** Reports found in the whole console log. */
   consoleReports?: CrashReport[];
