@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { InfraError, UsageError } from './errors.js';
@@ -75,6 +75,23 @@ export class HarnessApt {
       throw new InfraError(`apt-get update failed: ${line.trim()}`, result.all);
     }
     await writeFile(stamp, new Date().toISOString());
+  }
+
+  /**
+   * Caches an answer derived from the package lists until the lists are refreshed, so a warm
+   * run makes no apt-cache calls (each costs about a second on sid's lists).
+   */
+  async memo<T>(key: string, compute: () => Promise<T>): Promise<T> {
+    const stamp = await readFile(path.join(this.root, 'state/updated'), 'utf8').catch(() => '');
+    const file = path.join(this.root, 'resolved.json');
+    const table = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as Record<string, { stamp: string; value: T }>;
+    const hit = table[key];
+    if (stamp && hit && hit.stamp === stamp) return hit.value;
+    const value = await compute();
+    table[key] = { stamp, value };
+    await writeFile(`${file}.${process.pid}`, JSON.stringify(table));
+    await rename(`${file}.${process.pid}`, file);
+    return value;
   }
 
   /** Package names starting with a prefix. */

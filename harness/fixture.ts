@@ -4,7 +4,7 @@ import test, { type ExecutionContext } from 'ava';
 import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
 import { Guest } from './guest.js';
-import { BASELINE_SKIP_REASON, HotplugDriver, VARIANTS } from './hotplug.js';
+import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
 import type { CheckRecord, TestRecord } from './results/record.js';
 import { taintLetters } from './sysfs.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
@@ -24,6 +24,8 @@ export interface TestOptions {
   expectReports?: ExpectedReport[];
   /** Taint letters this test may add (e.g. 'W' with an expected WARN). */
   allowTaint?: string;
+  /** The test changes memory state: unplug the other devices first (see quietOtherDevices). */
+  exclusive?: boolean;
 }
 
 export interface TestKit {
@@ -101,18 +103,28 @@ async function consoleLinesBetween(begin: string, end: string, timeoutMs: number
 }
 
 /**
- * Backing tests of one backing are quieted against the other device first: its memory is
- * unplugged, because offlining memory migrates pages, and pages migrated onto QEMU's emulated
- * CXL memory crashed QEMU 10.0 under TCG (SIGSEGV) on these machines.
+ * An exclusive test gets the other devices out of its way first: their memory is unplugged,
+ * because offlining memory migrates pages, and pages migrated onto QEMU's emulated CXL memory
+ * crashed QEMU 10.0 under TCG (SIGSEGV) on these machines. So no page may move while CXL
+ * memory is online: a CXL device under test is unplugged first and put back afterwards.
  */
 async function quietOtherDevices(kit: TestKit, backing: Backing): Promise<void> {
   if (!kit.driver.hasAttribute) return;
+  const stateOf = (d: DaxDevice) => kit.driver.read(d.name).catch(() => 'unbound');
+  const others: DaxDevice[] = [];
   for (const other of context.devices.filter((d) => d.backing !== backing)) {
-    const driver = (await kit.guest.run(`basename "$(readlink /sys/bus/dax/devices/${other.name}/driver 2>/dev/null)" 2>/dev/null; true`)).trim();
-    if (driver !== 'kmem') continue;
-    if ((await kit.driver.read(other.name)) === 'unplugged') continue;
+    if (!['unplugged', 'unbound'].includes(await stateOf(other))) others.push(other);
+  }
+  if (others.length === 0) return;
+  const own = kit.device;
+  const ownState = await stateOf(own);
+  const parkOwn = own.backing === 'cxl' && !['unplugged', 'unbound', 'offline'].includes(ownState);
+  if (parkOwn) await kit.driver.apply(own.name, 'unplug');
+  // CXL first: its pages go to node 0; then the rest, with no CXL memory left to land on.
+  for (const other of others.sort((a, b) => (a.backing === 'cxl' ? -1 : 0) - (b.backing === 'cxl' ? -1 : 0))) {
     await kit.driver.apply(other.name, 'unplug');
   }
+  if (parkOwn) await kit.driver.apply(own.name, ownState as HotplugOp);
 }
 
 /** Reports in lines, with reports seen twice (dmesg and console) kept once. */
@@ -169,7 +181,7 @@ export function guestTest(
           t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
         },
       };
-      if (options.backing) await quietOtherDevices(kit, options.backing);
+      if (options.backing && options.exclusive) await quietOtherDevices(kit, options.backing);
       await body(t, kit);
     } catch (error) {
       threw = true;

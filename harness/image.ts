@@ -50,9 +50,11 @@ export async function loadRecipe(name: string): Promise<{ recipe: ImageRecipe; d
 async function guestUserspace(cacheDir: string, packages: string[]): Promise<{ root: string; ids: string[] }> {
   const apt = new HarnessApt(cacheDir);
   await apt.update();
-  const closure = await apt.dependencyClosure(packages);
-  const versions = await apt.versionsIn(closure, 'sid');
-  const refs = closure.map((name) => ({ name, version: versions.get(name) ?? '' }));
+  const refs = await apt.memo(`guest:${packages.join(',')}`, async () => {
+    const closure = await apt.dependencyClosure(packages);
+    const versions = await apt.versionsIn(closure, 'sid');
+    return closure.map((name) => ({ name, version: versions.get(name) ?? '' }));
+  });
   const ids = refs.map((r) => `${r.name}=${r.version}`);
   const key = createHash('sha256').update(ids.join('\n')).digest('hex').slice(0, 16);
   const debs = await apt.download(refs, path.join(cacheDir, 'guest-packages/debs'));

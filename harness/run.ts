@@ -20,7 +20,7 @@ import type { TestRecord } from './results/record.js';
 import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary } from './results/summary.js';
 import { type GuestSession, planSuites } from './suites.js';
-import { loadTopology, pmemBackingFile, qemuArgs, type Topology } from './topology.js';
+import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
 import { triage } from './triage.js';
 
 export interface RunOptions {
@@ -248,11 +248,18 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       }
       const sessionConsole = jobs === 1 ? consolePath : path.join(dir, `console-session-${index + 1}.log`);
       await appendFile(sessionConsole, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
+      // A session for one backing boots only that backing's devices: nothing else to disturb.
+      const only = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
+      const sessionTopology = only ? restrictTopology(topology, only) : topology;
+      if (sessionTopology.cxl.length + sessionTopology.pmem.length === 0) {
+        progress(`session ${index + 1}: topology ${topology.name} has no ${only} device: nothing to run`);
+        return;
+      }
       const booted = await bootGuest(
         {
           kernel,
           image,
-          topology,
+          topology: sessionTopology,
           accel: accel.accel,
           cmdline,
           consolePath: sessionConsole,
@@ -270,7 +277,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         booted.variant = options.variant;
       }
       summary.variant ??= booted.variant;
-      summary.devices ??= booted.devices;
+      if (!only) summary.devices ??= booted.devices;
       summary.bootToSshSeconds ??= booted.bootToSshSeconds;
       const guestRecord = {
         session: index + 1,

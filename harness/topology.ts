@@ -78,6 +78,15 @@ export function validateTopology(name: string, raw: unknown): Topology {
   };
 }
 
+/** The same machine with only one backing's devices (for sessions dedicated to it). */
+export function restrictTopology(topology: Topology, backing: 'cxl' | 'pmem'): Topology {
+  return {
+    ...topology,
+    cxl: backing === 'cxl' ? topology.cxl : [],
+    pmem: backing === 'pmem' ? topology.pmem : [],
+  };
+}
+
 export function sizeBytes(size: string): number {
   const unit = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[size.slice(-1) as 'K' | 'M' | 'G'];
   return Number(size.slice(0, -1)) * unit;

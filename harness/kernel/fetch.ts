@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { extractDebs, HarnessApt, type PackageRef } from '../apt.js';
+import { extractDebs, HarnessApt } from '../apt.js';
 import { UsageError } from '../errors.js';
 import { step } from '../progress.js';
 import { ensureDepmod, type Kernel, readBzImageVersion } from './kernel.js';
@@ -31,18 +31,19 @@ export async function fetchDebianKernel(cacheDir: string, version: string): Prom
   if (!isKernelVersion(version)) throw new UsageError(`unknown kernel "${version}": give a version like 7.3 or a path`);
   const apt = new HarnessApt(cacheDir);
   await step('apt: package lists', () => apt.update());
-  const names = await apt.packageNames('linux-binary-');
-  const binary = pickKernelPackage(names, version);
-  if (!binary) {
-    const have = [...new Set(names.map((n) => /^linux-binary-(\d+\.\d+)/.exec(n)?.[1]).filter(Boolean))];
-    throw new UsageError(
-      `no Debian kernel ${version} in sid or experimental (available: ${have.join(', ') || 'none'})`,
-    );
-  }
-  const modulesPkg = binary.replace(/^linux-binary-/, 'linux-modules-');
-  const suite = await apt.suiteOf(binary);
-  const versions = await apt.versionsIn([binary, modulesPkg], suite);
-  const packages: PackageRef[] = [binary, modulesPkg].map((name) => ({ name, version: versions.get(name) ?? '' }));
+  const resolved = await apt.memo(`kernel:${version}`, async () => {
+    const names = await apt.packageNames('linux-binary-');
+    const binary = pickKernelPackage(names, version);
+    if (!binary) {
+      const have = [...new Set(names.map((n) => /^linux-binary-(\d+\.\d+)/.exec(n)?.[1]).filter(Boolean))];
+      throw new UsageError(`no Debian kernel ${version} in sid or experimental (available: ${have.join(', ') || 'none'})`);
+    }
+    const modulesPkg = binary.replace(/^linux-binary-/, 'linux-modules-');
+    const suite = await apt.suiteOf(binary);
+    const versions = await apt.versionsIn([binary, modulesPkg], suite);
+    return { binary, suite, packages: [binary, modulesPkg].map((name) => ({ name, version: versions.get(name) ?? '' })) };
+  });
+  const { binary, suite, packages } = resolved;
   const id = `${binary}_${packages[0]?.version}`.replace(/[^A-Za-z0-9._+-]/g, '_');
   const dir = path.join(cacheDir, 'kernels', id);
   const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () =>

@@ -19,7 +19,7 @@ const POLICIES = (process.env.DAX_HARNESS_POLICIES ?? 'offline,online_movable,on
 
 for (const backing of ['cxl', 'pmem'] as const) {
   for (const policy of POLICIES) {
-    guestTest(`${backing}: rebind under auto_online_blocks=${policy}`, { backing }, async (_t, kit) => {
+    guestTest(`${backing}: rebind under auto_online_blocks=${policy}`, { backing, exclusive: true }, async (_t, kit) => {
       const { device, driver } = kit;
       const before = (await kit.guest.run('cat /sys/devices/system/memory/auto_online_blocks')).trim();
       await rebindWithPolicy(kit, device, policy);

@@ -9,7 +9,7 @@ import { bindKmem, dmesgSinceTestStart, driverOf, removeMemory, unbindKmem } fro
  * hotplugs again under the current policy (offline in this session's boot arguments).
  */
 for (const backing of ['cxl', 'pmem'] as const) {
-  guestTest(`${backing}: unbind while unplugged is clean, rebind follows the policy`, { backing }, async (_t, kit) => {
+  guestTest(`${backing}: unbind while unplugged is clean, rebind follows the policy`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     await removeMemory(kit, device);
     if ((await driverOf(kit, device)) === 'kmem') kit.check('unbind', await unbindKmem(kit, device), 'ok');

@@ -1,0 +1,30 @@
+import test from 'ava';
+import { UsageError } from '../../harness/errors.js';
+import { planSuites } from '../../harness/suites.js';
+
+test('smoke is one session without boot arguments', async (t) => {
+  const { sessions } = await planSuites(['smoke']);
+  t.deepEqual(sessions.map((s) => [s.files, s.bootArgs]), [[['suites/smoke/smoke.test.ts'], '']]);
+});
+
+test('hotplug sessions: each memhp_default_state boots once, every file is placed', async (t) => {
+  const { sessions } = await planSuites(['hotplug']);
+  const policies = sessions.filter((s) => s.files.includes('suites/hotplug/probe-boot.test.ts')).map((s) => s.bootArgs);
+  t.deepEqual(policies, [
+    'memhp_default_state=offline',
+    'memhp_default_state=online',
+    'memhp_default_state=online_kernel',
+    'memhp_default_state=online_movable',
+  ]);
+  t.deepEqual(
+    sessions.filter((s) => s.files.includes('suites/hotplug/unbind-online.test.ts')).map((s) => s.env.DAX_HARNESS_BACKING),
+    ['cxl', 'pmem'],
+  );
+  t.true(sessions.filter((s) => s.needsAttribute).every((s) => s.files.every((f) => f.includes('state-online'))));
+});
+
+test('all = every suite; unknown suites are named', async (t) => {
+  const { suites } = await planSuites(['all']);
+  t.deepEqual(suites, ['hotplug', 'smoke']);
+  await t.throwsAsync(planSuites(['nope']), { instanceOf: UsageError, message: /unknown suite "nope" \(known: hotplug, smoke, all\)/ });
+});
