@@ -1,6 +1,6 @@
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
-import { listTopologies, loadTopology, qemuArgs, sizeBytes, validateTopology } from '../../harness/topology.js';
+import { listTopologies, loadTopology, qemuArgs, restrictTopology, sizeBytes, validateTopology } from '../../harness/topology.js';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd', cmdline: 'console=ttyS0', sshPort: 2222, workDir: '/w' };
 
@@ -84,4 +84,14 @@ test('sizes', (t) => {
   t.is(sizeBytes('128K'), 131072);
   t.is(sizeBytes('512M'), 536870912);
   t.is(sizeBytes('4G'), 4294967296);
+});
+
+test('a one-backing session boots the same machine with only that backing', async (t) => {
+  const both = await loadTopology('cxl-pmem');
+  const cxl = restrictTopology(both, 'cxl');
+  t.deepEqual([cxl.cxl.length, cxl.pmem.length], [1, 0]);
+  t.deepEqual(cxl.memory, both.memory);
+  const args = qemuArgs({ ...base, topology: restrictTopology(both, 'pmem'), accel: 'tcg' });
+  t.false(args.some((a) => a.includes('cxl')));
+  t.true(args.some((a) => a.startsWith('nvdimm,')));
 });
