@@ -1,5 +1,6 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
@@ -44,9 +45,9 @@ const context = loadRunContext();
 let guest: Guest | undefined;
 let testSerial = 0;
 
+/** The suite file this worker runs (ava runs one test file per worker). */
 function fileLabel(): string {
-  const argv = process.argv[1] ?? '';
-  return path.basename(argv);
+  return path.basename(fileURLToPath(test.meta.file));
 }
 
 async function connected(): Promise<Guest> {
