@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -161,6 +161,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     throw new InfraError(`cannot create results directory ${dir}: ${errorMessage(error)}`);
   });
   const latest = path.join(options.resultsDir, 'latest');
+  const previousLatest = await readlink(latest).catch(() => undefined);
   await rm(latest, { force: true });
   await symlink(runId, latest).catch(() => undefined);
   const testsFile = path.join(dir, 'tests.jsonl');
@@ -201,7 +202,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   };
   onInterrupt(async (signal) => {
     summary.error = `interrupted by ${signal}`;
-    await finish('interrupted', 130);
+    await finish('interrupted', 128 + (({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as Record<string, number>)[signal] ?? 2));
     await rm(workDir, { recursive: true, force: true });
   });
   await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
@@ -360,6 +361,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       // Bad input (e.g. a kernel version Debian does not have): leave no half-written run.
       await rm(dir, { recursive: true, force: true });
       await rm(latest, { force: true });
+      if (previousLatest) await symlink(previousLatest, latest).catch(() => undefined);
       throw error;
     }
     summary.error = errorMessage(error);
