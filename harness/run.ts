@@ -120,8 +120,9 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
     // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
     // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
-    await machine.console.waitFor(/dax-harness: sshd started/, spec.bootTimeoutSec * 1000, 0, abort.signal);
-    const guest = await Guest.connect(address, spec.bootTimeoutSec * 1000, abort.signal).catch((error) => {
+    const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
+    await machine.console.waitFor(/dax-harness: sshd started/, deadline - Date.now(), 0, abort.signal);
+    const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
       const why = machine.exitInfo
         ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
         : `no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
