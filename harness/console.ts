@@ -24,15 +24,6 @@ export class ConsoleLog {
     for (const wake of this.waiters) wake();
   }
 
-  /** Lines from index `from` on (a mark taken with `mark()`). */
-  since(from: number): string[] {
-    return this.lines.slice(from);
-  }
-
-  mark(): number {
-    return this.lines.length;
-  }
-
   tail(count = 30): string {
     return [...this.lines.slice(-count), ...(this.partial ? [this.partial] : [])].join('\n');
   }

@@ -61,4 +61,24 @@ export class DeviceChecker {
     }
     return v;
   }
+
+  /**
+   * After kmem probed the device under an auto-online policy: with the attribute, every side
+   * must show the policy's state (v3 has no online_kernel state and shows plain online);
+   * without it (baseline), the blocks and, for the zone-specific policies, their zones.
+   */
+  async expectProbedUnder(policy: HotplugState): Promise<void> {
+    const { driver, check } = this.kit;
+    const d = this.device;
+    if (driver.hasAttribute) {
+      await this.expectState(driver.spec.reads.includes(policy) ? policy : 'online', `probe under ${policy}`);
+      return;
+    }
+    const view = await viewDevice(this.kit.guest, d);
+    check(`every block of ${d.name}`, blockStates(view), [policy === 'offline' ? 'offline' : 'online']);
+    if (policy === 'online_movable' || policy === 'online_kernel') {
+      const zones = [...new Set(d.blocks.map((b) => view.blocks[b]?.validZones))];
+      check(`valid_zones of ${d.name}`, zones, [policy === 'online_movable' ? 'Movable' : 'Normal']);
+    }
+  }
 }

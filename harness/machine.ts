@@ -69,7 +69,6 @@ export function describeExit(exit: QemuExit): string {
 export class Machine {
   exitInfo?: QemuExit;
   readonly startedAt = Date.now();
-  private stopping = false;
 
   private constructor(
     readonly args: string[],
@@ -129,7 +128,6 @@ export class Machine {
   /** Ends QEMU: SIGTERM, then SIGKILL after a grace period. */
   async stop(graceMs = 3000): Promise<QemuExit> {
     if (this.exitInfo) return this.exitInfo;
-    this.stopping = true;
     this.child.kill('SIGTERM');
     const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
     const info = await this.exited;
@@ -137,10 +135,6 @@ export class Machine {
     return info;
   }
 
-  /** True when the harness itself asked QEMU to end. */
-  get stoppedByHarness(): boolean {
-    return this.stopping;
-  }
 }
 
 export interface AcceleratorChoice {
