@@ -5,6 +5,7 @@ import { errorMessage, InfraError, UsageError } from './errors.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
+import { prepareKernelFromTree } from './build/prepare.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -30,6 +31,9 @@ function program(): Command {
     .description('boot a guest with the topology\'s dax devices and run suites against it')
     .option('--kernel <7.3|7.2|PATH>', 'Debian kernel version, or a bzImage you built', '7.3')
     .option('--modules <DIR>', 'modules for --kernel PATH (INSTALL_MOD_PATH root or lib/modules/<release>)')
+    .option('--tree <DIR|debian:VER>', 'build the kernel from a source tree first (see `build`)')
+    .option('--fragments <LIST>', 'with --tree: kconfig fragments (names in kconfig/ or paths; "+debug" adds)')
+    .option('--modules-only', 'with --tree: rebuild drivers/dax against Debian\'s headers, boot Debian\'s kernel')
     .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem) or a JSON file', DEFAULT_TOPOLOGY)
     .option('--suite <NAME...>', 'suite(s) to run, or "all"', ['smoke'])
     .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
@@ -47,13 +51,19 @@ function program(): Command {
       ]),
     )
     .action(async (o) => {
+      const cacheDir = resolveCacheDir(o.cacheDir);
+      if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
+      const prepared = o.tree
+        ? await prepareKernelFromTree({ cacheDir, tree: o.tree, fragments: o.fragments, modulesOnly: o.modulesOnly })
+        : undefined;
       const { exitCode, summary, dir } = await runOnce({
-        kernel: o.kernel,
+        prepared,
+        kernel: prepared ? `${prepared.tree.spec}${prepared.mode === 'modules-only' ? '+modules' : ''}` : o.kernel,
         modules: o.modules,
         topology: o.topology,
         suites: o.suite,
         bootArgs: o.bootArgs,
-        cacheDir: resolveCacheDir(o.cacheDir),
+        cacheDir,
         resultsDir: path.resolve(o.resultsDir),
         accel: o.accel,
         bootTimeoutSec: o.bootTimeout,
@@ -66,6 +76,28 @@ function program(): Command {
       if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
       process.stdout.write(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
       process.exitCode = exitCode;
+    });
+
+  cli
+    .command('build')
+    .description('build a kernel (or, with --modules-only, drivers/dax against Debian\'s headers) from a source tree')
+    .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree, or debian:7.3 for Debian\'s linux-source-7.3')
+    .option('--fragments <LIST>', 'kconfig fragments: names in kconfig/ or paths, comma-separated; "+debug" adds to the defaults')
+    .option('--modules-only', 'build only drivers/dax with M= against Debian\'s linux-headers (in a sid build root)')
+    .option('--build-dir <DIR>', 'O= directory (default: one per tree in the cache)')
+    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .action(async (o) => {
+      const prepared = await prepareKernelFromTree({
+        cacheDir: resolveCacheDir(o.cacheDir),
+        tree: o.tree,
+        fragments: o.fragments,
+        modulesOnly: o.modulesOnly,
+        buildDir: o.buildDir,
+      });
+      const { kernel } = prepared;
+      process.stdout.write(
+        `${JSON.stringify({ mode: prepared.mode, built: prepared.built, seconds: prepared.seconds, release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot, rebuiltModules: prepared.modules?.map((m) => m.name), source: kernel.source }, null, 2)}\n`,
+      );
     });
 
   const kernel = cli.command('kernel').description('kernels from Debian\'s archive');

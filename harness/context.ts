@@ -16,6 +16,11 @@ export interface RunContext {
   consolePath: string;
   /** JSON lines, one per finished test, appended by the workers. */
   testsFile: string;
+  /**
+   * Taint letters the kernel may carry from before any test ran: O and E when modules were
+   * rebuilt out of tree and loaded unsigned (the module-only path). Any other taint fails.
+   */
+  allowedTaint?: string;
   /** Set when no guest was booted for the session: every test is skipped with this reason. */
   noGuest?: string;
 }

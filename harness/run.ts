@@ -39,6 +39,8 @@ export interface RunOptions {
   variant?: Variant;
   /** Guests booted in parallel (one suite session each). */
   jobs?: number;
+  /** A kernel made from a tree (build, series, dev): used instead of resolving `kernel`. */
+  prepared?: { kernel: Kernel; allowedTaint?: string };
 }
 
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
@@ -155,7 +157,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const { suites, sessions } = await planSuites(options.suites);
   const qemu = await checkQemu();
   // A kernel given by path is checked before anything is written: bad input leaves no run behind.
-  const localKernelChecked = isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules);
+  const localKernelChecked =
+    options.prepared?.kernel ?? (isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules));
   const runId = runIdFor(options.kernel, topology.name);
   const dir = path.join(options.resultsDir, runId);
   await mkdir(dir, { recursive: true }).catch((error) => {
@@ -307,6 +310,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           cmdline,
           consolePath: sessionConsole,
           testsFile,
+          allowedTaint: options.prepared?.allowedTaint,
         };
         const contextFile = path.join(dir, `context-${index + 1}.json`);
         await writeFile(contextFile, JSON.stringify(context, null, 2));

@@ -60,3 +60,13 @@ export function taintLetters(mask: number): string {
   }
   return out;
 }
+
+/** The mask of taint letters (e.g. "OE" → O and E bits); unknown letters are ignored. */
+export function taintMask(letters: string): number {
+  let mask = 0;
+  for (const l of letters) {
+    const bit = TAINT_LETTERS.indexOf(l);
+    if (bit >= 0) mask |= 1 << bit;
+  }
+  return mask;
+}

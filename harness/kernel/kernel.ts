@@ -16,7 +16,11 @@ export interface Kernel {
 
 export type KernelSource =
   | { kind: 'debian'; spec: string; suite: string; packages: { name: string; version: string }[] }
-  | { kind: 'path'; kernel: string; modules: string };
+  | { kind: 'path'; kernel: string; modules: string }
+  /** Built by `dax-harness build` from a tree with kconfig fragments. */
+  | { kind: 'build'; tree: string; treeDir: string; buildDir: string; fragments: string[] }
+  /** Debian's kernel with modules rebuilt from a tree against Debian's headers (module-only). */
+  | { kind: 'debian-modules'; spec: string; tree: string; packages: { name: string; version: string }[]; modules: { name: string; sha256: string }[] };
 
 /**
  * Reads the version string from a bzImage's setup header, or throws when the file is not a

@@ -38,5 +38,7 @@ function sourceText(summary: RunSummary): string {
   const s = summary.kernel.source;
   if (!s) return '';
   if (s.kind === 'debian') return `, Debian ${s.suite}: ${s.packages.map((p) => `${p.name} ${p.version}`).join(', ')}`;
-  return `, built: ${s.kernel}`;
+  if (s.kind === 'path') return `, given: ${s.kernel}`;
+  if (s.kind === 'build') return `, built from ${s.tree} with ${s.fragments.join(' ')}`;
+  return `, Debian ${s.spec} with modules rebuilt from ${s.tree}: ${s.modules.map((m) => m.name).join(', ')}`;
 }

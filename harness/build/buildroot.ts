@@ -1,0 +1,99 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa, type Result } from 'execa';
+import { ARCHIVE_URI } from '../apt.js';
+import { InfraError } from '../errors.js';
+import { step } from '../progress.js';
+import { removeStaleTemps } from './tree.js';
+
+/**
+ * A sid build root for building modules against Debian's own kernel headers. Debian's
+ * linux-headers-7.3-amd64 were made with gcc-16 and pass flags bookworm's gcc-12 rejects
+ * (-fmin-function-alignment), and gcc-16 cannot be installed on bookworm without sid's libc:
+ * so modules are built inside a chroot made by mmdebstrap, never touching the host's apt.
+ */
+export interface BuildRoot {
+  dir: string;
+  /** /usr/src/linux-headers-<release> inside the root. */
+  headers: string;
+  release: string;
+  headersVersion: string;
+}
+
+const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
+const TOOLCHAIN = ['make', 'libc6-dev', 'libelf-dev', 'bc', 'flex', 'bison', 'kmod', 'xz-utils'];
+
+/**
+ * Makes (once, cached per headers version) a sid root with the toolchain and
+ * linux-headers-<release>=<version>, the exact build of the kernel the modules will load into.
+ */
+export async function ensureBuildRoot(cacheDir: string, release: string, headersVersion: string): Promise<BuildRoot> {
+  const id = `${release}_${headersVersion}`.replace(/[^A-Za-z0-9._+-]/g, '_');
+  const dir = path.join(cacheDir, 'buildroots', id);
+  const headers = `/usr/src/linux-headers-${release}`;
+  const ready = path.join(dir, '.dax-harness-ready');
+  if (existsSync(ready)) return { dir, headers, release, headersVersion };
+  await mkdir(path.dirname(dir), { recursive: true });
+  await removeStaleTemps(path.dirname(dir));
+  const tmp = `${dir}.tmp-${process.pid}`;
+  const sources = [`deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main`, `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main`];
+  const headersPkg = `linux-headers-${release}`;
+  await step(`build root: mmdebstrap sid with ${headersPkg} ${headersVersion} (once)`, async () => {
+    // The headers package names its compiler (gcc-NN) as a dependency; apt pulls it in.
+    const r = await execa(
+      'mmdebstrap',
+      [
+        '--variant=apt',
+        '--quiet',
+        '--aptopt=Acquire::Check-Valid-Until "false"',
+        '--aptopt=Acquire::Languages "none"',
+        `--include=${[...TOOLCHAIN, `${headersPkg}=${headersVersion}`].join(',')}`,
+        'sid',
+        tmp,
+        ...sources,
+      ],
+      { reject: false, all: true },
+    );
+    if (r.exitCode !== 0) {
+      const line = (r.all ?? '').split('\n').filter((l) => /^E:|error/i.test(l)).at(-1) ?? `exit ${r.exitCode}`;
+      throw new InfraError(`mmdebstrap of the sid build root failed: ${line.trim()}`, r.all);
+    }
+  });
+  if (!existsSync(path.join(tmp, headers.slice(1), 'Makefile'))) {
+    throw new InfraError(`build root has no ${headers}/Makefile after installing ${headersPkg}`);
+  }
+  await writeFile(path.join(tmp, '.dax-harness-ready'), `${headersPkg}=${headersVersion}\n`);
+  await rm(dir, { recursive: true, force: true });
+  await rename(tmp, dir);
+  return { dir, headers, release, headersVersion };
+}
+
+/**
+ * Runs a command inside the build root, in a private mount namespace with /proc mounted
+ * (objtool reads it); the mounts vanish with the namespace, nothing is left mounted.
+ */
+export async function runInBuildRoot(root: BuildRoot, script: string, onLine?: (line: string) => void): Promise<Result> {
+  const inner = `mount -t proc proc "$1/proc" && exec chroot "$1" /bin/sh -c "$2"`;
+  const child = execa('unshare', ['--mount', '--propagation', 'private', '--fork', 'sh', '-c', inner, 'sh', root.dir, script], {
+    reject: false,
+    all: true,
+    env: { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+    extendEnv: false,
+  });
+  if (onLine) {
+    let pending = '';
+    child.all?.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const l of lines) onLine(l);
+    });
+  }
+  return child;
+}
+
+/** The kernel config the headers were built with (to tell =m from =y). */
+export async function headersConfig(root: BuildRoot): Promise<string> {
+  return readFile(path.join(root.dir, root.headers.slice(1), '.config'), 'utf8');
+}
