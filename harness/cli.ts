@@ -6,6 +6,7 @@ import { fetchDebianKernel } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
+import { runDevLoop } from './dev.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -17,6 +18,12 @@ import { triage } from './triage.js';
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a non-negative integer');
   return n;
 }
 
@@ -96,8 +103,40 @@ function program(): Command {
       });
       const { kernel } = prepared;
       process.stdout.write(
-        `${JSON.stringify({ mode: prepared.mode, built: prepared.built, seconds: prepared.seconds, release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot, rebuiltModules: prepared.modules?.map((m) => m.name), source: kernel.source }, null, 2)}\n`,
+        `${JSON.stringify({ mode: prepared.mode, tree: prepared.tree.dir, built: prepared.built, seconds: prepared.seconds, release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot, rebuiltModules: prepared.modules?.map((m) => m.name), source: kernel.source }, null, 2)}\n`,
       );
+    });
+
+  cli
+    .command('dev')
+    .description('boot once; on each change under drivers/dax, drivers/cxl or drivers/nvdimm rebuild, reload in the guest, rerun')
+    .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree you edit')
+    .option('--modules-only', 'build modules against Debian\'s headers and boot Debian\'s kernel (no kernel build)')
+    .option('--fragments <LIST>', 'kconfig fragments for a full build')
+    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
+    .option('--suite <NAME...>', 'suite(s) to rerun on every change', ['smoke'])
+    .option('--match <PATTERN...>', 'only tests whose title matches')
+    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
+    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'where the dev-* results directory is written', path.join(projectRoot, 'results'))
+    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
+    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--exit-after <N>', 'stop after N rebuild iterations (default: run until Ctrl-C)', nonNegativeInt, 0)
+    .action(async (o) => {
+      process.exitCode = await runDevLoop({
+        tree: o.tree,
+        modulesOnly: o.modulesOnly === true,
+        fragments: o.fragments,
+        topology: o.topology,
+        suites: o.suite,
+        match: o.match,
+        bootArgs: o.bootArgs,
+        cacheDir: resolveCacheDir(o.cacheDir),
+        resultsDir: path.resolve(o.resultsDir),
+        accel: o.accel,
+        bootTimeoutSec: o.bootTimeout,
+        exitAfter: o.exitAfter,
+      });
     });
 
   const kernel = cli.command('kernel').description('kernels from Debian\'s archive');

@@ -379,7 +379,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
 }
 
 /** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
-async function runAva(
+export async function runAva(
   session: GuestSession,
   contextFile: string,
   dir: string,
