@@ -7,6 +7,7 @@ import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
 import { runDevLoop } from './dev.js';
+import { runSeries } from './series/series.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -137,6 +138,45 @@ function program(): Command {
         bootTimeoutSec: o.bootTimeout,
         exitAfter: o.exitAfter,
       });
+    });
+
+  cli
+    .command('series')
+    .description('apply a patch series to a base in a worktree, build and test base and base+series, compare them')
+    .requiredOption('--tree <DIR|debian:VER>', 'git kernel tree holding the base (debian:7.3 is made one)')
+    .requiredOption('--base <REV>', 'the commit the series goes on')
+    .requiredOption('--mbox <FILE|DIR>', 'the series: an mbox, a .patch file or a directory of *.patch')
+    .option('--modules-only', 'build drivers/dax (and any module directory the series touches) against Debian\'s headers')
+    .option('--fragments <LIST>', 'kconfig fragments for full builds')
+    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
+    .option('--suite <NAME...>', 'suite(s), "suite/file" or "all"', ['all'])
+    .option('--match <PATTERN...>', 'only tests whose title matches')
+    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
+    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'where the series-* results directory is written', path.join(projectRoot, 'results'))
+    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
+    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1)
+    .action(async (o) => {
+      const { exitCode, dir } = await runSeries({
+        tree: o.tree,
+        base: o.base,
+        mbox: o.mbox,
+        modulesOnly: o.modulesOnly === true,
+        fragments: o.fragments,
+        topology: o.topology,
+        suites: o.suite,
+        match: o.match,
+        bootArgs: o.bootArgs,
+        cacheDir: resolveCacheDir(o.cacheDir),
+        resultsDir: path.resolve(o.resultsDir),
+        accel: o.accel,
+        bootTimeoutSec: o.bootTimeout,
+        jobs: o.jobs,
+      });
+      process.stdout.write(await readFile(path.join(dir, 'comparison.txt'), 'utf8'));
+      process.stdout.write(`results: ${dir}\n`);
+      process.exitCode = exitCode;
     });
 
   const kernel = cli.command('kernel').description('kernels from Debian\'s archive');

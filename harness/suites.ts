@@ -57,14 +57,29 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
   }));
 }
 
-/** The sessions of the named suites ("all" = every suite), in order. */
+/**
+ * The sessions of the named suites ("all" = every suite), in order. "suite/file" (a test
+ * file's name without .test.ts) keeps only the sessions holding that file, with that file only:
+ * a quick way to rerun one file without booting every session of its suite.
+ */
 export async function planSuites(names: string[]): Promise<{ suites: string[]; sessions: GuestSession[] }> {
   const known = await listSuites();
   const suites = names.includes('all') ? known : names;
   const sessions: GuestSession[] = [];
-  for (const name of suites) {
+  for (const spec of suites) {
+    const [name = '', file] = spec.split('/');
     if (!known.includes(name)) throw new UsageError(`unknown suite "${name}" (known: ${known.join(', ')}, all)`);
-    sessions.push(...(await suiteSessions(name)));
+    const all = await suiteSessions(name);
+    if (!file) {
+      sessions.push(...all);
+      continue;
+    }
+    const wanted = `${file}.test.ts`;
+    const picked = all
+      .map((s) => ({ ...s, files: s.files.filter((f) => path.basename(f) === wanted) }))
+      .filter((s) => s.files.length > 0);
+    if (picked.length === 0) throw new UsageError(`suite ${name} has no test file ${wanted}`);
+    sessions.push(...picked);
   }
   return { suites, sessions };
 }

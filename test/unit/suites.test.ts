@@ -31,3 +31,11 @@ test('all = every suite; unknown suites are named', async (t) => {
   t.deepEqual(suites, ['hotplug', 'smoke']);
   await t.throwsAsync(planSuites(['nope']), { instanceOf: UsageError, message: /unknown suite "nope" \(known: hotplug, smoke, all\)/ });
 });
+
+test('"suite/file" keeps only the sessions holding that file, with that file only', async (t) => {
+  const { sessions } = await planSuites(['hotplug/bad-writes']);
+  t.is(sessions.length, 1);
+  t.deepEqual(sessions[0]?.files, ['suites/hotplug/bad-writes.test.ts']);
+  t.is(sessions[0]?.bootArgs, 'memhp_default_state=offline');
+  await t.throwsAsync(planSuites(['hotplug/nosuch']), { message: 'suite hotplug has no test file nosuch.test.ts' });
+});

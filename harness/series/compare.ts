@@ -1,0 +1,109 @@
+import type { Variant } from '../hotplug.js';
+import type { RunSummary } from '../results/summary.js';
+
+/** One side (base or base+series) as the comparison reports it. */
+export interface ComparedSide {
+  label: string;
+  runDir: string;
+  kernel: string;
+  variant?: Variant;
+  counts: RunSummary['counts'];
+  status: RunSummary['status'];
+  error?: string;
+}
+
+export interface SeriesComparison {
+  base: ComparedSide;
+  series: ComparedSide;
+  /** Passed on the base, fail with the series: the regressions. */
+  newlyFailing: string[];
+  newlyPassing: string[];
+  stillFailing: string[];
+  /** Tests that ran on one side only (e.g. skipped there for lack of the attribute). */
+  onlyOnBase: string[];
+  onlyWithSeries: string[];
+  /** Kernel report titles (WARN, BUG, ...) seen with the series and not on the base. */
+  newWarnings: string[];
+  goneWarnings: string[];
+  variantChanged: boolean;
+  regression: boolean;
+}
+
+function testKey(t: { file: string; name: string }): string {
+  return `${t.file.replace(/\.test\.ts$/, '')}: ${t.name}`;
+}
+
+/** Report titles a run saw that no test declared as expected. */
+export function unexpectedWarnings(summary: RunSummary): Set<string> {
+  const expected = new Set(summary.tests.flatMap((t) => t.reports.filter((r) => r.expected).map((r) => r.title)));
+  const titles = new Set<string>();
+  for (const t of summary.tests) for (const r of t.reports) if (!r.expected) titles.add(r.title);
+  for (const r of summary.consoleReports ?? []) if (!expected.has(r.title)) titles.add(r.title);
+  return titles;
+}
+
+export function compareRuns(base: { summary: RunSummary; dir: string }, series: { summary: RunSummary; dir: string }): SeriesComparison {
+  const side = (label: string, s: { summary: RunSummary; dir: string }): ComparedSide => ({
+    label,
+    runDir: s.dir,
+    kernel: `${s.summary.kernel.requested} (${s.summary.kernel.release ?? '?'})`,
+    variant: s.summary.variant,
+    counts: s.summary.counts,
+    status: s.summary.status,
+    error: s.summary.error?.split('\n')[0],
+  });
+  const statusOf = (s: RunSummary) => new Map(s.tests.filter((t) => t.status !== 'skip').map((t) => [testKey(t), t.status]));
+  const before = statusOf(base.summary);
+  const after = statusOf(series.summary);
+  const newlyFailing: string[] = [];
+  const newlyPassing: string[] = [];
+  const stillFailing: string[] = [];
+  for (const [key, status] of after) {
+    const was = before.get(key);
+    if (was === undefined) continue;
+    if (was === 'pass' && status === 'fail') newlyFailing.push(key);
+    else if (was === 'fail' && status === 'pass') newlyPassing.push(key);
+    else if (was === 'fail' && status === 'fail') stillFailing.push(key);
+  }
+  const warnBefore = unexpectedWarnings(base.summary);
+  const warnAfter = unexpectedWarnings(series.summary);
+  const newWarnings = [...warnAfter].filter((w) => !warnBefore.has(w)).sort();
+  const goneWarnings = [...warnBefore].filter((w) => !warnAfter.has(w)).sort();
+  return {
+    base: side('base', base),
+    series: side('base+series', series),
+    newlyFailing: newlyFailing.sort(),
+    newlyPassing: newlyPassing.sort(),
+    stillFailing: stillFailing.sort(),
+    onlyOnBase: [...before.keys()].filter((k) => !after.has(k)).sort(),
+    onlyWithSeries: [...after.keys()].filter((k) => !before.has(k)).sort(),
+    newWarnings,
+    goneWarnings,
+    variantChanged: base.summary.variant !== series.summary.variant,
+    regression: newlyFailing.length > 0 || newWarnings.length > 0,
+  };
+}
+
+export function comparisonText(c: SeriesComparison, header: string[]): string {
+  const lines = [...header, ''];
+  for (const s of [c.base, c.series]) {
+    lines.push(
+      `${s.label.padEnd(12)} ${s.kernel}, variant ${s.variant ?? '?'}: ${s.counts.passed} passed, ${s.counts.failed} failed, ${s.counts.skipped} skipped${s.error ? ` (error: ${s.error})` : ''}`,
+      `${''.padEnd(12)} ${s.runDir}`,
+    );
+  }
+  if (c.variantChanged) lines.push('', `variant changed: ${c.base.variant} -> ${c.series.variant}`);
+  const list = (title: string, items: string[]) => {
+    if (items.length === 0) return;
+    lines.push('', `${title} (${items.length}):`, ...items.map((i) => `  ${i}`));
+  };
+  list('NEWLY FAILING with the series', c.newlyFailing);
+  list('NEW kernel warnings with the series', c.newWarnings);
+  list('newly passing with the series', c.newlyPassing);
+  list('failing on both', c.stillFailing);
+  list('warnings gone with the series', c.goneWarnings);
+  list('ran on the base only', c.onlyOnBase);
+  list('ran with the series only', c.onlyWithSeries);
+  lines.push('', c.regression ? 'verdict: REGRESSION' : 'verdict: no regression');
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,207 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { moduleDirsOf } from '../build/module-build.js';
+import { prepareKernelFromTree } from '../build/prepare.js';
+import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
+import { InfraError, UsageError } from '../errors.js';
+import { progress, step } from '../progress.js';
+import { runOnce } from '../run.js';
+import { compareRuns, comparisonText, type SeriesComparison } from './compare.js';
+import { type Patch, readSeries, type Series } from './patches.js';
+
+export interface SeriesOptions {
+  tree: string;
+  base: string;
+  mbox: string;
+  modulesOnly: boolean;
+  fragments?: string;
+  topology: string;
+  suites: string[];
+  match?: string[];
+  bootArgs: string;
+  cacheDir: string;
+  resultsDir: string;
+  accel?: 'kvm' | 'tcg';
+  bootTimeoutSec: number;
+  jobs?: number;
+}
+
+async function git(dir: string, args: string[], input?: string) {
+  return execa('git', ['-C', dir, ...args], { reject: false, all: true, env: GIT_IDENTITY, input });
+}
+
+async function commitOf(dir: string, rev: string): Promise<string | undefined> {
+  const r = await git(dir, ['rev-parse', '--verify', '--quiet', `${rev}^{commit}`]);
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
+async function describeCommit(dir: string, sha: string): Promise<string> {
+  const r = await git(dir, ['log', '-1', '--format=%h ("%s")', sha]);
+  return r.stdout.trim() || sha.slice(0, 12);
+}
+
+export interface ApplyFailure {
+  patch: Patch;
+  total: number;
+  file?: string;
+  reason: string;
+}
+
+/** Where a `git apply` error puts the file that did not take the patch. */
+export function failedFile(stderr: string): string | undefined {
+  return (
+    /error: patch failed: (\S+):\d+/.exec(stderr)?.[1] ??
+    /error: (\S+): (?:does not exist in index|patch does not apply|already exists in index)/.exec(stderr)?.[1]
+  );
+}
+
+/**
+ * Applies the patches one by one to a commit in a scratch index (no checkout: fast even on a
+ * full kernel tree); returns the first that does not apply, with the file it failed in.
+ */
+export async function checkApplies(dir: string, commit: string, series: Series): Promise<ApplyFailure | undefined> {
+  const index = path.join(tmpdir(), `dax-harness-index-${process.pid}`);
+  const env = { ...GIT_IDENTITY, GIT_INDEX_FILE: index };
+  try {
+    await execa('git', ['-C', dir, 'read-tree', commit], { env });
+    for (const patch of series.patches) {
+      const r = await execa('git', ['-C', dir, 'apply', '--cached', '-'], { env, input: patch.text, reject: false, all: true });
+      if (r.exitCode !== 0) {
+        const stderr = String(r.stderr);
+        return { patch, total: series.patches.length, file: failedFile(stderr), reason: stderr.split('\n').filter(Boolean).at(-1) ?? `exit ${r.exitCode}` };
+      }
+    }
+    return undefined;
+  } finally {
+    await rm(index, { force: true });
+  }
+}
+
+/**
+ * The base a series needs: its base-commit trailer when the tree has that commit and the
+ * series applies there, else the newest commit (of the newest `limit`) where it applies.
+ */
+export async function findBase(dir: string, series: Series, limit = 200): Promise<{ commit: string; how: string } | undefined> {
+  if (series.baseCommit) {
+    const trailer = await commitOf(dir, series.baseCommit);
+    if (trailer && !(await checkApplies(dir, trailer, series))) return { commit: trailer, how: 'its base-commit trailer' };
+  }
+  const r = await git(dir, ['rev-list', '--all', '--date-order', `--max-count=${limit}`]);
+  for (const commit of r.stdout.split('\n').filter(Boolean)) {
+    if (!(await checkApplies(dir, commit, series))) return { commit, how: 'the newest commit where it applies' };
+  }
+  return undefined;
+}
+
+/** A detached worktree at a commit; sparse (only what the build needs) on the module-only path. */
+async function worktreeAt(repo: string, dir: string, commit: string, sparse: string[] | undefined): Promise<void> {
+  if (existsSync(dir)) await git(repo, ['worktree', 'remove', '--force', dir]);
+  await rm(dir, { recursive: true, force: true });
+  await git(repo, ['worktree', 'prune']);
+  const add = await git(repo, ['worktree', 'add', '--detach', ...(sparse ? ['--no-checkout'] : []), dir, commit]);
+  if (add.exitCode !== 0) throw new InfraError(`git worktree add failed: ${String(add.all).split('\n').at(-1)}`);
+  if (sparse) {
+    await git(dir, ['sparse-checkout', 'set', '--no-cone', ...sparse.map((p) => `/${p}`)]);
+    const reset = await git(dir, ['reset', '--hard', '-q', commit]);
+    if (reset.exitCode !== 0) throw new InfraError(`checkout of ${commit} failed: ${reset.all}`);
+  }
+}
+
+/**
+ * Validates a patch series: a worktree at the base and one with the series applied (git am),
+ * both built the same way, the suites run on each, and a comparison naming what the series
+ * broke or fixed. Exit status: 0 no regression, 1 regression, 2 bad input or infrastructure.
+ */
+export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
+  const series = await readSeries(options.mbox);
+  const tree = await resolveTree(options.cacheDir, options.tree);
+  if ((await git(tree.dir, ['rev-parse', '--git-dir'])).exitCode !== 0) {
+    throw new UsageError(`series needs --tree to be a git repository (${tree.dir} is not; debian:7.3 is one)`);
+  }
+  const base = await commitOf(tree.dir, options.base);
+  if (!base) throw new UsageError(`base ${options.base} is not a commit in ${tree.dir}`);
+  const touched = [...new Set(series.patches.flatMap((p) => p.files))];
+  progress(`series: ${series.patches.length} patch(es) from ${series.source}, touching ${touched.join(', ')}`);
+  const { dirs, elsewhere } = moduleDirsOf(touched);
+  if (options.modulesOnly && elsewhere.length > 0) {
+    throw new UsageError(`the series touches ${elsewhere.join(', ')}: a module-only build cannot test that; drop --modules-only`);
+  }
+
+  const failure = await step(`series: check it applies to ${await describeCommit(tree.dir, base)}`, () => checkApplies(tree.dir, base, series));
+  if (failure) {
+    const found = await step('series: look for the base it needs', () => findBase(tree.dir, series));
+    const where = found ? `it applies to ${await describeCommit(tree.dir, found.commit)}, found by ${found.how}` : 'no commit among the newest 200 takes it';
+    throw new UsageError(
+      `series does not apply to ${options.base}: patch ${failure.patch.index}/${failure.total} "${failure.patch.subject}" fails${failure.file ? ` in ${failure.file}` : ''} (${failure.reason}); ${where}`,
+    );
+  }
+
+  const id = createHash('sha256').update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n')).digest('hex').slice(0, 12);
+  const work = path.join(options.cacheDir, 'series', id);
+  const sparse = options.modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
+  await mkdir(work, { recursive: true });
+  const baseDir = path.join(work, 'base');
+  const seriesDir = path.join(work, 'series');
+  await step('series: worktree at the base', () => worktreeAt(tree.dir, baseDir, base, sparse));
+  await step('series: worktree with the series (git am)', async () => {
+    await worktreeAt(tree.dir, seriesDir, base, sparse);
+    const am = await git(seriesDir, ['am', '--quiet', '--keep-non-patch'], series.patches.map((p) => p.text).join('\n'));
+    if (am.exitCode !== 0) {
+      await git(seriesDir, ['am', '--abort']);
+      throw new InfraError(`git am failed although git apply accepted the series: ${String(am.all).split('\n').slice(-3).join(' | ')}`);
+    }
+  });
+  const head = (await git(seriesDir, ['rev-parse', 'HEAD'])).stdout.trim();
+
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
+  const dir = path.join(options.resultsDir, `series-${stamp}-${process.pid}`);
+  await mkdir(dir, { recursive: true }).catch((error) => {
+    throw new InfraError(`cannot create results directory ${dir}: ${error.message}`);
+  });
+  await writeFile(
+    path.join(dir, 'series.json'),
+    `${JSON.stringify({ tree: tree.spec, treeDir: tree.dir, base, head, modulesOnly: options.modulesOnly, patches: series.patches.map(({ index, subject, files }) => ({ index, subject, files })) }, null, 2)}\n`,
+  );
+
+  const side = async (label: 'base' | 'series', dirOfTree: string, commit: string) => {
+    const sideTree: KernelTree = { ...tree, dir: dirOfTree, spec: `${tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
+    const prepared = await step(`series: build ${label}`, () =>
+      prepareKernelFromTree({
+        cacheDir: options.cacheDir,
+        tree: sideTree,
+        fragments: options.fragments,
+        modulesOnly: options.modulesOnly,
+        moduleDirs: options.modulesOnly ? [...new Set(['drivers/dax', ...dirs])] : undefined,
+      }),
+    );
+    progress(`series: running the suites on ${label}`);
+    return runOnce({
+      prepared,
+      kernel: `${label}:${sideTree.spec}`,
+      topology: options.topology,
+      suites: options.suites,
+      match: options.match,
+      bootArgs: options.bootArgs,
+      cacheDir: options.cacheDir,
+      resultsDir: path.join(dir, label),
+      accel: options.accel,
+      bootTimeoutSec: options.bootTimeoutSec,
+      jobs: options.jobs,
+    });
+  };
+  const baseRun = await side('base', baseDir, base);
+  const seriesRun = await side('series', seriesDir, head);
+  const comparison = compareRuns(baseRun, seriesRun);
+  const header = [
+    `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.modulesOnly ? ' (module-only)' : ''}`,
+    ...series.patches.map((p) => `  ${p.index}/${series.patches.length} ${p.subject}`),
+  ];
+  await writeFile(path.join(dir, 'comparison.json'), `${JSON.stringify(comparison, null, 2)}\n`);
+  await writeFile(path.join(dir, 'comparison.txt'), comparisonText(comparison, header));
+  const infra = baseRun.exitCode === 2 || seriesRun.exitCode === 2;
+  return { exitCode: infra ? 2 : comparison.regression ? 1 : 0, comparison, dir };
+}

@@ -1,0 +1,75 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import { projectRoot } from '../../harness/paths.js';
+import type { RunSummary } from '../../harness/results/summary.js';
+import { compareRuns } from '../../harness/series/compare.js';
+import { parseSeries, splitMbox } from '../../harness/series/patches.js';
+import { failedFile } from '../../harness/series/series.js';
+
+const MBOX = readFileSync(path.join(projectRoot, 'test/fixtures/series/kmem-offline-regression.mbox'), 'utf8');
+
+test('parseSeries reads the fixture: two patches, subjects without tags, files, base-commit', (t) => {
+  const s = parseSeries(MBOX, 'fixture');
+  t.deepEqual(
+    s.patches.map((p) => [p.index, p.subject, p.files]),
+    [
+      [1, 'dax/kmem: say why writing offline to state is refused', ['drivers/dax/kmem.c']],
+      [2, 'dax/kmem: let state take offline like the online types', ['drivers/dax/kmem.c']],
+    ],
+  );
+  t.regex(s.baseCommit ?? '', /^[0-9a-f]{40}$/);
+});
+
+test('a cover letter is skipped; a message without a diff or an empty file is a usage error', (t) => {
+  const cover = 'From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001\nSubject: [PATCH v3 0/2] cover\n\nwords\n';
+  t.is(parseSeries(cover + MBOX, 'x').patches.length, 2);
+  t.throws(() => parseSeries('From a b\nSubject: [PATCH] x\n\nno diff\n', 'm'), { message: 'm: message "x" holds no diff: not a patch' });
+  t.throws(() => parseSeries('', 'empty'), { message: 'empty is not an mbox or patch (no "From " line)' });
+  t.is(splitMbox('From a b\nx\nFrom c d\ny\n').length, 2);
+});
+
+test('failedFile finds the file in git apply errors', (t) => {
+  t.is(failedFile('error: patch failed: drivers/dax/kmem.c:318\nerror: drivers/dax/kmem.c: patch does not apply\n'), 'drivers/dax/kmem.c');
+  t.is(failedFile('error: drivers/dax/new.c: does not exist in index\n'), 'drivers/dax/new.c');
+  t.is(failedFile('fatal: corrupt patch at line 3\n'), undefined);
+});
+
+function summary(tests: [string, 'pass' | 'fail' | 'skip', string[]?][], variant: RunSummary['variant'] = 'merged'): RunSummary {
+  return {
+    runId: 'r',
+    status: 'pass',
+    startedAt: '',
+    kernel: { requested: 'k', release: '7.3-amd64' },
+    variant,
+    topology: 'cxl',
+    suites: [],
+    bootArgs: '',
+    counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
+    tests: tests.map(([name, status, warns]) => ({
+      name,
+      file: 'f.test.ts',
+      status,
+      durationMs: 1,
+      checks: [],
+      reports: (warns ?? []).map((title) => ({ kind: 'WARNING', title, line: 1, text: '', expected: false }) as never),
+    })),
+  };
+}
+
+test('compareRuns: newly failing, newly passing, new warnings, one-sided tests, regression verdict', (t) => {
+  const c = compareRuns(
+    { summary: summary([['a', 'pass'], ['b', 'fail'], ['c', 'fail'], ['d', 'pass'], ['e', 'skip']]), dir: 'base' },
+    { summary: summary([['a', 'fail', ['WARNING in kmem']], ['b', 'pass'], ['c', 'fail'], ['e', 'pass']], 'v3'), dir: 'series' },
+  );
+  t.deepEqual(c.newlyFailing, ['f: a']);
+  t.deepEqual(c.newlyPassing, ['f: b']);
+  t.deepEqual(c.stillFailing, ['f: c']);
+  t.deepEqual(c.onlyOnBase, ['f: d']);
+  t.deepEqual(c.onlyWithSeries, ['f: e']);
+  t.deepEqual(c.newWarnings, ['WARNING in kmem']);
+  t.true(c.variantChanged);
+  t.true(c.regression);
+  const same = compareRuns({ summary: summary([['a', 'pass']]), dir: 'b' }, { summary: summary([['a', 'pass']]), dir: 's' });
+  t.false(same.regression);
+});
