@@ -379,7 +379,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
   const summary: MatrixSummary = {
     kind: MATRIX_KIND,
     matrixId,
-    config: path.relative(process.cwd(), config.file) || config.file,
+    config: config.file,
     status: 'running',
     startedAt: new Date(started).toISOString(),
     shard: options.shard,
