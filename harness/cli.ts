@@ -84,6 +84,7 @@ function program(): Command {
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
     .action(async (file: string, o) => {
       const { exitCode, summary, dir } = await runMatrix({
         file,
@@ -93,6 +94,7 @@ function program(): Command {
         accel: o.accel,
         bootTimeoutSec: o.bootTimeout,
         knownIssuesFile: o.knownIssues,
+        jobs: o.jobs,
       });
       printMatrix(dir, summary);
       process.exitCode = exitCode;

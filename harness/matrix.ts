@@ -336,6 +336,8 @@ export interface MatrixOptions {
   accel?: 'kvm' | 'tcg';
   bootTimeoutSec: number;
   knownIssuesFile?: string;
+  /** Overrides the file's "jobs": guests booted in parallel within a cell. */
+  jobs?: number;
 }
 
 function stamp(): string {
@@ -439,7 +441,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
         resultsDir: cellResults,
         accel: options.accel,
         bootTimeoutSec: options.bootTimeoutSec,
-        jobs: config.jobs,
+        jobs: options.jobs ?? config.jobs,
         knownIssues,
       });
       summary.cells.push(cellFromRun(plan, run.summary, path.relative(dir, run.dir), config.suites));

@@ -111,14 +111,14 @@ export function toHtmlReport(model: ReportModel): string {
     `<p>Started ${esc(model.startedAt)}${model.wallSeconds !== undefined ? `, ${model.wallSeconds.toFixed(1)} s wall` : ''}. <b>${esc(countsText(model.counts))}</b>.</p>`,
     ...(model.notes ?? []).map((n) => `<p class="muted">${esc(n)}</p>`),
     '<h2>Cells</h2>',
-    '<table><tr><th>cell</th><th>kernel requested</th><th>kernel release</th><th>variant</th><th>topology</th><th>passed</th><th>failed</th><th>skipped</th><th>known</th><th>flaky</th><th>status</th></tr>',
+    '<table><tr><th>cell</th><th>kernel requested</th><th>kernel release</th><th>variant</th><th>topology</th><th>passed</th><th>failed</th><th>skipped</th><th>known</th><th>flaky</th><th>wall s</th><th>status</th></tr>',
   ];
   for (const c of model.cells) {
     const flaky = c.tests.filter((t) => t.flaky).length;
     const id = c.runDir ? `<a href="${esc(c.runDir)}/">${esc(c.id)}</a>` : esc(c.id);
     out.push(
       `<tr><td>${id}</td><td>${esc(c.kernel.requested)}</td><td>${esc(c.kernel.release ?? '?')}</td><td>${esc(c.variant ?? '?')}</td><td>${esc(c.topology)}</td>` +
-        `<td>${c.counts.passed}</td><td>${c.counts.failed}</td><td>${c.counts.skipped}</td><td>${c.counts.known ?? 0}</td><td>${flaky}</td>` +
+        `<td>${c.counts.passed}</td><td>${c.counts.failed}</td><td>${c.counts.skipped}</td><td>${c.counts.known ?? 0}</td><td>${flaky}</td><td>${c.wallSeconds === undefined ? '' : c.wallSeconds.toFixed(0)}</td>` +
         `<td><span class="${esc(c.status)}">${esc(c.status.toUpperCase())}</span>${c.error ? `<br><span class="muted">${esc(c.error.split('\n')[0])}</span>` : ''}</td></tr>`,
     );
   }
