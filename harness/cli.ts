@@ -8,6 +8,9 @@ import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
 import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
+import { loadKnownIssues } from './knownissues.js';
+import { mergeResults, parseShard, runMatrix } from './matrix.js';
+import { countsLine } from './results/summary.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -58,12 +61,14 @@ function program(): Command {
         'baseline',
       ]),
     )
+    .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
     .action(async (o) => {
       const cacheDir = resolveCacheDir(o.cacheDir);
       if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
       const prepared = o.tree
         ? await prepareKernelFromTree({ cacheDir, tree: o.tree, fragments: o.fragments, modulesOnly: o.modulesOnly })
         : undefined;
+      const knownIssues = await loadKnownIssues(o.knownIssues);
       const { exitCode, summary, dir } = await runOnce({
         prepared,
         kernel: prepared ? `${prepared.tree.spec}${prepared.mode === 'modules-only' ? '+modules' : ''}` : o.kernel,
@@ -78,11 +83,49 @@ function program(): Command {
         match: o.match,
         variant: o.variant,
         jobs: o.jobs,
+        knownIssues,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);
       if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
-      process.stdout.write(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
+      process.stdout.write(`${countsLine(c)}\n`);
+      process.exitCode = exitCode;
+    });
+
+  cli
+    .command('matrix')
+    .description('run every kernel x topology cell of a matrix file (or one shard of it); combined results')
+    .argument('<file>', 'matrix JSON file (see examples/matrix-nightly.json)')
+    .option('--shard <K/N>', 'run only shard K of N (cells sorted by id, every N-th from the K-th)')
+    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'where the matrix directory is written', path.join(projectRoot, 'results'))
+    .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
+    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
+    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
+    .action(async (file: string, o) => {
+      const { exitCode, summary, dir } = await runMatrix({
+        file,
+        shard: o.shard === undefined ? undefined : parseShard(o.shard),
+        resultsDir: path.resolve(o.resultsDir),
+        cacheDir: resolveCacheDir(o.cacheDir),
+        accel: o.accel,
+        bootTimeoutSec: o.bootTimeout,
+        knownIssuesFile: o.knownIssues,
+        jobs: o.jobs,
+      });
+      printMatrix(dir, summary);
+      process.exitCode = exitCode;
+    });
+
+  cli
+    .command('merge')
+    .description('join matrix or shard result directories into one summary, JUnit, KTAP and HTML report')
+    .argument('<dirs...>', 'matrix result directories (one per shard)')
+    .requiredOption('--out <DIR>', 'directory to write the merged results to (new or empty)')
+    .action(async (dirs: string[], o) => {
+      const { exitCode, summary, dir } = await mergeResults(dirs, o.out);
+      printMatrix(dir, summary);
       process.exitCode = exitCode;
     });
 
@@ -203,6 +246,16 @@ function program(): Command {
       process.exitCode = reports.length > 0 ? 1 : 0;
     });
   return cli;
+}
+
+function printMatrix(dir: string, summary: Awaited<ReturnType<typeof runMatrix>>['summary']): void {
+  process.stdout.write(`results: ${dir}\n`);
+  for (const c of summary.cells) {
+    const error = c.error ? ` (${c.error.split('\n')[0]})` : '';
+    process.stdout.write(`cell ${c.id}: ${c.status.toUpperCase()}: ${countsLine(c.counts)}${error}\n`);
+  }
+  const errored = summary.cells.filter((c) => c.status === 'error' || c.status === 'interrupted').length;
+  process.stdout.write(`${summary.cells.length} cells, ${errored} errored\n${countsLine(summary.counts)}\n`);
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -22,4 +22,10 @@ export interface TestRecord {
   reports: (CrashReport & { expected: boolean })[];
   taintBefore?: number;
   taintAfter?: number;
+  /** Runs of this test (set by retries; absent means one). */
+  attempts?: number;
+  /** Failed, then passed on a retry: counted as passed and always shown as flaky. */
+  flaky?: boolean;
+  /** A failure that matches an entry of the known-issues file: that entry's reason. */
+  known?: string;
 }

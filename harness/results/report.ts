@@ -1,4 +1,4 @@
-import type { RunSummary } from './summary.js';
+import { countsLine, type RunSummary } from './summary.js';
 
 /** A plain-text report a person reads: what ran, where, and what failed with its evidence. */
 export function toTextReport(summary: RunSummary): string {
@@ -17,8 +17,9 @@ export function toTextReport(summary: RunSummary): string {
   if (summary.error) lines.push('', `ERROR: ${summary.error}`);
   lines.push('');
   for (const t of summary.tests) {
-    const mark = { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
-    lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${t.reason ? `  -- ${t.reason}` : ''}`);
+    const mark = t.known ? 'KNOWN' : t.flaky ? 'FLAKY' : { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
+    const note = t.known ? `known issue: ${t.known}; ${t.reason ?? 'failed'}` : t.flaky ? `passed on attempt ${t.attempts ?? 2}` : t.reason;
+    lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${note ? `  -- ${note}` : ''}`);
     if (t.status === 'fail') {
       for (const ch of t.checks.filter((x) => !x.ok)) {
         lines.push(`      check "${ch.name}": got ${JSON.stringify(ch.actual)}, expected ${JSON.stringify(ch.expected)}`);
@@ -30,7 +31,8 @@ export function toTextReport(summary: RunSummary): string {
     lines.push('', 'Reports in the console log:');
     for (const r of summary.consoleReports) lines.push(`  line ${r.line}: ${r.kind}: ${r.title}`);
   }
-  lines.push('', `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
+  for (const f of summary.fixedKnownIssues ?? []) lines.push('', `FIXED known issue: ${f.reason} (passed: ${f.tests.join(', ')})`);
+  lines.push('', countsLine(c));
   return `${lines.join('\n')}\n`;
 }
 

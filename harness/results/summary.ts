@@ -3,6 +3,7 @@ import type { DaxDevice } from '../devices.js';
 import type { Variant } from '../hotplug.js';
 import type { KernelSource } from '../kernel/kernel.js';
 import type { CrashReport } from '../triage.js';
+import type { FixedKnownIssue } from '../knownissues.js';
 import type { TestRecord } from './record.js';
 
 export type RunStatus = 'pass' | 'fail' | 'error' | 'interrupted' | 'running';
@@ -26,7 +27,10 @@ export interface RunSummary {
   image?: { recipe: string; hash: string; sizeBytes: number; cached: boolean };
   devices?: DaxDevice[];
   bootToSshSeconds?: number;
-  counts: { passed: number; failed: number; skipped: number; total: number };
+  /** `failed` excludes failures that match a known issue; those are counted in `known`. */
+  counts: { passed: number; failed: number; skipped: number; total: number; known?: number };
+  /** Known issues whose tests passed in this run (see harness/knownissues.ts). */
+  fixedKnownIssues?: FixedKnownIssue[];
   /** One entry per booted guest (a suite session): its command line, boot time and fate. */
   guests?: { session: number; suite: string; files: string[]; cmdline: string; bootToSshSeconds: number; variant: Variant; qemuExit?: string; wallSeconds?: number }[];
   tests: TestRecord[];
@@ -38,7 +42,13 @@ export interface RunSummary {
 
 export function countTests(tests: TestRecord[]): RunSummary['counts'] {
   const passed = tests.filter((t) => t.status === 'pass').length;
-  const failed = tests.filter((t) => t.status === 'fail').length;
+  const failed = tests.filter((t) => t.status === 'fail' && !t.known).length;
   const skipped = tests.filter((t) => t.status === 'skip').length;
-  return { passed, failed, skipped, total: tests.length };
+  const known = tests.filter((t) => t.status === 'fail' && t.known).length;
+  return { passed, failed, skipped, known, total: tests.length };
+}
+
+/** The plain result line: "8 passed, 0 failed, 1 skipped" plus ", 1 known" when any failure is known. */
+export function countsLine(c: RunSummary['counts']): string {
+  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.known ? `, ${c.known} known` : ''}`;
 }

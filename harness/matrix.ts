@@ -1,0 +1,570 @@
+import { existsSync } from 'node:fs';
+import { cp, mkdir, readdir, readFile, readlink, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { errorMessage, UsageError } from './errors.js';
+import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
+import { localKernel } from './kernel/kernel.js';
+import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knownissues.js';
+import { progress } from './progress.js';
+import { interruptedBy, onInterrupt } from './reaper.js';
+import { compareCells } from './results/compare.js';
+import { fileTail, type ReportCell, toHtmlReport } from './results/html.js';
+import { junitDocument } from './results/junit.js';
+import { toKtap } from './results/ktap.js';
+import type { TestRecord } from './results/record.js';
+import { countsLine, countTests, type RunStatus, type RunSummary } from './results/summary.js';
+import { runOnce } from './run.js';
+import { listSuites } from './suites.js';
+import { listTopologies, loadTopology } from './topology.js';
+import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
+
+/**
+ * A kernel named by a matrix file. Every form is parsed by parseKernelSpec() and turned into
+ * what runOnce() takes by prepareKernel(): a new kind (a built tree, a patch series) adds a
+ * case to both and a member here.
+ */
+export type KernelSpec =
+  | { kind: 'debian'; label: string; version: string }
+  | { kind: 'path'; label: string; path: string; modules: string }
+  | { kind: 'tree'; label: string; tree: string; modulesOnly: boolean; fragments?: string };
+
+/** Object forms not handled yet (a series is validated with `dax-harness series`); refused clearly. */
+const PLANNED_KERNEL_KINDS = ['series'];
+const TREE_KEYS = ['tree', 'modulesOnly', 'fragments', 'name'];
+
+export interface MatrixConfig {
+  file: string;
+  kernels: KernelSpec[];
+  /** As given to runOnce: a topology name or an absolute path to a JSON file. */
+  topologies: string[];
+  suites: string[];
+  jobs?: number;
+  bootArgs: string;
+}
+
+export interface PlannedCell {
+  id: string;
+  kernel: KernelSpec;
+  topology: string;
+  topologyName: string;
+}
+
+export interface MatrixCell {
+  id: string;
+  kernel: { requested: string; release?: string; label: string };
+  variant?: string;
+  topology: string;
+  suites: string[];
+  status: RunStatus;
+  counts: RunSummary['counts'];
+  error?: string;
+  /** The cell's run directory, relative to the matrix directory. */
+  runDir?: string;
+  wallSeconds?: number;
+  tests: TestRecord[];
+  fixedKnownIssues?: FixedKnownIssue[];
+}
+
+export const MATRIX_KIND = 'dax-harness-matrix';
+
+export interface MatrixSummary {
+  kind: typeof MATRIX_KIND;
+  matrixId: string;
+  config: string;
+  status: RunStatus;
+  exitCode?: number;
+  startedAt: string;
+  finishedAt?: string;
+  wallSeconds?: number;
+  shard?: { index: number; total: number };
+  /** Every cell of the whole matrix (all shards): merge finds missing shards with it. */
+  plannedCells: { id: string; kernel: string; topology: string }[];
+  counts: RunSummary['counts'];
+  cells: MatrixCell[];
+  /** Set by merge: the result directories joined. */
+  mergedFrom?: { dir: string; matrixId: string; shard?: { index: number; total: number } }[];
+  error?: string;
+}
+
+const TOP_KEYS = ['kernels', 'topologies', 'suites', 'jobs', 'bootArgs', '$comment'];
+const PATH_KEYS = ['path', 'modules', 'name'];
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function labelOf(text: string): string {
+  return text.replace(/[^A-Za-z0-9.+_-]/g, '_');
+}
+
+/** The one place a kernel entry of a matrix file is understood. */
+export function parseKernelSpec(raw: unknown, at: string, baseDir: string): KernelSpec {
+  const fail = (what: string): never => {
+    throw new UsageError(`${at}: ${what}`);
+  };
+  const forms = 'a Debian version like "7.3", {"path": BZIMAGE, "modules": DIR}, or {"tree": DIR|"debian:7.3", "modulesOnly"?, "fragments"?}';
+  if (typeof raw === 'string') {
+    if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${forms})`);
+    return { kind: 'debian', label: raw, version: raw };
+  }
+  if (!isObject(raw)) return fail(`must be ${forms}`);
+  const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
+  if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${forms})`);
+  if ('tree' in raw) {
+    for (const key of Object.keys(raw)) if (!TREE_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${TREE_KEYS.join(', ')})`);
+    if (typeof raw.tree !== 'string' || raw.tree === '') fail('"tree" must be a string (a directory or debian:<version>)');
+    if (raw.modulesOnly !== undefined && typeof raw.modulesOnly !== 'boolean') fail('"modulesOnly" must be true or false');
+    if (raw.fragments !== undefined && typeof raw.fragments !== 'string') fail('"fragments" must be a string (comma list)');
+    if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
+    const tree = (raw.tree as string).startsWith('debian:') ? (raw.tree as string) : path.resolve(baseDir, raw.tree as string);
+    const modulesOnly = raw.modulesOnly === true;
+    return {
+      kind: 'tree',
+      label: labelOf((raw.name as string | undefined) ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`),
+      tree,
+      modulesOnly,
+      fragments: raw.fragments as string | undefined,
+    };
+  }
+  if (!('path' in raw)) fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
+  for (const key of Object.keys(raw)) if (!PATH_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${PATH_KEYS.join(', ')})`);
+  if (typeof raw.path !== 'string' || raw.path === '') fail('"path" must be a string (a bzImage)');
+  if (typeof raw.modules !== 'string' || raw.modules === '') fail('"modules" must be a string (the modules directory)');
+  if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
+  const file = path.resolve(baseDir, raw.path as string);
+  return {
+    kind: 'path',
+    label: labelOf((raw.name as string | undefined) ?? path.basename(file)),
+    path: file,
+    modules: path.resolve(baseDir, raw.modules as string),
+  };
+}
+
+/** What runOnce() is given for a kernel spec; checks it first (downloads a Debian kernel once). */
+export async function prepareKernel(
+  spec: KernelSpec,
+  cacheDir: string,
+): Promise<{ kernel: string; modules?: string; release: string; prepared?: PreparedKernel }> {
+  switch (spec.kind) {
+    case 'tree': {
+      const prepared = await prepareKernelFromTree({ cacheDir, tree: spec.tree, modulesOnly: spec.modulesOnly, fragments: spec.fragments });
+      return { kernel: spec.label, release: prepared.kernel.release, prepared };
+    }
+    case 'debian':
+      return { kernel: spec.version, release: (await fetchDebianKernel(cacheDir, spec.version)).release };
+    case 'path':
+      return { kernel: spec.path, modules: spec.modules, release: (await localKernel(spec.path, spec.modules)).release };
+  }
+}
+
+/** Validates a parsed matrix file; every error is one line naming the field. */
+export function validateMatrixConfig(
+  raw: unknown,
+  file: string,
+  known: { topologies: string[]; suites: string[] },
+): { config: MatrixConfig; cells: PlannedCell[] } {
+  const name = path.basename(file);
+  const fail = (what: string): never => {
+    throw new UsageError(`matrix ${name}: ${what}`);
+  };
+  if (!isObject(raw)) return fail('must be a JSON object');
+  for (const key of Object.keys(raw)) if (!TOP_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${TOP_KEYS.filter((k) => k !== '$comment').join(', ')})`);
+  const list = (key: string): unknown[] => {
+    const v = raw[key];
+    if (v === undefined) return fail(`"${key}" is missing`);
+    if (!Array.isArray(v) || v.length === 0) return fail(`"${key}" must be a non-empty list`);
+    return v;
+  };
+  const baseDir = path.dirname(path.resolve(file));
+  const kernels = list('kernels').map((k, i) => {
+    try {
+      return parseKernelSpec(k, `kernels[${i}]`, baseDir);
+    } catch (error) {
+      return fail(errorMessage(error));
+    }
+  });
+  const topologies = list('topologies').map((t, i) => {
+    if (typeof t !== 'string' || t === '') return fail(`topologies[${i}] must be a string`);
+    if (t.endsWith('.json')) {
+      const p = path.resolve(baseDir, t);
+      if (!existsSync(p)) fail(`topologies[${i}]: topology file ${t} does not exist`);
+      return p;
+    }
+    if (!known.topologies.includes(t)) fail(`topologies[${i}]: unknown topology "${t}" (known: ${known.topologies.join(', ')}, or a .json file)`);
+    return t;
+  });
+  const suites = list('suites').map((s, i) => {
+    if (typeof s !== 'string') return fail(`suites[${i}] must be a string`);
+    if (s !== 'all' && !known.suites.includes(s)) fail(`suites[${i}]: unknown suite "${s}" (known: ${known.suites.join(', ')}, all)`);
+    return s;
+  });
+  if (raw.jobs !== undefined && (!Number.isInteger(raw.jobs) || (raw.jobs as number) < 1)) fail('"jobs" must be a positive integer');
+  if (raw.bootArgs !== undefined && typeof raw.bootArgs !== 'string') fail('"bootArgs" must be a string');
+  const config: MatrixConfig = {
+    file: path.resolve(file),
+    kernels,
+    topologies,
+    suites,
+    jobs: raw.jobs as number | undefined,
+    bootArgs: (raw.bootArgs as string | undefined) ?? '',
+  };
+  const cells: PlannedCell[] = [];
+  const seen = new Set<string>();
+  for (const kernel of kernels) {
+    for (const topology of topologies) {
+      const topologyName = path.basename(topology, '.json');
+      const id = `${kernel.label}-${labelOf(topologyName)}`;
+      if (seen.has(id)) fail(`two cells would both be "${id}" (a kernel or topology is listed twice, or give path kernels a "name")`);
+      seen.add(id);
+      cells.push({ id, kernel, topology, topologyName });
+    }
+  }
+  return { config, cells };
+}
+
+export async function loadMatrixConfig(file: string): Promise<{ config: MatrixConfig; cells: PlannedCell[] }> {
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new UsageError(`cannot read matrix file ${file}`);
+  });
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`matrix ${path.basename(file)}: not valid JSON (${errorMessage(error).split('\n')[0]})`);
+  }
+  return validateMatrixConfig(raw, file, { topologies: await listTopologies(), suites: await listSuites() });
+}
+
+export interface Shard {
+  index: number;
+  total: number;
+}
+
+export function parseShard(text: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(text);
+  const index = Number(m?.[1]);
+  const total = Number(m?.[2]);
+  if (!m || total < 1 || index < 1 || index > total) throw new UsageError(`--shard must be K/N with 1 <= K <= N (got "${text}")`);
+  return { index, total };
+}
+
+/** Shard K of N: the cells sorted by id, every N-th starting at the K-th. Same input, same slice. */
+export function shardCells<T extends { id: string }>(cells: T[], shard?: Shard): T[] {
+  const sorted = [...cells].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  if (!shard) return sorted;
+  return sorted.filter((_, i) => i % shard.total === shard.index - 1);
+}
+
+export function matrixCounts(cells: MatrixCell[]): RunSummary['counts'] {
+  return countTests(cells.flatMap((c) => c.tests));
+}
+
+/** error when a cell errored (or did not run), fail when a test failed, else pass. */
+export function matrixStatus(cells: MatrixCell[], plannedIds: string[]): { status: RunStatus; exitCode: number } {
+  const present = new Set(cells.map((c) => c.id));
+  if (cells.some((c) => c.status === 'error' || c.status === 'interrupted' || c.status === 'running') || plannedIds.some((id) => !present.has(id))) {
+    return { status: 'error', exitCode: 2 };
+  }
+  if (cells.some((c) => c.counts.failed > 0 || c.status === 'fail')) return { status: 'fail', exitCode: 1 };
+  return { status: 'pass', exitCode: 0 };
+}
+
+async function writeAtomic(file: string, text: string): Promise<void> {
+  await writeFile(`${file}.tmp`, text);
+  await rename(`${file}.tmp`, file);
+}
+
+async function readJson<T>(file: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The most recent older matrix in the same results directory that shares a cell with this one. */
+async function previousMatrix(dir: string, current: MatrixSummary): Promise<MatrixSummary | undefined> {
+  const parent = path.dirname(dir);
+  const ids = new Set(current.cells.map((c) => c.id));
+  let best: MatrixSummary | undefined;
+  for (const e of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+    if (!e.isDirectory() || path.join(parent, e.name) === dir) continue;
+    const s = await readJson<MatrixSummary>(path.join(parent, e.name, 'summary.json'));
+    if (s?.kind !== MATRIX_KIND || s.status === 'running' || !(s.startedAt < current.startedAt)) continue;
+    if (!s.cells.some((c) => ids.has(c.id))) continue;
+    if (!best || s.startedAt > best.startedAt) best = s;
+  }
+  return best;
+}
+
+/** summary.json, junit.xml (one testsuite per cell), ktap.txt and report.html of a matrix dir. */
+export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): Promise<void> {
+  const cells = [...summary.cells];
+  const present = new Set(cells.map((c) => c.id));
+  // A planned cell that no shard reported is shown as an errored cell, never silently absent.
+  const missing = summary.mergedFrom ? summary.plannedCells.filter((p) => !present.has(p.id)) : [];
+  for (const p of missing) {
+    cells.push({
+      id: p.id,
+      kernel: { requested: p.kernel, label: p.kernel },
+      topology: p.topology,
+      suites: [],
+      status: 'error',
+      counts: countTests([]),
+      error: 'this cell has no results (its shard did not run or was not merged)',
+      tests: [],
+    });
+  }
+  await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify({ ...summary, cells }, null, 2)}\n`);
+  await writeAtomic(
+    path.join(dir, 'junit.xml'),
+    junitDocument(
+      cells.map((c) => ({
+        name: `${c.id}: ${c.suites.join('+')} on ${c.kernel.release ?? c.kernel.requested} (${c.topology})`,
+        tests: c.tests,
+        counts: c.counts,
+        error: c.error,
+        properties: { cell: c.id, kernel: c.kernel.release ?? c.kernel.requested, 'kernel.requested': c.kernel.requested, variant: c.variant ?? 'unknown', topology: c.topology },
+      })),
+    ),
+  );
+  await writeAtomic(path.join(dir, 'ktap.txt'), toKtap(cells.map((c) => ({ id: c.id, tests: c.tests, error: c.error }))));
+  const previous = await previousMatrix(dir, summary);
+  const reportCells: ReportCell[] = [];
+  for (const c of cells) {
+    const troubled = c.error || c.tests.some((t) => t.status === 'fail');
+    reportCells.push({ ...c, consoleTail: troubled && c.runDir ? await fileTail(path.join(dir, c.runDir, 'console.log')) : undefined });
+  }
+  const notes = [`config: ${summary.config}`];
+  if (summary.shard) notes.push(`shard ${summary.shard.index}/${summary.shard.total} of ${summary.plannedCells.length} cells`);
+  if (summary.mergedFrom) notes.push(`merged from: ${summary.mergedFrom.map((m) => `${m.dir}${m.shard ? ` (shard ${m.shard.index}/${m.shard.total})` : ''}`).join(', ')}`);
+  await writeAtomic(
+    path.join(dir, 'report.html'),
+    toHtmlReport({
+      kind: 'matrix',
+      id: summary.matrixId,
+      status: summary.status,
+      startedAt: summary.startedAt,
+      wallSeconds: summary.wallSeconds,
+      counts: summary.counts,
+      cells: reportCells,
+      comparison: compareCells(cells, previous?.cells, previous?.matrixId),
+      notes,
+    }),
+  );
+}
+
+export interface MatrixOptions {
+  file: string;
+  shard?: Shard;
+  resultsDir: string;
+  cacheDir: string;
+  accel?: 'kvm' | 'tcg';
+  bootTimeoutSec: number;
+  knownIssuesFile?: string;
+  /** Overrides the file's "jobs": guests booted in parallel within a cell. */
+  jobs?: number;
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
+}
+
+function cellFromRun(plan: PlannedCell, run: RunSummary, runDir: string, suites: string[]): MatrixCell {
+  return {
+    id: plan.id,
+    kernel: { requested: run.kernel.requested, release: run.kernel.release, label: plan.kernel.label },
+    variant: run.variant,
+    topology: plan.topologyName,
+    suites: run.suites ?? suites,
+    status: run.status,
+    counts: run.counts,
+    error: run.error,
+    runDir,
+    wallSeconds: run.wallSeconds,
+    tests: run.tests ?? [],
+    fixedKnownIssues: run.fixedKnownIssues,
+  };
+}
+
+/** Runs every cell of a matrix file (or one shard of it), one after another, each via runOnce. */
+export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
+  const started = Date.now();
+  // Everything that can be refused is checked before the matrix directory exists.
+  const { config, cells: planned } = await loadMatrixConfig(options.file);
+  const knownIssues: KnownIssue[] = await loadKnownIssues(options.knownIssuesFile);
+  for (const t of config.topologies) await loadTopology(t);
+  const mine = shardCells(planned, options.shard);
+  const prepared = new Map<KernelSpec, Awaited<ReturnType<typeof prepareKernel>>>();
+  for (const cell of mine) {
+    if (!prepared.has(cell.kernel)) prepared.set(cell.kernel, await prepareKernel(cell.kernel, options.cacheDir));
+  }
+
+  const shardTag = options.shard ? `-shard${options.shard.index}of${options.shard.total}` : '';
+  const matrixId = `matrix-${stamp()}${shardTag}-${process.pid}`;
+  const dir = path.join(options.resultsDir, matrixId);
+  await mkdir(path.join(dir, 'cells'), { recursive: true });
+  const summary: MatrixSummary = {
+    kind: MATRIX_KIND,
+    matrixId,
+    config: config.file,
+    status: 'running',
+    startedAt: new Date(started).toISOString(),
+    shard: options.shard,
+    plannedCells: shardCells(planned).map((c) => ({ id: c.id, kernel: c.kernel.label, topology: c.topologyName })),
+    counts: countTests([]),
+    cells: [],
+  };
+  const save = async () => {
+    summary.counts = matrixCounts(summary.cells);
+    summary.wallSeconds = (Date.now() - started) / 1000;
+    await writeMatrixOutputs(dir, summary);
+  };
+  let current: PlannedCell | undefined;
+  onInterrupt(async (signal) => {
+    if (summary.status !== 'running') return;
+    if (current) {
+      // The cell's own handler writes its run; the matrix records what had finished in it.
+      const runDir = await readlink(path.join(dir, 'cells', current.id, 'latest')).catch(() => undefined);
+      const lines = runDir ? await readFile(path.join(dir, 'cells', current.id, runDir, 'tests.jsonl'), 'utf8').catch(() => '') : '';
+      const tests = lines
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as TestRecord);
+      summary.cells.push({
+        id: current.id,
+        kernel: { requested: current.kernel.label, label: current.kernel.label },
+        topology: current.topologyName,
+        suites: config.suites,
+        status: 'interrupted',
+        counts: countTests(tests),
+        error: `interrupted by ${signal}`,
+        runDir: runDir ? path.join('cells', current.id, runDir) : undefined,
+        tests,
+      });
+    }
+    summary.status = 'interrupted';
+    summary.error = `interrupted by ${signal}`;
+    summary.finishedAt = new Date().toISOString();
+    await save();
+  });
+  await save();
+
+  for (const [i, plan] of mine.entries()) {
+    if (interruptedBy()) break;
+    current = plan;
+    const inputs = prepared.get(plan.kernel)!;
+    const cellResults = path.join(dir, 'cells', plan.id);
+    progress(`matrix: cell ${i + 1}/${mine.length}: ${plan.id}`);
+    try {
+      const run = await runOnce({
+        prepared: inputs.prepared,
+        kernel: inputs.kernel,
+        modules: inputs.modules,
+        topology: plan.topology,
+        suites: config.suites,
+        bootArgs: config.bootArgs,
+        cacheDir: options.cacheDir,
+        resultsDir: cellResults,
+        accel: options.accel,
+        bootTimeoutSec: options.bootTimeoutSec,
+        jobs: options.jobs ?? config.jobs,
+        knownIssues,
+      });
+      summary.cells.push(cellFromRun(plan, run.summary, path.relative(dir, run.dir), config.suites));
+    } catch (error) {
+      if (interruptedBy()) break;
+      // QEMU died, a boot failed, ...: the cell is recorded as errored (with what its run
+      // wrote, if anything) and the matrix goes on with the next cell.
+      const runId = await readlink(path.join(cellResults, 'latest')).catch(() => undefined);
+      const run = runId ? await readJson<RunSummary>(path.join(cellResults, runId, 'summary.json')) : undefined;
+      const cell: MatrixCell = run
+        ? cellFromRun(plan, run, path.join('cells', plan.id, runId as string), config.suites)
+        : {
+            id: plan.id,
+            kernel: { requested: inputs.kernel, release: inputs.release, label: plan.kernel.label },
+            topology: plan.topologyName,
+            suites: config.suites,
+            status: 'error',
+            counts: countTests([]),
+            tests: [],
+          };
+      cell.status = 'error';
+      cell.error ??= errorMessage(error);
+      summary.cells.push(cell);
+      progress(`matrix: cell ${plan.id} errored: ${cell.error.split('\n')[0]}`);
+    }
+    current = undefined;
+    const c = summary.cells.at(-1)!;
+    progress(`matrix: cell ${plan.id}: ${c.status.toUpperCase()} (${countsLine(c.counts)})`);
+    await save();
+  }
+  if (interruptedBy()) return { exitCode: process.exitCode as number, summary, dir };
+  const { status, exitCode } = matrixStatus(summary.cells, mine.map((c) => c.id));
+  summary.status = status;
+  summary.exitCode = exitCode;
+  summary.finishedAt = new Date().toISOString();
+  await save();
+  return { exitCode, summary, dir };
+}
+
+function sameCell(a: MatrixCell, b: MatrixCell): boolean {
+  return a.runDir === b.runDir && a.status === b.status && JSON.stringify(a.counts) === JSON.stringify(b.counts);
+}
+
+/** Joins shard (or matrix) result directories into one, copying each cell's run directory. */
+export async function mergeResults(inputs: string[], out: string): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
+  if (inputs.length === 0) throw new UsageError('merge needs at least one result directory');
+  const loaded: { dir: string; summary: MatrixSummary }[] = [];
+  for (const input of inputs) {
+    const dir = path.resolve(input);
+    const s = await readJson<MatrixSummary>(path.join(dir, 'summary.json'));
+    if (s?.kind !== MATRIX_KIND) throw new UsageError(`${input} is not a matrix result (no summary.json written by "dax-harness matrix")`);
+    loaded.push({ dir, summary: s });
+  }
+  const plan = JSON.stringify(loaded[0]!.summary.plannedCells.map((c) => c.id));
+  for (const { dir, summary } of loaded.slice(1)) {
+    if (JSON.stringify(summary.plannedCells.map((c) => c.id)) !== plan) {
+      throw new UsageError(`${dir} comes from a different matrix than ${loaded[0]!.dir} (their planned cells differ)`);
+    }
+  }
+  const cells = new Map<string, { cell: MatrixCell; from: string }>();
+  for (const { dir, summary } of loaded) {
+    for (const cell of summary.cells) {
+      const seen = cells.get(cell.id);
+      if (seen && !sameCell(seen.cell, cell)) {
+        throw new UsageError(`cell ${cell.id} is in both ${seen.from} and ${dir} with different results`);
+      }
+      if (!seen) cells.set(cell.id, { cell, from: dir });
+    }
+  }
+  const outDir = path.resolve(out);
+  if (existsSync(outDir) && (await readdir(outDir)).length > 0) throw new UsageError(`--out ${out} exists and is not empty`);
+  if (loaded.some((l) => l.dir === outDir)) throw new UsageError('--out must not be one of the inputs');
+  await mkdir(path.join(outDir, 'cells'), { recursive: true });
+  for (const { cell, from } of cells.values()) {
+    const cellDir = path.join(from, 'cells', cell.id);
+    if (existsSync(cellDir)) await cp(cellDir, path.join(outDir, 'cells', cell.id), { recursive: true, verbatimSymlinks: true });
+  }
+  const merged = [...cells.values()].map((v) => v.cell).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const startedAt = loaded.map((l) => l.summary.startedAt).sort()[0]!;
+  const finishedAt = loaded.map((l) => l.summary.finishedAt ?? l.summary.startedAt).sort().at(-1)!;
+  const planned = loaded[0]!.summary.plannedCells;
+  const { status, exitCode } = matrixStatus(merged, planned.map((c) => c.id));
+  const summary: MatrixSummary = {
+    kind: MATRIX_KIND,
+    matrixId: path.basename(outDir),
+    config: loaded[0]!.summary.config,
+    status,
+    exitCode,
+    startedAt,
+    finishedAt,
+    wallSeconds: (Date.parse(finishedAt) - Date.parse(startedAt)) / 1000,
+    plannedCells: planned,
+    counts: matrixCounts(merged),
+    cells: merged,
+    mergedFrom: loaded.map((l) => ({ dir: l.dir, matrixId: l.summary.matrixId, shard: l.summary.shard })),
+  };
+  await writeMatrixOutputs(outDir, summary);
+  return { exitCode, summary: (await readJson<MatrixSummary>(path.join(outDir, 'summary.json'))) ?? summary, dir: outDir };
+}
