@@ -1,0 +1,84 @@
+/**
+ * npm run bench:build: how long the kernel-developer paths take, each with its goal.
+ *   - module-only: rebuild of drivers/dax after an edit to kmem.c (against Debian's headers);
+ *   - dev loop: an edit to kmem.c until its test results come back from the running guest
+ *     (goal: at most 60 s under TCG);
+ *   - with --full: a full kernel build from debian:7.3 with the default fragments (cold or
+ *     warm, as the cache has it), then an incremental one after touching kmem.c, then a no-op.
+ * Not a test: figures are printed and written to results/bench-build-<time>.json.
+ */
+import { cp, mkdir, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { fragmentFiles } from '../harness/build/kconfig.js';
+import { buildKernel } from '../harness/build/kernel-build.js';
+import { buildModulesAgainstHeaders } from '../harness/build/module-build.js';
+import { resolveTree } from '../harness/build/tree.js';
+import { fetchDebianKernel } from '../harness/kernel/fetch.js';
+import { projectRoot, resolveCacheDir } from '../harness/paths.js';
+import { setQuiet } from '../harness/progress.js';
+
+const full = process.argv.includes('--full');
+const cacheDir = resolveCacheDir();
+const figures: Record<string, unknown> = {};
+function report(name: string, seconds: number, goal?: number) {
+  const verdict = goal === undefined ? '' : `  ratio to goal ${(seconds / goal).toFixed(2)} (goal <= ${goal} s: ${seconds <= goal ? 'met' : 'NOT met'})`;
+  process.stdout.write(`${name.padEnd(52)} ${seconds.toFixed(1).padStart(7)} s${verdict}\n`);
+  figures[name] = { seconds, goal };
+}
+
+setQuiet(true);
+const tree = await resolveTree(cacheDir, 'debian:7.3');
+const kernel = await fetchDebianKernel(cacheDir, tree.version);
+const load = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+process.stdout.write(`dax-harness bench:build: ${tree.spec}, Debian ${kernel.release}, load average ${load}\n\n`);
+
+// A private copy of the module directories, so the edits never touch the cached tree.
+const copy = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-tree-'));
+await mkdir(path.join(copy, 'drivers'));
+await cp(path.join(tree.dir, 'Makefile'), path.join(copy, 'Makefile'));
+for (const d of ['dax', 'cxl', 'nvdimm']) await cp(path.join(tree.dir, 'drivers', d), path.join(copy, 'drivers', d), { recursive: true });
+const copyTree = await resolveTree(cacheDir, copy);
+const kmem = path.join(copy, 'drivers/dax/kmem.c');
+const first = await buildModulesAgainstHeaders({ cacheDir, tree: copyTree, kernel, dirs: ['drivers/dax'] });
+report('module-only: drivers/dax from scratch', first.seconds);
+const now = new Date();
+await utimes(kmem, now, now);
+const again = await buildModulesAgainstHeaders({ cacheDir, tree: copyTree, kernel, dirs: ['drivers/dax'] });
+report('module-only: drivers/dax after touching kmem.c', again.seconds);
+
+// The dev loop, for real: boot, wait until it watches, edit kmem.c, wait for the results.
+const results = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-dev-'));
+const dev = execa(process.execPath, [path.join(projectRoot, 'bin/dax-harness.js'), 'dev', '--tree', copy, '--modules-only', '--results-dir', results, '--exit-after', '1'], { reject: false, all: true });
+let out = '';
+dev.stdout?.on('data', (c: Buffer) => {
+  out += c.toString();
+});
+while (!/dev: watching for changes/.test(out) && dev.exitCode === null) await new Promise((r) => setTimeout(r, 500));
+const source = await readFile(kmem, 'utf8');
+await writeFile(kmem, source.replace('if (online_type == MMOP_OFFLINE)', 'if (online_type == MMOP_OFFLINE && 1)'));
+const result = await dev;
+const editToResult = Number(/edit to result ([\d.]+) s/.exec(out)?.[1] ?? Number.NaN);
+report(`dev loop: edit kmem.c to results (${/iteration 1: ([^:]+)/.exec(out)?.[1] ?? 'failed'})`, editToResult, 60);
+if (result.exitCode !== 0) process.stdout.write(`  (dev exited ${result.exitCode}: ${String(result.all).split('\n').slice(-3).join(' | ')})\n`);
+
+if (full) {
+  const fragments = fragmentFiles(undefined);
+  const b1 = await buildKernel({ tree, fragments, cacheDir });
+  report(`full build (${b1.built ? 'as the cache had it' : 'already up to date'})`, b1.seconds);
+  const treeKmem = path.join(tree.dir, 'drivers/dax/kmem.c');
+  const t = new Date();
+  await utimes(treeKmem, t, t);
+  const b2 = await buildKernel({ tree, fragments, cacheDir });
+  report('full build: incremental after touching kmem.c', b2.seconds);
+  const t0 = Date.now();
+  await buildKernel({ tree, fragments, cacheDir });
+  report('full build: nothing changed', (Date.now() - t0) / 1000);
+}
+
+await mkdir(path.join(projectRoot, 'results'), { recursive: true });
+const file = path.join(projectRoot, 'results', `bench-build-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+await writeFile(file, `${JSON.stringify({ load, figures }, null, 2)}\n`);
+process.stdout.write(`\nfigures: ${file}\n`);
+await execa('rm', ['-rf', copy, results]);
