@@ -22,4 +22,10 @@ export interface TestRecord {
   reports: (CrashReport & { expected: boolean })[];
   taintBefore?: number;
   taintAfter?: number;
+  /** The console's last lines when the test lost its guest (hang, panic, QEMU death). */
+  consoleTail?: string;
+  /** Runs it took (set when more than one, under --retries). */
+  attempts?: number;
+  /** Failed, then passed on a retry: counted as passed, reported as flaky. */
+  flaky?: boolean;
 }
