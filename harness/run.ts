@@ -194,7 +194,9 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
       workDir: spec.workDir,
     });
     progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
-    const machine = Machine.start(args, spec.consolePath);
+    // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
+    const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
+    const machine = Machine.start([...args, '-name', name], spec.consolePath);
     onStart?.(machine);
     try {
       const booted = await waitForGuest(spec, machine, sshPort);
@@ -287,10 +289,13 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const workDir = path.join(options.cacheDir, 'work', runId);
 
   // What it takes to rerun this exactly (dax-harness repro): filled in as the run learns it.
-  await mkdir(path.join(dir, 'repro'), { recursive: true });
   const topologyCopy = path.join(dir, 'repro', `${topology.name}.json`);
   const { name: _topologyName, ...topologyBody } = topology;
-  await writeFile(topologyCopy, `${JSON.stringify(topologyBody, null, 2)}\n`);
+  await mkdir(path.join(dir, 'repro'), { recursive: true })
+    .then(() => writeFile(topologyCopy, `${JSON.stringify(topologyBody, null, 2)}\n`))
+    .catch((error) => {
+      throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
+    });
   const repro: Repro = {
     runId,
     harness: await harnessIdentity(),
@@ -340,6 +345,11 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     });
     return flushing;
   };
+  /** A write into the results directory; failing (disk full, read-only) is one clear error. */
+  const resultWrite = <T>(write: Promise<T>): Promise<T> =>
+    write.catch((error: unknown) => {
+      throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
+    });
   const noteConsoleError = (machine: Machine) => {
     const e = machine.console.writeError;
     if (e) writeError ??= new InfraError(`cannot write results to ${dir}: ${errorMessage(e)}`);
@@ -425,7 +435,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       // One guest at a time writes console.log directly (it survives a harness crash); parallel
       // guests write their own files, joined into console.log as each guest ends.
       const guestConsole = jobs === 1 ? consolePath : path.join(dir, `console-guest-${number}.log`);
-      await appendFile(guestConsole, `\n===== dax-harness guest ${number}: ${plan.cmdline} =====\n`);
+      await resultWrite(appendFile(guestConsole, `\n===== dax-harness guest ${number}: ${plan.cmdline} =====\n`));
       const booted = await bootGuest(
         {
           kernel,
@@ -451,6 +461,12 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       }
       summary.guestBoots = (summary.guestBoots ?? 0) + 1;
       noteConsoleError(booted.machine);
+      if (writeError) {
+        // Results cannot be written (e.g. the disk is full): stop before running tests.
+        await shutdownGuest(booted);
+        running.delete(booted.machine);
+        throw writeError;
+      }
       repro.guests.push({ guest: number, cmdline: plan.cmdline, topology: plan.topology, qemu: booted.machine.commandLine });
       await flushResults();
       if (options.variant && options.variant !== booted.variant) {
@@ -468,14 +484,14 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     const retireGuest = async (slot: GuestSlot) => {
       const dmesg = slot.booted.machine.running ? await slot.booted.guest.run('dmesg', { timeoutMs: 10_000 }).catch(() => undefined) : undefined;
       if (dmesg !== undefined) {
-        await appendFile(path.join(dir, 'dmesg.txt'), `===== guest ${slot.number} (sessions ${slot.sessions.join(', ')}): ${slot.booted.cmdline}\n${dmesg}`);
+        await resultWrite(appendFile(path.join(dir, 'dmesg.txt'), `===== guest ${slot.number} (sessions ${slot.sessions.join(', ')}): ${slot.booted.cmdline}\n${dmesg}`));
       }
       await shutdownGuest(slot.booted);
       running.delete(slot.booted.machine);
       noteConsoleError(slot.booted.machine);
       consoleLines.push(...slot.booted.machine.console.lines);
       if (slot.consolePath !== consolePath) {
-        await appendFile(consolePath, await readFile(slot.consolePath, 'utf8'));
+        await resultWrite(appendFile(consolePath, await readFile(slot.consolePath, 'utf8')));
         await rm(slot.consolePath, { force: true });
       }
     };
@@ -571,7 +587,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         await mkdir(workDir, { recursive: true });
         const context = contextFor(g, cmdline, { planFile, guestKilledFile, done: [...recorded.keys()], attempt, ...extra });
         const contextFile = path.join(dir, `context-${index + 1}${runs > 1 ? `-${runs}` : ''}.json`);
-        await writeFile(contextFile, JSON.stringify(context, null, 2));
+        await resultWrite(writeFile(contextFile, JSON.stringify(context, null, 2)));
         const offset = (await readTestRecords(testsFile)).length;
         // Rerun only files with tests left: ava fails a file that registers no test.
         const wanted = extra.only ?? (left.length > 0 ? left : undefined);
@@ -749,7 +765,8 @@ async function runAva(
   });
   const result = await child;
   clearTimeout(stopTimer);
-  await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '');
+  // A full disk must not hide the test results: ava's output also went to stderr.
+  await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '').catch(() => undefined);
   const tail = (result.all ?? '').trim().split('\n').slice(-5).join(' / ');
   return { exitCode: result.exitCode ?? 1, tail };
 }

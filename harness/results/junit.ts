@@ -29,11 +29,17 @@ export function toJUnit(summary: RunSummary): string {
   ];
   for (const t of summary.tests) {
     out.push(`    <testcase classname="${xml(t.file.replace(/\.test\.ts$/, ''))}" name="${xml(t.name)}" time="${seconds(t.durationMs)}">`);
+    if (t.flaky) {
+      // Passed on a retry: counted as passed, marked for every JUnit reader.
+      out.push('      <properties>', '        <property name="flaky" value="true"/>', `        <property name="attempts" value="${t.attempts ?? 2}"/>`, '      </properties>');
+      out.push(`      <system-out>flaky: failed, then passed on attempt ${t.attempts ?? 2}</system-out>`);
+    }
     if (t.status === 'skip') out.push(`      <skipped message="${xml(t.reason ?? '')}"/>`);
     if (t.status === 'fail') {
       const detail = [
         ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
         ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
+        ...(t.consoleTail ? ['console tail:', t.consoleTail] : []),
       ].join('\n');
       out.push(`      <failure message="${xml(t.reason ?? 'failed')}">${xml(detail)}</failure>`);
     }

@@ -18,19 +18,22 @@ export function toTextReport(summary: RunSummary): string {
   lines.push('');
   for (const t of summary.tests) {
     const mark = { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
-    lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${t.reason ? `  -- ${t.reason}` : ''}`);
+    const flaky = t.flaky ? `  [FLAKY: failed, then passed on attempt ${t.attempts ?? 2}]` : '';
+    lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${flaky}${t.reason ? `  -- ${t.reason}` : ''}`);
     if (t.status === 'fail') {
       for (const ch of t.checks.filter((x) => !x.ok)) {
         lines.push(`      check "${ch.name}": got ${JSON.stringify(ch.actual)}, expected ${JSON.stringify(ch.expected)}`);
       }
       for (const r of t.reports.filter((x) => !x.expected)) lines.push(`      kernel ${r.kind}: ${r.title}: ${r.text}`);
+      if (t.consoleTail) lines.push('      console tail:', ...t.consoleTail.split('\n').map((l) => `        ${l}`));
     }
   }
   if (summary.consoleReports && summary.consoleReports.length > 0) {
     lines.push('', 'Reports in the console log:');
     for (const r of summary.consoleReports) lines.push(`  line ${r.line}: ${r.kind}: ${r.title}`);
   }
-  lines.push('', `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
+  const flakyCount = summary.tests.filter((t) => t.flaky).length;
+  lines.push('', `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${flakyCount ? ` (${flakyCount} of the passed flaky)` : ''}`);
   return `${lines.join('\n')}\n`;
 }
 
