@@ -45,6 +45,13 @@ export interface TestKit {
 const context = loadRunContext();
 let guest: Guest | undefined;
 let testSerial = 0;
+// ava runs under the harness with a parent-death signal, but its workers are ava's children:
+// when ava dies with a killed harness, a worker must not go on appending results.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) process.exit(1);
+}, 250).unref();
+
 /** Set once this worker's guest stopped answering and was killed: later tests wait for the runner. */
 let guestGone: string | undefined;
 
@@ -120,6 +127,7 @@ test.after.always(() => {
 });
 
 function writeRecord(record: TestRecord): void {
+  if (process.ppid !== parentPid) process.exit(1);
   appendFileSync(context.testsFile, `${JSON.stringify(record)}\n`);
 }
 

@@ -588,7 +588,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         const context = contextFor(g, cmdline, { planFile, guestKilledFile, done: [...recorded.keys()], attempt, ...extra });
         const contextFile = path.join(dir, `context-${index + 1}${runs > 1 ? `-${runs}` : ''}.json`);
         await resultWrite(writeFile(contextFile, JSON.stringify(context, null, 2)));
-        const offset = (await readTestRecords(testsFile)).length;
+        const offset = (await readRawRecords(testsFile)).length;
         // Rerun only files with tests left: ava fails a file that registers no test.
         const wanted = extra.only ?? (left.length > 0 ? left : undefined);
         const files = wanted ? session.files.filter((f) => wanted.some((k) => k.startsWith(`${path.basename(f)}|`))) : session.files;
@@ -602,7 +602,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
             })
           : [];
         const plannedSet = new Set(planned);
-        for (const r of (await readTestRecords(testsFile)).slice(offset)) {
+        for (const r of (await readRawRecords(testsFile)).slice(offset)) {
           const key = `${r.file}|${r.name}`;
           if (plannedSet.has(key)) recorded.set(key, r);
         }
@@ -661,6 +661,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           const previous = new Map(failing.map((k) => [k, recorded.get(k) as TestRecord]));
           for (const k of failing) recorded.delete(k);
           const result = await runOn(g, { only: failing }, attempt);
+          lastAva = result;
           // A retry that recorded nothing (its guest was lost first) leaves the failure as it was.
           for (const k of failing) if (!recorded.has(k)) recorded.set(k, previous.get(k) as TestRecord);
           if (result.lost) {
