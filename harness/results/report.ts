@@ -14,6 +14,16 @@ export function toTextReport(summary: RunSummary): string {
   for (const d of summary.devices ?? []) {
     lines.push(`  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`);
   }
+  if (summary.guestBoots !== undefined) lines.push(`  guests      ${summary.guestBoots} booted for ${summary.guests?.length ?? 0} session(s)`);
+  for (const g of summary.guests ?? []) {
+    const how =
+      g.start === 'reused'
+        ? `reused guest ${g.guest} (reset ${g.resetSeconds?.toFixed(1)} s)`
+        : g.start === 'rebooted after failed reset'
+          ? `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`
+          : `fresh guest ${g.guest ?? ''}`.trim();
+    lines.push(`  session ${g.session}  ${how}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
+  }
   if (summary.error) lines.push('', `ERROR: ${summary.error}`);
   lines.push('');
   for (const t of summary.tests) {
