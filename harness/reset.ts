@@ -56,12 +56,13 @@ export function fingerprintDifference(baseline: Fingerprint, now: Fingerprint): 
     const b = now[key] ?? '(missing)';
     if (a === b) continue;
     // Long values (blocks, iomem): name only the items that differ.
-    const as = a.split(/[ ;]+/).filter(Boolean);
-    const bs = b.split(/[ ;]+/).filter(Boolean);
+    const sep = a.includes(';') || b.includes(';') ? ';' : ' ';
+    const as = a.split(sep).filter(Boolean);
+    const bs = b.split(sep).filter(Boolean);
     if (as.length > 3 || bs.length > 3) {
       const gone = as.filter((x) => !bs.includes(x));
       const added = bs.filter((x) => !as.includes(x));
-      return `${key} changed: was ${gone.slice(0, 4).join(' ') || '-'}, now ${added.slice(0, 4).join(' ') || '-'}`;
+      return `${key} changed: was ${gone.slice(0, 4).join(sep) || '-'}, now ${added.slice(0, 4).join(sep) || '-'}`;
     }
     return `${key} changed: was ${a}, now ${b}`;
   }

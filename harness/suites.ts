@@ -65,7 +65,7 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
 }
 
 /** Suites that test the harness itself (they crash and hang guests on purpose): never in "all". */
-export const SELF_TEST_SUITES = ['selftest'];
+export const SELF_TEST_SUITES = ['selftest', 'selftest-reuse'];
 
 /** The sessions of the named suites ("all" = every suite but the harness's self-tests), in order. */
 export async function planSuites(names: string[]): Promise<{ suites: string[]; sessions: GuestSession[] }> {

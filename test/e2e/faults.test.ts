@@ -165,3 +165,19 @@ test('disk full under the results directory: one clear error, exit 2, no QEMU le
     await execa('umount', [mnt], { reject: false });
   }
 });
+
+test('reuse cannot hide a leak: a session that left a mount gets no reused guest; a clean one is reused', async (t) => {
+  const results = await tempResultsDir();
+  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'cxl', '--results-dir', results]);
+  const summary = readSummary(path.join(results, 'latest'));
+  t.is(run.exitCode, 0, run.all.slice(-3000));
+  t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, total: 3 });
+  const [first, second, third] = summary.guests ?? [];
+  t.is(first?.start, 'fresh');
+  t.is(second?.start, 'rebooted after failed reset');
+  t.regex(second?.resetFailure ?? '', /^mounts changed: was -, now \/mnt\/dax-harness-leak tmpfs/);
+  t.is(third?.start, 'reused');
+  t.is(third?.guest, second?.guest);
+  t.true((third?.resetSeconds ?? 99) < 10);
+  t.is(summary.guestBoots, 2);
+});
