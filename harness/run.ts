@@ -563,7 +563,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         }
         if (!slot) {
           slot = await bootSlot(plan);
-          if (first && entry.start === 'fresh') entry.bootToSshSeconds = slot.booted.bootToSshSeconds;
+          if (first) entry.bootToSshSeconds = slot.booted.bootToSshSeconds;
         }
         if (first) {
           entry.guest = slot.number;
