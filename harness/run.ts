@@ -136,7 +136,7 @@ interface GuestSlot {
 type GuestEntry = NonNullable<RunSummary['guests']>[number];
 
 /** Why a guest cannot serve another session even if a reset verified: what its tests left. */
-function dirtiness(_slot: GuestSlot, recorded: Map<string, TestRecord>): string | undefined {
+function dirtiness(recorded: Map<string, TestRecord>): string | undefined {
   for (const r of recorded.values()) {
     const unexpected = r.reports.filter((x) => !x.expected);
     if (r.reports.length > 0) return `test "${r.name}" left kernel reports (${(unexpected[0] ?? r.reports[0])?.title})`;
@@ -656,7 +656,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           const failing = [...recorded.entries()].filter(([, r]) => r.status === 'fail').map(([k]) => k);
           if (failing.length === 0) break;
           progress(`session ${index + 1}: retry ${attempt - 1}/${retries} of ${failing.length} failed test(s)`);
-          if (slot) slot.dirty ??= dirtiness(slot, recorded);
+          if (slot) slot.dirty ??= dirtiness(recorded);
           const g = await acquire(false);
           const previous = new Map(failing.map((k) => [k, recorded.get(k) as TestRecord]));
           for (const k of failing) recorded.delete(k);
@@ -677,7 +677,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         }
         if (slot) {
           if (session.freshGuest) slot.dirty = 'the session asks for a guest of its own (freshGuest)';
-          slot.dirty ??= dirtiness(slot, recorded);
+          slot.dirty ??= dirtiness(recorded);
         }
       } catch (error) {
         if (slot) await retireGuest(slot);
