@@ -11,6 +11,7 @@ import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
 import { mergeResults, parseShard, runMatrix } from './matrix.js';
 import { countsLine } from './results/summary.js';
+import { reproRun } from './repro.js';
 import { runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
@@ -54,6 +55,7 @@ function program(): Command {
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
     .option('--jobs <N>', 'guests to run in parallel (one suite session each)', positiveInt, 1)
     .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
+    .option('--retries <N>', 'rerun a failed test up to N times (a later pass is reported as flaky)', nonNegativeInt, 0)
     .addOption(
       new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices([
         'merged',
@@ -84,6 +86,7 @@ function program(): Command {
         variant: o.variant,
         jobs: o.jobs,
         knownIssues,
+        retries: o.retries,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);
@@ -219,6 +222,27 @@ function program(): Command {
       });
       process.stdout.write(await readFile(path.join(dir, 'comparison.txt'), 'utf8'));
       process.stdout.write(`results: ${dir}\n`);
+      process.exitCode = exitCode;
+    });
+
+  cli
+    .command('repro')
+    .description('rerun a run from its repro.json: its failed tests, or the one named')
+    .argument('<results-dir>', 'a run directory (results/<run-id>, or results/latest)')
+    .option('--test <NAME>', 'the test to rerun (default: every failed test)')
+    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'where the new run directory is written', path.join(projectRoot, 'results'))
+    .action(async (from: string, o) => {
+      const { exitCode, summary, dir, tests } = await reproRun(path.resolve(from), {
+        test: o.test,
+        cacheDir: resolveCacheDir(o.cacheDir),
+        resultsDir: path.resolve(o.resultsDir),
+      });
+      const c = summary.counts;
+      process.stdout.write(`rerun of ${tests.length} test(s) from ${from}: ${tests.join('; ')}\n`);
+      process.stdout.write(`results: ${dir}\n`);
+      if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
+      process.stdout.write(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
       process.exitCode = exitCode;
     });
 

@@ -9,13 +9,20 @@ export class ConsoleLog {
   private partial = '';
   private readonly file?: WriteStream;
   private readonly waiters = new Set<() => void>();
+  /** Why the file could not be written (e.g. the disk is full); lines are still kept in memory. */
+  writeError?: Error;
 
   constructor(filePath?: string) {
-    if (filePath) this.file = createWriteStream(filePath, { flags: 'a' });
+    if (filePath) {
+      this.file = createWriteStream(filePath, { flags: 'a' });
+      this.file.on('error', (error) => {
+        this.writeError ??= error;
+      });
+    }
   }
 
   push(chunk: string): void {
-    this.file?.write(chunk);
+    if (!this.writeError) this.file?.write(chunk);
     const text = this.partial + chunk.replace(/\r/g, '');
     const parts = text.split('\n');
     this.partial = parts.pop() ?? '';
@@ -59,6 +66,6 @@ export class ConsoleLog {
       this.partial = '';
     }
     const file = this.file;
-    if (file) await new Promise<void>((resolve) => file.end(resolve));
+    if (file && !this.writeError && !file.destroyed) await new Promise<void>((resolve) => file.end(resolve));
   }
 }

@@ -23,6 +23,20 @@ export interface RunContext {
   allowedTaint?: string;
   /** Set when no guest was booted for the session: every test is skipped with this reason. */
   noGuest?: string;
+  /** PID of the guest's QEMU: a test whose guest stops answering kills it (a process we started). */
+  qemuPid?: number;
+  /** Workers append {file, name} of every test they register: the runner learns what is left to run. */
+  planFile?: string;
+  /** "file|title" of tests already recorded in this session (an earlier guest died): not registered again. */
+  done?: string[];
+  /** Written (JSON {test, reason}) by the worker that killed a guest that stopped answering. */
+  guestKilledFile?: string;
+  /** Only these "file|title" tests are registered (a retry of the failed ones). */
+  only?: string[];
+  /** The run's --match patterns (the plan lists only the tests they select). */
+  match?: string[];
+  /** Which attempt this is (1 = first run; more under --retries). */
+  attempt?: number;
 }
 
 export const CONTEXT_ENV = 'DAX_HARNESS_CONTEXT';

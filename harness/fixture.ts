@@ -1,10 +1,11 @@
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
+import { isMatch } from 'matcher';
 import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
-import { Guest } from './guest.js';
+import { CommandTimeoutError, Guest, GuestLostError } from './guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
 import type { CheckRecord, TestRecord } from './results/record.js';
 import { taintLetters } from './sysfs.js';
@@ -44,6 +45,60 @@ export interface TestKit {
 const context = loadRunContext();
 let guest: Guest | undefined;
 let testSerial = 0;
+// ava runs under the harness with a parent-death signal, but its workers are ava's children:
+// when ava dies with a killed harness, a worker must not go on appending results.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) process.exit(1);
+}, 250).unref();
+
+/** Set once this worker's guest stopped answering and was killed: later tests wait for the runner. */
+let guestGone: string | undefined;
+
+/** The guest (not the test) failed: a command or SSH itself stopped answering, or it is gone. */
+function isGuestFailure(error: unknown): boolean {
+  return (
+    error instanceof CommandTimeoutError ||
+    error instanceof GuestLostError ||
+    (error instanceof Error && ['CommandTimeoutError', 'GuestLostError'].includes(error.name))
+  );
+}
+
+function qemuAlive(pid: number): boolean {
+  try {
+    // A zombie has exited already: its state letter is Z.
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A guest that stopped answering is killed (its QEMU is a process the runner started, PID in
+ * the context) so the runner boots a fresh one for the remaining tests. The runner learns why
+ * from guestKilledFile. A guest that is gone already (panic, QEMU death) is left to the runner.
+ */
+async function killStuckGuest(title: string, why: string): Promise<void> {
+  const pid = context.qemuPid;
+  if (!pid) return;
+  // A connection that closed because QEMU exited: give the exit a moment to complete.
+  await new Promise((r) => setTimeout(r, 500));
+  if (!qemuAlive(pid)) return;
+  if (context.guestKilledFile) writeFileSync(context.guestKilledFile, JSON.stringify({ test: title, reason: why }));
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // exited meanwhile
+  }
+}
+
+function consoleTail(count: number): string {
+  try {
+    return readFileSync(context.consolePath, 'utf8').replace(/\r/g, '').trimEnd().split('\n').slice(-count).join('\n');
+  } catch {
+    return '';
+  }
+}
 
 /** The suite file this worker runs (ava runs one test file per worker). */
 function fileLabel(): string {
@@ -60,7 +115,9 @@ async function connected(): Promise<Guest> {
         hostPublicKey: context.ssh.hostPublicKey,
       },
       30_000,
-    );
+    ).catch((error: unknown) => {
+      throw new GuestLostError(`cannot reach the guest over SSH: ${error instanceof Error ? error.message : String(error)}`);
+    });
   }
   return guest;
 }
@@ -70,6 +127,7 @@ test.after.always(() => {
 });
 
 function writeRecord(record: TestRecord): void {
+  if (process.ppid !== parentPid) process.exit(1);
   appendFileSync(context.testsFile, `${JSON.stringify(record)}\n`);
 }
 
@@ -147,6 +205,12 @@ export function guestTest(
   // A session dedicated to one backing (suite.json env) runs only that backing's tests.
   const only = process.env.DAX_HARNESS_BACKING;
   if (only && options.backing && options.backing !== only) return;
+  // Recorded already on a guest that died since: the runner reruns only the rest.
+  if (context.done?.includes(`${fileLabel()}|${title}`)) return;
+  if (context.only && !context.only.includes(`${fileLabel()}|${title}`)) return;
+  // The plan holds what ava will run: --match narrows it the way ava's runner does.
+  const selected = !context.match?.length || isMatch(title, context.match);
+  if (context.planFile && selected) appendFileSync(context.planFile, `${JSON.stringify({ file: fileLabel(), name: title })}\n`);
   const reason = skipReason(options);
   if (reason) {
     test.serial.skip(title, () => {});
@@ -154,8 +218,12 @@ export function guestTest(
     return;
   }
   test.serial(title, async (t) => {
+    // The guest is gone: record nothing; the runner stops this worker and reruns the test on a
+    // fresh guest.
+    if (guestGone) await new Promise(() => {});
     const started = Date.now();
     const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, checks: [], reports: [] };
+    if (context.attempt && context.attempt > 1) record.attempts = context.attempt;
     const id = `${process.pid}-${++testSerial}`;
     const begin = `dax-harness: test-begin ${id}`;
     const end = `dax-harness: test-end ${id}`;
@@ -187,21 +255,31 @@ export function guestTest(
     } catch (error) {
       threw = true;
       record.reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      if (isGuestFailure(error)) {
+        guestGone = record.reason;
+        record.reason = `guest stopped answering: ${record.reason}`;
+      }
       throw error;
     } finally {
+      if (guestGone) {
+        // No more SSH round trips (they would hang too): what the console caught explains it.
+        g?.close();
+        guest = undefined;
+      }
       // The crash check runs even when the body failed: a report explains the failure.
-      await g?.run(`echo '${end}' > /dev/kmsg`).catch(() => undefined);
-      const dmesg = await g?.run('dmesg').catch(() => undefined);
+      if (!guestGone) await g?.run(`echo '${end}' > /dev/kmsg`).catch(() => undefined);
+      const dmesg = guestGone ? undefined : await g?.run('dmesg').catch(() => undefined);
       const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
       const from = dmesgLines.findIndex((l) => l.includes(begin));
       // The console holds what reached it even when the guest stopped answering.
-      const consoleLines = await consoleLinesBetween(begin, end, dmesg === undefined ? 5000 : 2000);
+      const consoleLines = await consoleLinesBetween(begin, end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000);
       const expected = options.expectReports ?? [];
       record.reports = triageAll(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines).map((r) => ({
         ...r,
         expected: isExpected(r, expected),
       }));
-      const taint = await g?.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
+      if (guestGone) record.consoleTail = consoleTail(25);
+      const taint = guestGone ? undefined : await g?.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
       record.taintAfter = taint === undefined ? undefined : Number(taint.trim());
       record.durationMs = Date.now() - started;
       const problems: string[] = [];
@@ -219,8 +297,10 @@ export function guestTest(
       if (record.status === 'fail' && !record.reason) {
         record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
       }
-      // Written before ava hears of the failure, so a crash of this worker loses nothing.
+      // Written before ava hears of the failure, so a crash of this worker loses nothing, and
+      // before a stuck guest is killed (the runner then stops this worker).
       writeRecord(record);
+      if (guestGone) await killStuckGuest(title, guestGone);
       if (problems.length > 0) t.fail(problems.join('; '));
     }
   });

@@ -126,6 +126,8 @@ export class Guest {
         let timedOut = false;
         const timer = setTimeout(() => {
           timedOut = true;
+          // Settle now: a guest that stopped answering never confirms the channel's close.
+          reject(new CommandTimeoutError(`guest command timed out after ${timeoutMs} ms: ${command}`));
           channel.close();
         }, timeoutMs);
         channel.on('data', (d: Buffer) => stdout.push(d));
@@ -142,8 +144,8 @@ export class Guest {
             timedOut,
             durationMs: Date.now() - started,
           };
-          if (timedOut) reject(new CommandTimeoutError(`guest command timed out after ${timeoutMs} ms: ${command}`));
-          else if (this.lost && code === null) reject(new GuestLostError(`guest connection lost during: ${command}`));
+          if (timedOut) return; // rejected when the timer fired
+          if (this.lost && code === null) reject(new GuestLostError(`guest connection lost during: ${command}`));
           else resolve(result);
         });
         if (options.stdin !== undefined) channel.end(options.stdin);

@@ -15,25 +15,92 @@ export interface ResetResult {
   ms: number;
 }
 
-export async function resetGuest(guest: Guest, driver: HotplugDriver, devices: DaxDevice[], expected: string): Promise<ResetResult> {
-  const started = Date.now();
-  const fail = (why: string): ResetResult => ({ ok: false, why, ms: Date.now() - started });
-  if (!driver.hasAttribute) return fail('baseline kernel: no attribute to unplug with');
-  // One round trip does the writes for every device (each SSH command costs ~0.1 s under
-  // TCG); the script stops at the first failure and names it.
+/**
+ * What a later test could notice of an earlier one, read in one round trip: the taint mask,
+ * the auto-online policy, every memory block's state, the RAM ranges in /proc/iomem, each
+ * node's MemTotal, each dax device's driver and attribute, the mounts and the loaded modules.
+ * Taken right after a guest's devices are made; a reset must bring every line back.
+ */
+const FINGERPRINT = `
+echo "taint=$(cat /proc/sys/kernel/tainted)"
+echo "auto_online_blocks=$(cat /sys/devices/system/memory/auto_online_blocks)"
+b=""; for m in /sys/devices/system/memory/memory*; do b="$b \${m##*/memory}:$(cat $m/state)"; done; echo "blocks=$b"
+echo "iomem=$(grep -i 'system ram' /proc/iomem | tr -s ' ' | tr '\\n' ';')"
+n=""; for d in /sys/devices/system/node/node[0-9]*; do n="$n \${d##*/}:$(awk '/MemTotal/ {print $4}' $d/meminfo)"; done; echo "nodes=$n"
+x=""; for d in /sys/bus/dax/devices/dax*; do [ -e "$d" ] || continue
+  a=$(cat $d/state 2>/dev/null || cat $d/hotplug 2>/dev/null || echo -)
+  x="$x \${d##*/}:$(basename "$(readlink $d/driver)" 2>/dev/null):$a"; done; echo "dax=$x"
+echo "mounts=$(cut -d' ' -f2,3 /proc/mounts | sort | tr '\\n' ';')"
+echo "modules=$(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
+`;
+
+export type Fingerprint = Record<string, string>;
+
+export function parseFingerprint(text: string): Fingerprint {
+  const out: Fingerprint = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+export async function guestFingerprint(guest: Guest): Promise<Fingerprint> {
+  return parseFingerprint(await guest.run(FINGERPRINT, { timeoutMs: 30_000 }));
+}
+
+/** The first way `now` differs from `baseline`, in words; undefined when they agree. */
+export function fingerprintDifference(baseline: Fingerprint, now: Fingerprint): string | undefined {
+  for (const key of new Set([...Object.keys(baseline), ...Object.keys(now)])) {
+    const a = baseline[key] ?? '(missing)';
+    const b = now[key] ?? '(missing)';
+    if (a === b) continue;
+    // Long values (blocks, iomem): name only the items that differ.
+    const sep = a.includes(';') || b.includes(';') ? ';' : ' ';
+    const as = a.split(sep).filter(Boolean);
+    const bs = b.split(sep).filter(Boolean);
+    if (as.length > 3 || bs.length > 3) {
+      const gone = as.filter((x) => !bs.includes(x));
+      const added = bs.filter((x) => !as.includes(x));
+      return `${key} changed: was ${gone.slice(0, 4).join(sep) || '-'}, now ${added.slice(0, 4).join(sep) || '-'}`;
+    }
+    return `${key} changed: was ${a}, now ${b}`;
+  }
+  return undefined;
+}
+
+/**
+ * The unplug-unbind-bind cycle in one round trip for every device (each SSH command costs
+ * ~0.1 s under TCG); the script stops at the first failure and names it. A device a test
+ * left unbound is only bound again.
+ */
+async function cycleDevices(guest: Guest, driver: HotplugDriver, devices: DaxDevice[]): Promise<string | undefined> {
   const attr = driver.spec.attribute;
   const unplug = driver.spec.writes.unplug;
   const script = [
     'set -e',
-    't=$(cat /proc/sys/kernel/tainted); [ "$t" = 0 ] || { echo "kernel tainted ($t)"; exit 1; }',
     ...devices.flatMap((d) => [
-      `echo ${unplug} > /sys/bus/dax/devices/${d.name}/${attr} 2>/dev/null || { echo "${d.name}: unplug refused"; exit 1; }`,
-      `echo ${d.name} > /sys/bus/dax/drivers/kmem/unbind 2>/dev/null || { echo "${d.name}: unbind failed"; exit 1; }`,
+      `if [ -e /sys/bus/dax/devices/${d.name}/${attr} ]; then`,
+      `  echo ${unplug} > /sys/bus/dax/devices/${d.name}/${attr} 2>/dev/null || { echo "${d.name}: unplug refused"; exit 1; }`,
+      `  echo ${d.name} > /sys/bus/dax/drivers/kmem/unbind 2>/dev/null || { echo "${d.name}: unbind failed"; exit 1; }`,
+      'fi',
       `echo ${d.name} > /sys/bus/dax/drivers/kmem/bind 2>/dev/null || { echo "${d.name}: bind failed"; exit 1; }`,
     ]),
   ].join('\n');
   const r = await guest.exec(script, { timeoutMs: 300_000 });
-  if (r.code !== 0) return fail(r.stdout.trim() || r.stderr.trim() || `exit ${r.code}`);
+  if (r.code !== 0) return r.stdout.trim() || r.stderr.trim() || `exit ${r.code}`;
+  return undefined;
+}
+
+export async function resetGuest(guest: Guest, driver: HotplugDriver, devices: DaxDevice[], expected: string): Promise<ResetResult> {
+  const started = Date.now();
+  const fail = (why: string): ResetResult => ({ ok: false, why, ms: Date.now() - started });
+  if (!driver.hasAttribute) return fail('baseline kernel: no attribute to unplug with');
+  const t = (await guest.run('cat /proc/sys/kernel/tainted')).trim();
+  if (t !== '0') return fail(`kernel tainted (${t})`);
+  const cycled = await cycleDevices(guest, driver, devices);
+  if (cycled) return fail(cycled);
+  const attr = driver.spec.attribute;
   for (const d of devices) {
     const view = await viewDevice(guest, d, attr);
     if (view.attribute !== expected) return fail(`${d.name}: attribute reads ${view.attribute}, expected ${expected}`);
@@ -42,6 +109,30 @@ export async function resetGuest(guest: Guest, driver: HotplugDriver, devices: D
     if (states.length !== 1 || states[0] !== wantBlocks) return fail(`${d.name}: blocks ${states.join(',')}`);
     if (view.kmemRanges.length === 0) return fail(`${d.name}: no "System RAM (kmem)" in /proc/iomem`);
     if (view.taint !== 0) return fail(`kernel tainted (${view.taint})`);
+  }
+  return { ok: true, ms: Date.now() - started };
+}
+
+/**
+ * The runner's reset between sessions that share a guest: the devices cycled back to their
+ * probe state, then the whole fingerprint compared with the one taken after setup. Any
+ * difference (a taint, a block still online, a mount, a changed policy) fails the reset
+ * and the caller reboots.
+ */
+export async function resetToBaseline(guest: Guest, driver: HotplugDriver, devices: DaxDevice[], baseline: Fingerprint): Promise<ResetResult> {
+  const started = Date.now();
+  const fail = (why: string): ResetResult => ({ ok: false, why, ms: Date.now() - started });
+  if (!driver.hasAttribute) return fail('baseline kernel: no attribute to unplug with');
+  try {
+    if (baseline.taint !== (await guest.run('cat /proc/sys/kernel/tainted')).trim()) {
+      return fail(`kernel taint changed since boot (${baseline.taint} -> ${(await guest.run('cat /proc/sys/kernel/tainted')).trim()})`);
+    }
+    const cycled = await cycleDevices(guest, driver, devices);
+    if (cycled) return fail(cycled);
+    const difference = fingerprintDifference(baseline, await guestFingerprint(guest));
+    if (difference) return fail(difference);
+  } catch (error) {
+    return fail(`guest did not answer the reset: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
   }
   return { ok: true, ms: Date.now() - started };
 }

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { Guest } from './guest.js';
-import { BASELINE_SKIP_REASON, detectVariant, type Variant } from './hotplug.js';
+import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
 import { buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { type Kernel, localKernel } from './kernel/kernel.js';
@@ -19,8 +20,10 @@ import { interruptedBy, onInterrupt } from './reaper.js';
 import { runHtmlReport } from './results/html.js';
 import { toJUnit } from './results/junit.js';
 import type { TestRecord } from './results/record.js';
+import type { Repro } from './results/repro.js';
 import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary } from './results/summary.js';
+import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
 import { triage } from './triage.js';
@@ -45,6 +48,8 @@ export interface RunOptions {
   prepared?: { kernel: Kernel; allowedTaint?: string };
   /** Failures matching these are reported as known (harness/knownissues.ts). */
   knownIssues?: KnownIssue[];
+  /** Reruns of a failed test (on a verified reset or a fresh guest); a later pass is flaky. */
+  retries?: number;
 }
 
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
@@ -66,12 +71,86 @@ async function writeAtomic(file: string, text: string): Promise<void> {
   await rename(`${file}.tmp`, file);
 }
 
-async function readTestRecords(file: string): Promise<TestRecord[]> {
+async function readRawRecords(file: string): Promise<TestRecord[]> {
   if (!existsSync(file)) return [];
   return (await readFile(file, 'utf8'))
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as TestRecord);
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as TestRecord];
+      } catch {
+        return []; // a line cut short by a killed worker or a full disk
+      }
+    });
+}
+
+/**
+ * The run's tests, one record each: a retry's record (attempts > 1) replaces the failure it
+ * retried; one that passed is counted as passed and marked flaky, never hidden.
+ */
+export function collapseRetries(raw: TestRecord[]): TestRecord[] {
+  const out: TestRecord[] = [];
+  for (const r of raw) {
+    let at = -1;
+    if ((r.attempts ?? 1) > 1) {
+      for (let i = out.length - 1; i >= 0 && at < 0; i--) {
+        const o = out[i] as TestRecord;
+        if (o.file === r.file && o.name === r.name && o.status === 'fail') at = i;
+      }
+    }
+    if (at < 0) out.push(r);
+    else out[at] = r.status === 'pass' ? { ...r, flaky: true } : r;
+  }
+  return out;
+}
+
+async function readTestRecords(file: string): Promise<TestRecord[]> {
+  return collapseRetries(await readRawRecords(file));
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** The harness's git commit (and whether the tree had changes), when it runs from a clone. */
+async function harnessIdentity(): Promise<Repro['harness']> {
+  const head = await execa('git', ['-C', projectRoot, 'rev-parse', 'HEAD'], { reject: false });
+  if (head.exitCode !== 0) return { commit: undefined };
+  const status = await execa('git', ['-C', projectRoot, 'status', '--porcelain', '--untracked-files=no'], { reject: false });
+  return { commit: String(head.stdout).trim(), dirty: String(status.stdout).trim() !== '' };
+}
+
+/** The most guests a session may lose (and replace) before its remaining tests are given up. */
+const MAX_GUEST_RESTARTS = 5;
+
+/** A booted guest a worker keeps for the next session with the same command line and topology. */
+interface GuestSlot {
+  number: number;
+  key: string;
+  booted: BootedGuest;
+  consolePath: string;
+  /** Its state right after setup: a reset must bring it back exactly. */
+  baseline: Fingerprint;
+  sessions: number[];
+  /** Why it must not be reused (a test left reports or taint behind, freshGuest). */
+  dirty?: string;
+}
+
+type GuestEntry = NonNullable<RunSummary['guests']>[number];
+
+/** Why a guest cannot serve another session even if a reset verified: what its tests left. */
+function dirtiness(recorded: Map<string, TestRecord>): string | undefined {
+  for (const r of recorded.values()) {
+    const unexpected = r.reports.filter((x) => !x.expected);
+    if (r.reports.length > 0) return `test "${r.name}" left kernel reports (${(unexpected[0] ?? r.reports[0])?.title})`;
+    if (r.taintBefore !== undefined && r.taintAfter !== undefined && r.taintAfter !== r.taintBefore) {
+      return `test "${r.name}" changed the taint mask (${r.taintBefore} -> ${r.taintAfter})`;
+    }
+  }
+  return undefined;
 }
 
 /** A booted guest with the topology's devices made and the variant detected. */
@@ -107,44 +186,69 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     await rm(pmemBackingFile(spec.workDir, p.name), { force: true });
     await execa('truncate', ['-s', p.size, pmemBackingFile(spec.workDir, p.name)]);
   }
-  const sshPort = await freePort();
-  const args = qemuArgs({
-    topology,
-    accel: spec.accel,
-    kernel: spec.kernel.vmlinuz,
-    initrd: image.path,
-    cmdline: spec.cmdline,
-    sshPort,
-    workDir: spec.workDir,
-  });
-  progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
-  const machine = Machine.start(args, spec.consolePath);
-  onStart?.(machine);
-  try {
-    const abort = new AbortController();
-    machine.exited.then(() => abort.abort());
-    const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
-    // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
-    // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
-    const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
-    await machine.console.waitFor(/dax-harness: sshd started/, deadline - Date.now(), 0, abort.signal);
-    const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
-      const why = machine.exitInfo
-        ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
-        : `no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
-      throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+  // The port is free when picked but QEMU binds it a moment later: if another process took it
+  // meanwhile, QEMU refuses to start ("Could not set up host forwarding rule"); pick another.
+  for (let attempt = 1; ; attempt++) {
+    const sshPort = await freePort();
+    const args = qemuArgs({
+      topology,
+      accel: spec.accel,
+      kernel: spec.kernel.vmlinuz,
+      initrd: image.path,
+      cmdline: spec.cmdline,
+      sshPort,
+      workDir: spec.workDir,
     });
-    const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
-    progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
-    const devices = await step('devices: create topology devices', () => createTopologyDevices(guest, topology));
-    const variant = await detectVariant(guest, devices[0]?.name ?? '');
-    progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
-    return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir };
-  } catch (error) {
-    await machine.stop();
-    throw error;
+    progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
+    // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
+    const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
+    const machine = Machine.start([...args, '-name', name], spec.consolePath);
+    onStart?.(machine);
+    try {
+      const booted = await waitForGuest(spec, machine, sshPort);
+      if (booted) return booted;
+    } catch (error) {
+      await machine.stop();
+      throw error;
+    }
+    if (attempt >= 5) throw new InfraError(`boot failed: QEMU could not bind an SSH port 5 times: ${machine.exitInfo?.stderr.split('\n')[0]}`);
+    progress(`boot: port ${sshPort} was taken before QEMU bound it; picking another`);
   }
 }
+
+/** Waits for SSH and makes the devices; undefined when QEMU could not bind its SSH port. */
+async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): Promise<BootedGuest | undefined> {
+  const { image, topology } = spec;
+  if (!image.keys) throw new InfraError('guest image has no SSH keys');
+  const abort = new AbortController();
+  machine.exited.then(() => abort.abort());
+  const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
+  // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
+  // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
+  const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
+  await machine.console.waitFor(/dax-harness: sshd started/, deadline - Date.now(), 0, abort.signal);
+  if (!machine.running) await machine.exited;
+  if (machine.exitInfo && /host forwarding rule|Address already in use/i.test(machine.exitInfo.stderr)) return undefined;
+  const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
+    const why = machine.exitInfo
+      ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
+      : `no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
+    throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+  });
+  const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
+  progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
+  const devices = await step('devices: create topology devices', () => createTopologyDevices(guest, topology));
+  let variant = await detectVariant(guest, devices[0]?.name ?? '');
+  if (variant === 'baseline' && devices.length > 0) {
+    // kmem's attribute can appear a moment after the driver link (seen once on 7.3 right
+    // after cxl create-region): look again before calling the kernel a baseline.
+    await new Promise((r) => setTimeout(r, 1000));
+    variant = await detectVariant(guest, devices[0]?.name ?? '');
+  }
+  progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
+  return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir };
+}
+
 
 /** Ends a guest: a clean power-off when it still answers, then QEMU is stopped for sure. */
 export async function shutdownGuest(booted: BootedGuest): Promise<void> {
@@ -191,25 +295,99 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const running = new Set<Machine>();
   const workDir = path.join(options.cacheDir, 'work', runId);
 
+  // What it takes to rerun this exactly (dax-harness repro): filled in as the run learns it.
+  const topologyCopy = path.join(dir, 'repro', `${topology.name}.json`);
+  const { name: _topologyName, ...topologyBody } = topology;
+  await mkdir(path.join(dir, 'repro'), { recursive: true })
+    .then(() => writeFile(topologyCopy, `${JSON.stringify(topologyBody, null, 2)}\n`))
+    .catch((error) => {
+      throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
+    });
+  const repro: Repro = {
+    runId,
+    harness: await harnessIdentity(),
+    options: {
+      kernel: options.kernel,
+      modules: options.modules,
+      topology: options.topology,
+      suites: options.suites,
+      bootArgs: options.bootArgs,
+      accel: options.accel,
+      bootTimeoutSec: options.bootTimeoutSec,
+      match: options.match,
+      variant: options.variant,
+      jobs: options.jobs,
+      retries: options.retries,
+    },
+    topology: { name: topology.name, file: path.relative(dir, topologyCopy), contents: topologyBody },
+    guests: [],
+    sessions: [],
+  };
+
+  // Results are rewritten as tests finish (tests.jsonl grows) and after each session, so a
+  // harness killed even by SIGKILL leaves a valid summary of what finished.
   let finished = false;
+  let closing = false;
+  let writeError: InfraError | undefined;
+  const writeResultFiles = async (final = false) => {
+    // Known issues are applied on every write; "fixed" is only claimed for a finished run.
+    const reportFixed = final && (summary.status === 'pass' || summary.status === 'fail');
+    const known = applyKnownIssues(options.knownIssues ?? [], summary.kernel.release, await readTestRecords(testsFile), reportFixed);
+    summary.tests = known.tests;
+    summary.counts = countTests(summary.tests);
+    if (known.fixed.length > 0) summary.fixedKnownIssues = known.fixed;
+    summary.wallSeconds = (Date.now() - started) / 1000;
+    try {
+      await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      await writeAtomic(path.join(dir, 'junit.xml'), toJUnit(summary));
+      await writeAtomic(path.join(dir, 'report.txt'), toTextReport(summary));
+      await writeAtomic(path.join(dir, 'repro.json'), `${JSON.stringify(repro, null, 2)}\n`);
+      if (final) await writeAtomic(path.join(dir, 'report.html'), await runHtmlReport(summary, dir, options.resultsDir));
+    } catch (error) {
+      throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
+    }
+  };
+  let flushing: Promise<void> = Promise.resolve();
+  const flushResults = (): Promise<void> => {
+    flushing = flushing.then(async () => {
+      if (closing) return;
+      await writeResultFiles().catch((error: InfraError) => {
+        writeError ??= error;
+      });
+    });
+    return flushing;
+  };
+  /** A write into the results directory; failing (disk full, read-only) is one clear error. */
+  const resultWrite = <T>(write: Promise<T>): Promise<T> =>
+    write.catch((error: unknown) => {
+      throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
+    });
+  const noteConsoleError = (machine: Machine) => {
+    const e = machine.console.writeError;
+    if (e) writeError ??= new InfraError(`cannot write results to ${dir}: ${errorMessage(e)}`);
+  };
+  let testsSeen = -1;
+  const watcher = setInterval(() => {
+    const size = existsSync(testsFile) ? statSync(testsFile).size : 0;
+    if (size !== testsSeen) {
+      testsSeen = size;
+      void flushResults();
+    }
+  }, 1000);
+  watcher.unref();
   const finish = async (status: RunSummary['status'], exitCode: number) => {
     // After a SIGINT/SIGTERM the interrupt handler writes the results; the unwinding run
     // (whose guest was just killed) must not overwrite them with a boot failure.
     if (finished || (interruptedBy() && status !== 'interrupted')) return;
     finished = status === 'interrupted';
-    const known = applyKnownIssues(options.knownIssues ?? [], summary.kernel.release, await readTestRecords(testsFile), status === 'pass' || status === 'fail');
-    summary.tests = known.tests;
-    summary.counts = countTests(summary.tests);
-    if (known.fixed.length > 0) summary.fixedKnownIssues = known.fixed;
+    clearInterval(watcher);
+    closing = true;
+    await flushing;
     summary.status = status;
     summary.exitCode = exitCode;
     summary.finishedAt = new Date().toISOString();
-    summary.wallSeconds = (Date.now() - started) / 1000;
     summary.consoleReports = triage([...consoleLines, ...[...running].flatMap((m) => m.console.lines)]);
-    await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-    await writeAtomic(path.join(dir, 'junit.xml'), toJUnit(summary));
-    await writeAtomic(path.join(dir, 'report.txt'), toTextReport(summary));
-    await writeAtomic(path.join(dir, 'report.html'), await runHtmlReport(summary, dir, options.resultsDir));
+    await writeResultFiles(true);
     // Written once: a later interrupt (of the next matrix cell) must not rewrite a finished run.
     finished = true;
   };
@@ -218,27 +396,131 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     await finish('interrupted', 128 + (({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as Record<string, number>)[signal] ?? 2));
     await rm(workDir, { recursive: true, force: true });
   });
-  await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  await writeResultFiles();
 
   try {
     const kernel = localKernelChecked ?? (await resolveKernel(options.cacheDir, options.kernel, options.modules));
     summary.kernel = { requested: options.kernel, release: kernel.release, source: kernel.source };
+    repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256(kernel.vmlinuz), source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel));
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
+    repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256(image.path) };
     const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
     summary.accelerator = accel;
     progress(`accelerator: ${accel.accel} (${accel.reason})`);
 
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, sessions.length));
-    const runSession = async (index: number, session: GuestSession) => {
+    const retries = options.retries ?? 0;
+    // Each session's command line and topology: sessions where both are equal can share a guest.
+    const plans = sessions.map((session) => {
       const cmdline = [BASE_CMDLINE, options.bootArgs, session.bootArgs].filter(Boolean).join(' ');
       const env = Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`);
       const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}${env.length ? ` (${env.join(' ')})` : ''}`;
-      progress(`session ${index + 1}/${sessions.length}: ${label}${session.bootArgs ? ` [${session.bootArgs}]` : ''}`);
+      // A session for one backing boots only that backing's devices: nothing else to disturb.
+      const only = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
+      const sessionTopology = only ? restrictTopology(topology, only) : topology;
+      return { cmdline, label, only, topology: sessionTopology, key: `${cmdline}\n${JSON.stringify(sessionTopology)}` };
+    });
+    let guestCount = 0;
+    const contextFor = (slot: GuestSlot, cmdline: string, extra: Partial<RunContext>): RunContext => ({
+      ssh: {
+        host: '127.0.0.1',
+        port: slot.booted.sshPort,
+        privateKeyPath: image.keys?.clientPrivateKeyPath ?? '',
+        hostPublicKey: image.keys?.hostPublicKey ?? '',
+      },
+      kernel: { release: kernel.release, requested: options.kernel },
+      variant: slot.booted.variant,
+      topology: topology.name,
+      devices: slot.booted.devices,
+      cmdline,
+      consolePath: slot.consolePath,
+      testsFile,
+      qemuPid: slot.booted.machine.pid,
+      match: options.match,
+      allowedTaint: options.prepared?.allowedTaint,
+      ...extra,
+    });
+
+    /** Boots a guest for a session's command line and topology and fingerprints its state. */
+    const bootSlot = async (plan: (typeof plans)[number]): Promise<GuestSlot> => {
+      const number = ++guestCount;
       // One guest at a time writes console.log directly (it survives a harness crash); parallel
-      // guests write their own files, joined into console.log as each session ends.
+      // guests write their own files, joined into console.log as each guest ends.
+      const guestConsole = jobs === 1 ? consolePath : path.join(dir, `console-guest-${number}.log`);
+      await resultWrite(appendFile(guestConsole, `\n===== dax-harness guest ${number}: ${plan.cmdline} =====\n`));
+      const booted = await bootGuest(
+        {
+          kernel,
+          image,
+          topology: plan.topology,
+          accel: accel.accel,
+          cmdline: plan.cmdline,
+          consolePath: guestConsole,
+          workDir: path.join(workDir, `guest-${number}`),
+          bootTimeoutSec: options.bootTimeoutSec,
+        },
+        (machine) => {
+          running.add(machine);
+          summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
+        },
+      );
+      const slot: GuestSlot = { number, key: plan.key, booted, consolePath: guestConsole, baseline: {}, sessions: [] };
+      try {
+        slot.baseline = await guestFingerprint(booted.guest);
+      } catch (error) {
+        await retireGuest(slot);
+        throw new InfraError(`guest ${number}: cannot read its state after setup: ${errorMessage(error)}`);
+      }
+      summary.guestBoots = (summary.guestBoots ?? 0) + 1;
+      noteConsoleError(booted.machine);
+      if (writeError) {
+        // Results cannot be written (e.g. the disk is full): stop before running tests.
+        await shutdownGuest(booted);
+        running.delete(booted.machine);
+        throw writeError;
+      }
+      repro.guests.push({ guest: number, cmdline: plan.cmdline, topology: plan.topology, qemu: booted.machine.commandLine });
+      await flushResults();
+      if (options.variant && options.variant !== booted.variant) {
+        progress(`variant: testing as ${options.variant} although the kernel looks ${booted.variant} (--variant)`);
+        summary.variantDetected = booted.variant;
+        booted.variant = options.variant;
+      }
+      summary.variant ??= booted.variant;
+      if (!plan.only) summary.devices ??= booted.devices;
+      summary.bootToSshSeconds ??= booted.bootToSshSeconds;
+      return slot;
+    };
+
+    /** Ends a guest: its dmesg to dmesg.txt, QEMU stopped, its console joined into console.log. */
+    const retireGuest = async (slot: GuestSlot) => {
+      const dmesg = slot.booted.machine.running ? await slot.booted.guest.run('dmesg', { timeoutMs: 10_000 }).catch(() => undefined) : undefined;
+      if (dmesg !== undefined) {
+        await resultWrite(appendFile(path.join(dir, 'dmesg.txt'), `===== guest ${slot.number} (sessions ${slot.sessions.join(', ')}): ${slot.booted.cmdline}\n${dmesg}`));
+      }
+      await shutdownGuest(slot.booted);
+      running.delete(slot.booted.machine);
+      noteConsoleError(slot.booted.machine);
+      consoleLines.push(...slot.booted.machine.console.lines);
+      if (slot.consolePath !== consolePath) {
+        await resultWrite(appendFile(consolePath, await readFile(slot.consolePath, 'utf8')));
+        await rm(slot.consolePath, { force: true });
+      }
+    };
+
+    /**
+     * Runs one session on the worker's guest when it can be reused (same command line and
+     * topology, left clean, reset verified), else on a fresh one. A guest that dies or stops
+     * answering mid-session is replaced and the session's remaining tests run on the new one.
+     * Returns the guest to keep for the next session, if any.
+     */
+    const runSession = async (index: number, session: GuestSession, kept: GuestSlot | undefined): Promise<GuestSlot | undefined> => {
+      const plan = plans[index] as (typeof plans)[number];
+      const { cmdline, label } = plan;
+      progress(`session ${index + 1}/${sessions.length}: ${label}${session.bootArgs ? ` [${session.bootArgs}]` : ''}`);
       const sessionStarted = Date.now();
       const knownVariant = options.variant ?? summary.variant;
       if (session.needsAttribute && knownVariant === 'baseline') {
@@ -258,112 +540,189 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         };
         await writeFile(contextFile, JSON.stringify(context, null, 2));
         await runAva(session, contextFile, dir, options.match ?? [], new Promise(() => {}));
-        return;
+        return kept;
       }
-      const sessionConsole = jobs === 1 ? consolePath : path.join(dir, `console-session-${index + 1}.log`);
-      await appendFile(sessionConsole, `\n===== dax-harness session ${index + 1}: ${label} | ${cmdline} =====\n`);
-      // A session for one backing boots only that backing's devices: nothing else to disturb.
-      const only = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
-      const sessionTopology = only ? restrictTopology(topology, only) : topology;
-      if (sessionTopology.cxl.length + sessionTopology.pmem.length === 0) {
-        progress(`session ${index + 1}: topology ${topology.name} has no ${only} device: nothing to run`);
-        return;
+      if (plan.topology.cxl.length + plan.topology.pmem.length === 0) {
+        progress(`session ${index + 1}: topology ${topology.name} has no ${plan.only} device: nothing to run`);
+        return kept;
       }
-      const booted = await bootGuest(
-        {
-          kernel,
-          image,
-          topology: sessionTopology,
-          accel: accel.accel,
-          cmdline,
-          consolePath: sessionConsole,
-          workDir: path.join(workDir, `session-${index + 1}`),
-          bootTimeoutSec: options.bootTimeoutSec,
-        },
-        (machine) => {
-          running.add(machine);
-          summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
-        },
-      );
-      if (options.variant && options.variant !== booted.variant) {
-        progress(`variant: testing as ${options.variant} although the kernel looks ${booted.variant} (--variant)`);
-        summary.variantDetected = booted.variant;
-        booted.variant = options.variant;
-      }
-      summary.variant ??= booted.variant;
-      if (!only) summary.devices ??= booted.devices;
-      summary.bootToSshSeconds ??= booted.bootToSshSeconds;
-      const guestRecord = {
-        session: index + 1,
-        suite: session.suite,
-        files: session.files,
-        cmdline,
-        bootToSshSeconds: booted.bootToSshSeconds,
-        variant: booted.variant,
-        qemuExit: undefined as string | undefined,
-        wallSeconds: undefined as number | undefined,
-      };
-      summary.guests?.push(guestRecord);
-      try {
-        const context: RunContext = {
-          ssh: {
-            host: '127.0.0.1',
-            port: booted.sshPort,
-            privateKeyPath: image.keys?.clientPrivateKeyPath ?? '',
-            hostPublicKey: image.keys?.hostPublicKey ?? '',
-          },
-          kernel: { release: kernel.release, requested: options.kernel },
-          variant: booted.variant,
-          topology: topology.name,
-          devices: booted.devices,
-          cmdline,
-          consolePath: sessionConsole,
-          testsFile,
-          allowedTaint: options.prepared?.allowedTaint,
-        };
-        const contextFile = path.join(dir, `context-${index + 1}.json`);
-        await writeFile(contextFile, JSON.stringify(context, null, 2));
-        const ava = await step(`suites: ${label}`, () =>
-          runAva(session, contextFile, dir, options.match ?? [], booted.machine.exited),
-        );
-        const dmesg = await booted.guest.run('dmesg').catch(() => undefined);
-        if (dmesg !== undefined) await appendFile(path.join(dir, 'dmesg.txt'), `===== session ${index + 1}: ${cmdline}\n${dmesg}`);
-        const sessionFiles = new Set(session.files.map((f) => path.basename(f)));
-        const sessionRecords = (await readTestRecords(testsFile)).filter((r) => sessionFiles.has(r.file));
-        if (!booted.machine.running) {
-          // QEMU died under the tests: an infrastructure failure, reported with how it ended
-          // and the console's last lines, not passed off as the running test's own failure.
-          const exit = booted.machine.exitInfo ?? { code: null, signal: null, stderr: '' };
-          guestRecord.qemuExit = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n').at(-1)}` : ''}`;
-          const victim = sessionRecords.filter((r) => r.status === 'fail').at(-1);
-          summary.error ??= `${guestRecord.qemuExit} during ${label}${victim ? ` (test "${victim.name}")` : ''}\n--- console tail ---\n${booted.machine.console.tail(25)}`;
-          progress(`session ${index + 1}: ${guestRecord.qemuExit}; the rest of this session's tests did not run`);
+      repro.sessions.push({ session: index + 1, suite: session.suite, files: session.files, env: session.env, cmdline, match: options.match ?? [] });
+      const entry: GuestEntry = { session: index + 1, suite: session.suite, files: session.files, cmdline, guest: 0, start: 'fresh', bootToSshSeconds: 0, variant: 'baseline' };
+      summary.guests?.push(entry);
+      let slot = kept;
+
+      /** A guest for the next run of ava: the kept one after a verified reset, or a new one. */
+      const acquire = async (first: boolean) => {
+        if (slot && (slot.key !== plan.key || session.freshGuest || !slot.booted.machine.running)) {
+          await retireGuest(slot);
+          slot = undefined;
+        } else if (slot?.dirty) {
+          if (first) Object.assign(entry, { start: 'rebooted after failed reset', resetFailure: `not reset: ${slot.dirty}` });
+          progress(`session ${index + 1}: guest ${slot.number} not reused: ${slot.dirty}`);
+          await retireGuest(slot);
+          slot = undefined;
+        } else if (slot) {
+          const s = slot;
+          const driver = new HotplugDriver(s.booted.guest, VARIANTS[s.booted.variant]);
+          const reset = await step(`reset: guest ${s.number} for session ${index + 1}`, () =>
+            resetToBaseline(s.booted.guest, driver, s.booted.devices, s.baseline),
+          );
+          if (reset.ok) {
+            if (first) Object.assign(entry, { start: 'reused', resetSeconds: reset.ms / 1000 });
+          } else {
+            if (first) Object.assign(entry, { start: 'rebooted after failed reset', resetSeconds: reset.ms / 1000, resetFailure: reset.why });
+            progress(`session ${index + 1}: reset of guest ${s.number} did not verify (${reset.why}): rebooting`);
+            await retireGuest(s);
+            slot = undefined;
+          }
         }
-        if (ava.exitCode !== 0 && !sessionRecords.some((r) => r.status === 'fail')) {
+        if (!slot) {
+          slot = await bootSlot(plan);
+          if (first) entry.bootToSshSeconds = slot.booted.bootToSshSeconds;
+        }
+        if (first) {
+          entry.guest = slot.number;
+          entry.variant = slot.booted.variant;
+        }
+        if (!slot.sessions.includes(index + 1)) slot.sessions.push(index + 1);
+        await slot.booted.guest.run(`echo 'dax-harness: session ${index + 1}: ${label.replace(/'/g, '')}' > /dev/kmsg`).catch(() => undefined);
+        return slot;
+      };
+
+      // Tests of this session recorded so far ("file|title"), and their latest records.
+      const recorded = new Map<string, TestRecord>();
+      let runs = 0;
+      /** One ava run on a guest; returns whether the guest was lost during it. */
+      // After a lost guest: the tests it did not get to.
+      let left: string[] = [];
+      const runOn = async (g: GuestSlot, extra: Partial<RunContext>, attempt: number): Promise<{ lost: boolean; planned: string[]; exitCode: number; tail: string }> => {
+        runs++;
+        const planFile = path.join(workDir, `plan-${index + 1}-${runs}.jsonl`);
+        const guestKilledFile = path.join(workDir, `killed-${index + 1}-${runs}.json`);
+        await mkdir(workDir, { recursive: true });
+        const context = contextFor(g, cmdline, { planFile, guestKilledFile, done: [...recorded.keys()], attempt, ...extra });
+        const contextFile = path.join(dir, `context-${index + 1}${runs > 1 ? `-${runs}` : ''}.json`);
+        await resultWrite(writeFile(contextFile, JSON.stringify(context, null, 2)));
+        const offset = (await readRawRecords(testsFile)).length;
+        // Rerun only files with tests left: ava fails a file that registers no test.
+        const wanted = extra.only ?? (left.length > 0 ? left : undefined);
+        const files = wanted ? session.files.filter((f) => wanted.some((k) => k.startsWith(`${path.basename(f)}|`))) : session.files;
+        const ava = await step(`suites: ${label}${attempt > 1 ? ` (attempt ${attempt})` : ''}`, () =>
+          runAva({ ...session, files }, contextFile, dir, options.match ?? [], g.booted.machine.exited),
+        );
+        const planned = existsSync(planFile)
+          ? (await readFile(planFile, 'utf8')).split('\n').filter(Boolean).map((l) => {
+              const p = JSON.parse(l) as { file: string; name: string };
+              return `${p.file}|${p.name}`;
+            })
+          : [];
+        const plannedSet = new Set(planned);
+        for (const r of (await readRawRecords(testsFile)).slice(offset)) {
+          const key = `${r.file}|${r.name}`;
+          if (plannedSet.has(key)) recorded.set(key, r);
+        }
+        await flushResults();
+        if (g.booted.machine.running) return { lost: false, planned, exitCode: ava.exitCode, tail: ava.tail };
+        // The guest died under the tests: say how (a panic, a hang the fixture ended, QEMU's own
+        // death), never passing it off as the running test's own failure.
+        const machine = g.booted.machine;
+        const exit = machine.exitInfo ?? { code: null, signal: null, stderr: '' };
+        const panic = triage(machine.console.lines).find((r) => r.kind === 'panic');
+        const killed = existsSync(guestKilledFile) ? (JSON.parse(await readFile(guestKilledFile, 'utf8')) as { test: string; reason: string }) : undefined;
+        const victim = [...recorded.values()].filter((r) => r.status === 'fail').at(-1);
+        let how: string;
+        if (panic) how = `kernel ${panic.title}`;
+        else if (killed) how = `guest stopped answering in "${killed.test}" (${killed.reason}): killed by the harness`;
+        else {
+          how = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n').at(-1)}` : ''}`;
+          // QEMU itself failed: an infrastructure error, reported with its console tail.
+          summary.error ??= `${how} during ${label}${victim ? ` (test "${victim.name}")` : ''}\n--- console tail ---\n${machine.console.tail(25)}`;
+        }
+        entry.qemuExit = how;
+        entry.guestLost = [...(entry.guestLost ?? []), how];
+        progress(`session ${index + 1}: guest ${g.number} lost: ${how}`);
+        return { lost: true, planned, exitCode: ava.exitCode, tail: ava.tail };
+      };
+
+      let lastAva = { exitCode: 0, tail: '' };
+      let first = true;
+      try {
+        // Until every registered test has a record, or a fresh guest makes no progress.
+        for (let restarts = 0; ; restarts++) {
+          const g = await acquire(first);
+          first = false;
+          const before = recorded.size;
+          const result = await runOn(g, {}, 1);
+          lastAva = result;
+          if (!result.lost) break;
+          await retireGuest(g);
+          slot = undefined;
+          left = result.planned.filter((k) => !recorded.has(k));
+          if (left.length === 0) break;
+          if (recorded.size === before || restarts >= MAX_GUEST_RESTARTS) {
+            progress(`session ${index + 1}: ${left.length} test(s) not run: the guest was lost again`);
+            summary.error ??= `${left.length} test(s) of ${label} did not run: the guest was lost ${restarts + 1} time(s)`;
+            break;
+          }
+          progress(`session ${index + 1}: a fresh guest for the ${left.length} remaining test(s)`);
+        }
+        // --retries: failed tests run again, on a verified reset or a fresh guest.
+        for (let attempt = 2; attempt <= retries + 1; attempt++) {
+          const failing = [...recorded.entries()].filter(([, r]) => r.status === 'fail').map(([k]) => k);
+          if (failing.length === 0) break;
+          progress(`session ${index + 1}: retry ${attempt - 1}/${retries} of ${failing.length} failed test(s)`);
+          if (slot) slot.dirty ??= dirtiness(recorded);
+          const g = await acquire(false);
+          const previous = new Map(failing.map((k) => [k, recorded.get(k) as TestRecord]));
+          for (const k of failing) recorded.delete(k);
+          const result = await runOn(g, { only: failing }, attempt);
+          lastAva = result;
+          // A retry that recorded nothing (its guest was lost first) leaves the failure as it was.
+          for (const k of failing) if (!recorded.has(k)) recorded.set(k, previous.get(k) as TestRecord);
+          if (result.lost) {
+            await retireGuest(g);
+            slot = undefined;
+          }
+        }
+        // With --match a session may hold no matching test: ava says so and exits 1.
+        const noneMatched = (options.match ?? []).length > 0 && /find any matching tests/.test(lastAva.tail);
+        if (lastAva.exitCode !== 0 && !noneMatched && ![...recorded.values()].some((r) => r.status === 'fail')) {
           // ava failed outside any test (a suite file threw, a worker died): never report green.
-          summary.error ??= `ava exited ${ava.exitCode} with no failed test recorded in ${label}: ${ava.tail}`;
+          summary.error ??= `ava exited ${lastAva.exitCode} with no failed test recorded in ${label}: ${lastAva.tail}`;
+        }
+        if (slot) {
+          if (session.freshGuest) slot.dirty = 'the session asks for a guest of its own (freshGuest)';
+          slot.dirty ??= dirtiness(recorded);
+        }
+      } catch (error) {
+        if (slot) await retireGuest(slot);
+        throw error;
+      } finally {
+        entry.wallSeconds = (Date.now() - sessionStarted) / 1000;
+      }
+      return slot;
+    };
+    // A pool of `jobs` workers takes sessions in order, each preferring one its own guest can
+    // serve; each guest has its own port, work directory and console, so nothing mutable is
+    // shared but the append-only result files.
+    const pending = sessions.map((_, i) => i);
+    const worker = async () => {
+      let slot: GuestSlot | undefined;
+      try {
+        while (pending.length > 0 && !interruptedBy()) {
+          const mine = slot;
+          let pick = mine ? pending.findIndex((i) => plans[i]?.key === mine.key && !sessions[i]?.freshGuest && !mine.dirty) : -1;
+          if (pick < 0) pick = 0;
+          const index = pending.splice(pick, 1)[0] as number;
+          slot = await runSession(index, sessions[index] as GuestSession, slot);
+          if (writeError) throw writeError;
         }
       } finally {
-        await shutdownGuest(booted);
-        guestRecord.wallSeconds = (Date.now() - sessionStarted) / 1000;
-        running.delete(booted.machine);
-        consoleLines.push(...booted.machine.console.lines);
-        if (sessionConsole !== consolePath) {
-          await appendFile(consolePath, await readFile(sessionConsole, 'utf8'));
-          await rm(sessionConsole, { force: true });
-        }
-      }
-    };
-    // A pool of `jobs` workers takes sessions in order; each guest has its own port, work
-    // directory and console, so nothing mutable is shared but the append-only result files.
-    let next = 0;
-    const worker = async () => {
-      while (next < sessions.length && !interruptedBy()) {
-        const index = next++;
-        await runSession(index, sessions[index] as GuestSession);
+        if (slot) await retireGuest(slot);
       }
     };
     await Promise.all(Array.from({ length: jobs }, worker));
+    if (writeError) throw writeError;
     const records = await readTestRecords(testsFile);
     if (records.length === 0) summary.error ??= 'no test results were recorded (see ava-output.txt)';
     // Failures that all match known issues do not fail the run (they are counted as known).
@@ -384,6 +743,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     await finish('error', 2);
     throw error;
   } finally {
+    clearInterval(watcher);
     await Promise.all([...running].map((m) => m.stop()));
     await rm(workDir, { recursive: true, force: true });
   }
@@ -400,7 +760,13 @@ export async function runAva(
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
   const avaCli = path.join(path.dirname(avaMain), 'cli.mjs');
-  const child = execa(process.execPath, [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...match.map((m) => `--match=${m}`), ...session.files], {
+  const avaArgs = [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...match.map((m) => `--match=${m}`), ...session.files];
+  // Under pdeathsig like QEMU: a harness killed by SIGKILL takes its test workers with it, so
+  // nothing appends to tests.jsonl after it died.
+  const [file, argv] = existsSync('/usr/bin/setpriv')
+    ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', process.execPath, ...avaArgs]]
+    : [process.execPath, avaArgs];
+  const child = execa(file, argv, {
     cwd: projectRoot,
     env: { ...session.env, [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
     reject: false,
@@ -417,7 +783,8 @@ export async function runAva(
   });
   const result = await child;
   clearTimeout(stopTimer);
-  await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '');
+  // A full disk must not hide the test results: ava's output also went to stderr.
+  await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '').catch(() => undefined);
   const tail = (result.all ?? '').trim().split('\n').slice(-5).join(' / ');
   return { exitCode: result.exitCode ?? 1, tail };
 }

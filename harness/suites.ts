@@ -20,11 +20,17 @@ export interface GuestSession {
   env: Record<string, string>;
   /** Every test needs the whole-device attribute: on a baseline kernel no guest is booted. */
   needsAttribute: boolean;
+  /**
+   * The session gets a guest of its own: booted for it and never reused afterwards (it leaves
+   * the kernel dirty, e.g. memory stuck online after an unbind). Other sessions with the same
+   * command line and topology share a guest, reset and verified between them.
+   */
+  freshGuest: boolean;
 }
 
 /** suites/<name>/suite.json: the sessions; without it, all the suite's files share one guest. */
 interface SuiteManifest {
-  sessions: { files: string[]; bootArgs?: string; env?: Record<string, string>; needsAttribute?: boolean }[];
+  sessions: { files: string[]; bootArgs?: string; env?: Record<string, string>; needsAttribute?: boolean; freshGuest?: boolean }[];
 }
 
 export async function listSuites(): Promise<string[]> {
@@ -40,7 +46,7 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
   const rel = (f: string) => path.relative(projectRoot, path.join(dir, f));
   const files = (await readdir(dir)).filter((f) => f.endsWith('.test.ts')).sort();
   const manifestFile = path.join(dir, 'suite.json');
-  if (!existsSync(manifestFile)) return [{ suite: name, files: files.map(rel), bootArgs: '', env: {}, needsAttribute: false }];
+  if (!existsSync(manifestFile)) return [{ suite: name, files: files.map(rel), bootArgs: '', env: {}, needsAttribute: false, freshGuest: false }];
   const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as SuiteManifest;
   const listed = new Set(manifest.sessions.flatMap((s) => s.files));
   for (const f of listed) {
@@ -54,17 +60,21 @@ async function suiteSessions(name: string): Promise<GuestSession[]> {
     bootArgs: s.bootArgs ?? '',
     env: s.env ?? {},
     needsAttribute: s.needsAttribute === true,
+    freshGuest: s.freshGuest === true,
   }));
 }
 
+/** Suites that test the harness itself (they crash and hang guests on purpose): never in "all". */
+export const SELF_TEST_SUITES = ['selftest', 'selftest-reuse'];
+
 /**
- * The sessions of the named suites ("all" = every suite), in order. "suite/file" (a test
- * file's name without .test.ts) keeps only the sessions holding that file, with that file only:
- * a quick way to rerun one file without booting every session of its suite.
+ * The sessions of the named suites ("all" = every suite but the harness's self-tests), in
+ * order. "suite/file" (a test file's name without .test.ts) keeps only the sessions holding
+ * that file, with that file only: a quick way to rerun one file without booting every session.
  */
 export async function planSuites(names: string[]): Promise<{ suites: string[]; sessions: GuestSession[] }> {
   const known = await listSuites();
-  const suites = names.includes('all') ? known : names;
+  const suites = names.includes('all') ? known.filter((s) => !SELF_TEST_SUITES.includes(s)) : names;
   const sessions: GuestSession[] = [];
   for (const spec of suites) {
     const [name = '', file] = spec.split('/');

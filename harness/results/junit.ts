@@ -28,6 +28,7 @@ function failureDetail(t: TestRecord): string {
   return [
     ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
     ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
+    ...(t.consoleTail ? ['console tail:', t.consoleTail] : []),
   ].join('\n');
 }
 
@@ -50,6 +51,10 @@ export function junitTestsuite(suite: JUnitSuite, indent = '  '): string[] {
   const i2 = `${indent}  `;
   for (const t of suite.tests) {
     out.push(`${i2}<testcase classname="${xml(t.file.replace(/\.test\.ts$/, ''))}" name="${xml(t.name)}" time="${seconds(t.durationMs)}">`);
+    if (t.flaky) {
+      // Passed on a retry: counted as passed, marked for every JUnit reader.
+      out.push(`${i2}  <properties>`, `${i2}    <property name="flaky" value="true"/>`, `${i2}    <property name="attempts" value="${t.attempts ?? 2}"/>`, `${i2}  </properties>`);
+    }
     if (t.status === 'skip') out.push(`${i2}  <skipped message="${xml(t.reason ?? '')}"/>`);
     if (t.status === 'fail' && t.known) {
       out.push(`${i2}  <skipped message="${xml(`known issue: ${t.known}`)}"/>`);

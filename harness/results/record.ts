@@ -28,4 +28,6 @@ export interface TestRecord {
   flaky?: boolean;
   /** A failure that matches an entry of the known-issues file: that entry's reason. */
   known?: string;
+  /** The console's last lines when the test lost its guest (hang, panic, QEMU death). */
+  consoleTail?: string;
 }

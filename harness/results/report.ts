@@ -14,17 +14,32 @@ export function toTextReport(summary: RunSummary): string {
   for (const d of summary.devices ?? []) {
     lines.push(`  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`);
   }
+  if (summary.guestBoots !== undefined) lines.push(`  guests      ${summary.guestBoots} booted for ${summary.guests?.length ?? 0} session(s)`);
+  for (const g of summary.guests ?? []) {
+    const how =
+      g.start === 'reused'
+        ? `reused guest ${g.guest} (reset ${g.resetSeconds?.toFixed(1)} s)`
+        : g.start === 'rebooted after failed reset'
+          ? `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`
+          : `fresh guest ${g.guest ?? ''}`.trim();
+    lines.push(`  session ${g.session}  ${how}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
+  }
   if (summary.error) lines.push('', `ERROR: ${summary.error}`);
   lines.push('');
   for (const t of summary.tests) {
     const mark = t.known ? 'KNOWN' : t.flaky ? 'FLAKY' : { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
-    const note = t.known ? `known issue: ${t.known}; ${t.reason ?? 'failed'}` : t.flaky ? `passed on attempt ${t.attempts ?? 2}` : t.reason;
+    const note = t.known
+      ? `known issue: ${t.known}; ${t.reason ?? 'failed'}`
+      : t.flaky
+        ? `failed, then passed on attempt ${t.attempts ?? 2}`
+        : t.reason;
     lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${note ? `  -- ${note}` : ''}`);
     if (t.status === 'fail') {
       for (const ch of t.checks.filter((x) => !x.ok)) {
         lines.push(`      check "${ch.name}": got ${JSON.stringify(ch.actual)}, expected ${JSON.stringify(ch.expected)}`);
       }
       for (const r of t.reports.filter((x) => !x.expected)) lines.push(`      kernel ${r.kind}: ${r.title}: ${r.text}`);
+      if (t.consoleTail) lines.push('      console tail:', ...t.consoleTail.split('\n').map((l) => `        ${l}`));
     }
   }
   if (summary.consoleReports && summary.consoleReports.length > 0) {
@@ -32,7 +47,8 @@ export function toTextReport(summary: RunSummary): string {
     for (const r of summary.consoleReports) lines.push(`  line ${r.line}: ${r.kind}: ${r.title}`);
   }
   for (const f of summary.fixedKnownIssues ?? []) lines.push('', `FIXED known issue: ${f.reason} (passed: ${f.tests.join(', ')})`);
-  lines.push('', countsLine(c));
+  const flakyCount = summary.tests.filter((t) => t.flaky).length;
+  lines.push('', `${countsLine(c)}${flakyCount ? ` (${flakyCount} of the passed flaky)` : ''}`);
   return `${lines.join('\n')}\n`;
 }
 

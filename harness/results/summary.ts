@@ -32,7 +32,28 @@ export interface RunSummary {
   /** Known issues whose tests passed in this run (see harness/knownissues.ts). */
   fixedKnownIssues?: FixedKnownIssue[];
   /** One entry per booted guest (a suite session): its command line, boot time and fate. */
-  guests?: { session: number; suite: string; files: string[]; cmdline: string; bootToSshSeconds: number; variant: Variant; qemuExit?: string; wallSeconds?: number }[];
+  guests?: {
+    session: number;
+    suite: string;
+    files: string[];
+    cmdline: string;
+    /** Boot to SSH of the guest booted for the session (0 when it reused one). */
+    bootToSshSeconds: number;
+    variant: Variant;
+    /** How the guest's QEMU ended when it died under the session (panic, hang, QEMU death). */
+    qemuExit?: string;
+    wallSeconds?: number;
+    /** Which guest of the run served the session (numbered as booted). */
+    guest?: number;
+    /** A new guest, the previous session's guest after a verified reset, or a reboot after a reset failed. */
+    start?: 'fresh' | 'reused' | 'rebooted after failed reset';
+    resetSeconds?: number;
+    resetFailure?: string;
+    /** Guests lost mid-session (each replaced by a fresh one for the remaining tests). */
+    guestLost?: string[];
+  }[];
+  /** Guests booted in the run. */
+  guestBoots?: number;
   tests: TestRecord[];
   /** Reports found in the whole console log. */
   consoleReports?: CrashReport[];

@@ -29,7 +29,7 @@ test('hotplug sessions: each memhp_default_state boots once, every file is place
 test('all = every suite; unknown suites are named', async (t) => {
   const { suites } = await planSuites(['all']);
   t.deepEqual(suites, ['hotplug', 'smoke']);
-  await t.throwsAsync(planSuites(['nope']), { instanceOf: UsageError, message: /unknown suite "nope" \(known: hotplug, smoke, all\)/ });
+  await t.throwsAsync(planSuites(['nope']), { instanceOf: UsageError, message: /unknown suite "nope" \(known: hotplug, selftest, selftest-reuse, smoke, all\)/ });
 });
 
 test('"suite/file" keeps only the sessions holding that file, with that file only', async (t) => {
