@@ -155,6 +155,8 @@ function dirtiness(recorded: Map<string, TestRecord>): string | undefined {
 
 /** A booted guest with the topology's devices made and the variant detected. */
 export interface BootedGuest {
+  /** Boots that hung before SSH and were replaced by a new QEMU. */
+  hungBoots?: number;
   machine: Machine;
   guest: Guest;
   sshPort: number;
@@ -176,6 +178,9 @@ export interface BootSpec {
   bootTimeoutSec: number;
 }
 
+/** A boot that stalled or never answered SSH while QEMU kept running: worth one more try. */
+class BootHangError extends InfraError {}
+
 /** Boots a guest, waits for SSH, creates the devices. On any failure QEMU is stopped. */
 export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => void): Promise<BootedGuest> {
   const { image, topology } = spec;
@@ -188,6 +193,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
   }
   // The port is free when picked but QEMU binds it a moment later: if another process took it
   // meanwhile, QEMU refuses to start ("Could not set up host forwarding rule"); pick another.
+  let hangs = 0;
   for (let attempt = 1; ; attempt++) {
     const sshPort = await freePort();
     const args = qemuArgs({
@@ -206,10 +212,13 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     onStart?.(machine);
     try {
       const booted = await waitForGuest(spec, machine, sshPort);
-      if (booted) return booted;
+      if (booted) return { ...booted, hungBoots: hangs };
     } catch (error) {
       await machine.stop();
-      throw error;
+      // One more QEMU for a boot that hung (never a QEMU that exited: that is reported as is).
+      if (!(error instanceof BootHangError) || hangs++ >= 1) throw error;
+      progress(`boot: ${errorMessage(error).split('\n')[0]}; booting a new QEMU once`);
+      continue;
     }
     if (attempt >= 5) throw new InfraError(`boot failed: QEMU could not bind an SSH port 5 times: ${machine.exitInfo?.stderr.split('\n')[0]}`);
     progress(`boot: port ${sshPort} was taken before QEMU bound it; picking another`);
@@ -226,14 +235,20 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
   // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
   const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
-  await machine.console.waitFor(/dax-harness: sshd started/, deadline - Date.now(), 0, abort.signal);
+  const seen = await machine.console.waitFor(/dax-harness: sshd started|rcu: INFO: rcu_\w+ detected stalls/, deadline - Date.now(), 0, abort.signal);
+  if (seen && !seen.includes('sshd started')) {
+    // Under TCG on a loaded host a vCPU sometimes stops taking timer interrupts while booting
+    // (seen with Debian's and our own 7.3 builds): the boot never ends; try a new QEMU.
+    throw new BootHangError(`boot hung: ${seen.trim()}\n--- console tail ---\n${machine.console.tail(25)}`);
+  }
   if (!machine.running) await machine.exited;
   if (machine.exitInfo && /host forwarding rule|Address already in use/i.test(machine.exitInfo.stderr)) return undefined;
   const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
-    const why = machine.exitInfo
-      ? `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`
-      : `no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
-    throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+    if (machine.exitInfo) {
+      const why = `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`;
+      throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+    }
+    throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
   });
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
   progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
@@ -579,6 +594,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         if (!slot) {
           slot = await bootSlot(plan);
           if (first) entry.bootToSshSeconds = slot.booted.bootToSshSeconds;
+          if (slot.booted.hungBoots) entry.hungBoots = (entry.hungBoots ?? 0) + slot.booted.hungBoots;
         }
         if (first) {
           entry.guest = slot.number;

@@ -51,6 +51,8 @@ export interface RunSummary {
     resetFailure?: string;
     /** Guests lost mid-session (each replaced by a fresh one for the remaining tests). */
     guestLost?: string[];
+    /** Boots that hung before SSH (a TCG vCPU stall) and were replaced by a new QEMU. */
+    hungBoots?: number;
   }[];
   /** Guests booted in the run. */
   guestBoots?: number;
