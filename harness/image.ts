@@ -10,6 +10,7 @@ import { ensureKeys, type SshKeys } from './keys.js';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './modules.js';
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
+import { processAlive } from './reaper.js';
 
 /** A recipe in images/<name>/recipe.json. */
 export interface ImageRecipe {
@@ -246,14 +247,5 @@ export async function cleanStaleStages(cacheDir: string): Promise<void> {
   for (const f of await readdir(dir)) {
     const pid = /^\.stage-\w+-(\d+)$/.exec(f)?.[1];
     if (pid && !processAlive(Number(pid))) await rm(path.join(dir, f), { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -2,9 +2,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from './errors.js';
-import type { TestRecord } from './results/record.js';
 import type { Repro } from './results/repro.js';
-import { runOnce } from './run.js';
+import { readRawRecords, runOnce } from './run.js';
 
 /** ava --match treats `*` as a wildcard and a leading `!` as negation; titles here have neither. */
 function exactPattern(title: string): string {
@@ -32,18 +31,7 @@ export async function reproRun(
   }
   if (!repro.options || !repro.topology?.file) throw new UsageError(`${reproFile} is not a dax-harness repro file`);
   const testsFile = path.join(from, 'tests.jsonl');
-  const records: TestRecord[] = existsSync(testsFile)
-    ? (await readFile(testsFile, 'utf8'))
-        .split('\n')
-        .filter(Boolean)
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as TestRecord];
-          } catch {
-            return [];
-          }
-        })
-    : [];
+  const records = await readRawRecords(testsFile);
   let tests: string[];
   if (options.test) {
     if (!records.some((r) => r.name === options.test)) {

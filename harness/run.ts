@@ -71,7 +71,7 @@ async function writeAtomic(file: string, text: string): Promise<void> {
   await rename(`${file}.tmp`, file);
 }
 
-async function readRawRecords(file: string): Promise<TestRecord[]> {
+export async function readRawRecords(file: string): Promise<TestRecord[]> {
   if (!existsSync(file)) return [];
   return (await readFile(file, 'utf8'))
     .split('\n')

@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { extractDebs, HarnessApt } from '../apt.js';
 import { InfraError, UsageError } from '../errors.js';
 import { step } from '../progress.js';
+import { processAlive } from '../reaper.js';
 
 /** A kernel source tree the harness builds from. */
 export interface KernelTree {
@@ -106,14 +107,5 @@ export async function removeStaleTemps(parent: string): Promise<void> {
   for (const f of await readdir(parent)) {
     const pid = /\.tmp-(\d+)$/.exec(f)?.[1];
     if (pid && !processAlive(Number(pid))) await rm(path.join(parent, f), { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
