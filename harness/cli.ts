@@ -32,6 +32,19 @@ function nonNegativeInt(value: string): number {
   return n;
 }
 
+/** Options every command that boots guests and runs suites takes, in one place. */
+function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp: string; results: string }): Command {
+  return command
+    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
+    .option('--suite <NAME...>', defaults.suiteHelp, defaults.suites)
+    .option('--match <PATTERN...>', 'only tests whose title matches')
+    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
+    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', `where the ${defaults.results} results directory is written`, path.join(projectRoot, 'results'))
+    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
+    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300);
+}
+
 function program(): Command {
   const cli = new Command('dax-harness')
     .description('QEMU-backed tests for dax/kmem whole-device memory hotplug on CXL and pmem')
@@ -154,22 +167,14 @@ function program(): Command {
       );
     });
 
-  cli
+  const dev = cli
     .command('dev')
     .description('boot once; on each change under drivers/dax, drivers/cxl or drivers/nvdimm rebuild, reload in the guest, rerun')
     .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree you edit')
     .option('--modules-only', 'build modules against Debian\'s headers and boot Debian\'s kernel (no kernel build)')
     .option('--fragments <LIST>', 'kconfig fragments for a full build')
-    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
-    .option('--suite <NAME...>', 'suite(s) to rerun on every change', ['smoke'])
-    .option('--match <PATTERN...>', 'only tests whose title matches')
-    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
-    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
-    .option('--results-dir <DIR>', 'where the dev-* results directory is written', path.join(projectRoot, 'results'))
-    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
-    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
-    .option('--exit-after <N>', 'stop after N rebuild iterations (default: run until Ctrl-C)', nonNegativeInt, 0)
-    .action(async (o) => {
+    .option('--exit-after <N>', 'stop after N rebuild iterations (default: run until Ctrl-C)', nonNegativeInt, 0);
+  guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s) to rerun on every change', results: 'dev-*' }).action(async (o) => {
       process.exitCode = await runDevLoop({
         tree: o.tree,
         modulesOnly: o.modulesOnly === true,
@@ -186,7 +191,7 @@ function program(): Command {
       });
     });
 
-  cli
+  const series = cli
     .command('series')
     .description('apply a patch series to a base in a worktree, build and test base and base+series, compare them')
     .requiredOption('--tree <DIR|debian:VER>', 'git kernel tree holding the base (debian:7.3 is made one)')
@@ -194,16 +199,8 @@ function program(): Command {
     .requiredOption('--mbox <FILE|DIR>', 'the series: an mbox, a .patch file or a directory of *.patch')
     .option('--modules-only', 'build drivers/dax (and any module directory the series touches) against Debian\'s headers')
     .option('--fragments <LIST>', 'kconfig fragments for full builds')
-    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
-    .option('--suite <NAME...>', 'suite(s), "suite/file" or "all"', ['all'])
-    .option('--match <PATTERN...>', 'only tests whose title matches')
-    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
-    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
-    .option('--results-dir <DIR>', 'where the series-* results directory is written', path.join(projectRoot, 'results'))
-    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
-    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
-    .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1)
-    .action(async (o) => {
+    .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1);
+  guestOptions(series, { suites: ['all'], suiteHelp: 'suite(s), "suite/file" or "all"', results: 'series-*' }).action(async (o) => {
       const { exitCode, dir } = await runSeries({
         tree: o.tree,
         base: o.base,

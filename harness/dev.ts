@@ -3,6 +3,7 @@ import { appendFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/p
 import path from 'node:path';
 import { execa } from 'execa';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
+import { resolveTree } from './build/tree.js';
 import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf, overlayKernel } from './build/module-build.js';
 import type { RunContext } from './context.js';
 import { InfraError } from './errors.js';
@@ -138,6 +139,8 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   // unless the suite or the user picks a policy.
   const policy = /memhp_default_state=/.test(`${options.bootArgs} ${bootArgs}`) ? '' : 'memhp_default_state=offline';
   const cmdline = [BASE_CMDLINE, policy, options.bootArgs, bootArgs].filter(Boolean).join(' ');
+  // Bad input (no such tree) is refused before anything is written.
+  const tree = await resolveTree(options.cacheDir, options.tree);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
   const dir = path.join(options.resultsDir, `dev-${stamp}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
@@ -148,12 +151,11 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
 
   let prepared: PreparedKernel = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
-    tree: options.tree,
+    tree,
     fragments: options.fragments,
     modulesOnly: options.modulesOnly,
     moduleDirs: options.modulesOnly ? ['drivers/dax'] : undefined,
   });
-  const tree = prepared.tree;
   const loaded = prepared.modules ? new Map(prepared.modules.map((m) => [m.name, m.sha256])) : await installedModuleHashes(prepared.kernel);
   // The module-only path builds against the Debian kernel the overlay sits on.
   const debianKernel = options.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;

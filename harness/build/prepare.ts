@@ -39,6 +39,8 @@ export interface PreparedKernel {
  * tree against Debian's headers.
  */
 export async function prepareKernelFromTree(options: TreeBuildOptions): Promise<PreparedKernel> {
+  // Fragments are checked before the tree is fetched: a typo costs no download.
+  const fragments = options.modulesOnly ? [] : fragmentFiles(options.fragments);
   const tree = typeof options.tree === 'string' ? await resolveTree(options.cacheDir, options.tree) : options.tree;
   if (options.modulesOnly) {
     const base = await fetchDebianKernel(options.cacheDir, tree.version);
@@ -52,7 +54,7 @@ export async function prepareKernelFromTree(options: TreeBuildOptions): Promise<
     const kernel = await overlayKernel(options.cacheDir, base, tree, build.modules);
     return { kernel, allowedTaint: MODULE_ONLY_TAINT, tree, mode: 'modules-only', built: true, seconds: build.seconds, modules: build.modules };
   }
-  const build = await buildKernel({ tree, fragments: fragmentFiles(options.fragments), cacheDir: options.cacheDir, outDir: options.buildDir });
+  const build = await buildKernel({ tree, fragments, cacheDir: options.cacheDir, outDir: options.buildDir });
   progress(`build: ${build.kernel.release} ${build.built ? `built in ${build.seconds.toFixed(0)} s` : 'up to date'} (${path.relative(options.cacheDir, build.outDir)})`);
   return { kernel: build.kernel, allowedTaint: '', tree, mode: 'full', built: build.built, seconds: build.seconds };
 }

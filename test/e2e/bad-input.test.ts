@@ -11,6 +11,12 @@ const cases: [string, string[], RegExp][] = [
   ['kernel file missing', ['run', '--kernel', '/nonexistent/bzImage', '--modules', '/tmp'], /does not exist/],
   ['kernel without modules', ['run', '--kernel', '/etc/hostname'], /not a Linux kernel image|needs --modules/],
   ['triage of a missing file', ['triage', '/nonexistent.log'], /cannot read \/nonexistent\.log/],
+  ['build of a directory that is no kernel tree', ['build', '--tree', '/etc'], /\/etc is not a kernel source tree \(no Makefile\)/],
+  ['bad debian tree spec', ['build', '--tree', 'debian:seven'], /bad tree "debian:seven": give debian:<major>\.<minor>/],
+  ['unknown config fragment', ['build', '--tree', 'debian:7.3', '--fragments', '+nosuch'], /unknown config fragment "nosuch"/],
+  ['dev on a missing tree', ['dev', '--tree', '/nonexistent-tree', '--modules-only'], /\/nonexistent-tree is not a kernel source tree/],
+  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /series \/nonexistent\.mbox does not exist/],
+  ['--modules-only without --tree', ['run', '--modules-only'], /--fragments and --modules-only need --tree/],
 ];
 
 for (const [name, args, message] of cases) {
