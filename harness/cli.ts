@@ -77,6 +77,7 @@ function program(): Command {
       ]),
     )
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
+    .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', positiveInt)
     .action(async (o) => {
       const cacheDir = resolveCacheDir(o.cacheDir);
       if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
@@ -100,6 +101,7 @@ function program(): Command {
         jobs: o.jobs,
         knownIssues,
         retries: o.retries,
+        sshPort: o.sshPort,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);

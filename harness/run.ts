@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -29,6 +30,8 @@ import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topolog
 import { triage } from './triage.js';
 
 export interface RunOptions {
+  /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
+  sshPort?: number;
   kernel: string;
   modules?: string;
   topology: string;
@@ -176,6 +179,8 @@ export interface BootSpec {
   consolePath: string;
   workDir: string;
   bootTimeoutSec: number;
+  /** A host port the user chose; a free one is picked when absent. */
+  sshPort?: number;
 }
 
 /** A boot that stalled or never answered SSH while QEMU kept running: worth one more try. */
@@ -195,7 +200,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
   // meanwhile, QEMU refuses to start ("Could not set up host forwarding rule"); pick another.
   let hangs = 0;
   for (let attempt = 1; ; attempt++) {
-    const sshPort = await freePort();
+    const sshPort = spec.sshPort ?? (await freePort());
     const args = qemuArgs({
       topology,
       accel: spec.accel,
@@ -220,6 +225,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
       progress(`boot: ${errorMessage(error).split('\n')[0]}; booting a new QEMU once`);
       continue;
     }
+    if (spec.sshPort) throw new UsageError(`SSH port ${spec.sshPort} on 127.0.0.1 is already in use (choose another --ssh-port, or leave it out)`);
     if (attempt >= 5) throw new InfraError(`boot failed: QEMU could not bind an SSH port 5 times: ${machine.exitInfo?.stderr.split('\n')[0]}`);
     progress(`boot: port ${sshPort} was taken before QEMU bound it; picking another`);
   }
@@ -282,6 +288,10 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   // A kernel given by path is checked before anything is written: bad input leaves no run behind.
   const localKernelChecked =
     options.prepared?.kernel ?? (isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules));
+  if (options.sshPort !== undefined) {
+    if ((options.jobs ?? 1) > 1) throw new UsageError('--ssh-port serves one guest at a time: it cannot go with --jobs above 1');
+    await checkPortFree(options.sshPort);
+  }
   const runId = runIdFor(options.kernel, topology.name);
   const dir = path.join(options.resultsDir, runId);
   await mkdir(dir, { recursive: true }).catch((error) => {
@@ -476,6 +486,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           consolePath: guestConsole,
           workDir: path.join(workDir, `guest-${number}`),
           bootTimeoutSec: options.bootTimeoutSec,
+          sshPort: options.sshPort,
         },
         (machine) => {
           running.add(machine);
@@ -803,4 +814,21 @@ export async function runAva(
   await appendFile(path.join(dir, 'ava-output.txt'), result.all ?? '').catch(() => undefined);
   const tail = (result.all ?? '').trim().split('\n').slice(-5).join(' / ');
   return { exitCode: result.exitCode ?? 1, tail };
+}
+
+/** Refuses a user-chosen SSH port that something on this host already listens on. */
+async function checkPortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new UsageError(
+          error.code === 'EADDRINUSE'
+            ? `SSH port ${port} on 127.0.0.1 is already in use (choose another --ssh-port, or leave it out)`
+            : `cannot use SSH port ${port}: ${error.message}`,
+        ),
+      ),
+    );
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve()));
+  });
 }

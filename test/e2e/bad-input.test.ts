@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -50,4 +51,23 @@ test('--help exits 0 and lists the run options', async (t) => {
   t.is(run.exitCode, 0);
   t.regex(run.stdout, /--kernel <7\.3\|7\.2\|PATH>/);
   t.regex(run.stdout, /--topology/);
+});
+
+test('an SSH port already in use: one line, exit 2, no run directory, no QEMU started', async (t) => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const results = await tempResultsDir();
+    const run = await runCli(['run', '--ssh-port', String(port), '--results-dir', results]);
+    t.is(run.exitCode, 2, run.all);
+    t.true(isOneLineError(run.stderr), run.stderr);
+    t.regex(run.stderr, new RegExp(`SSH port ${port} on 127\\.0\\.0\\.1 is already in use`));
+    t.deepEqual(await readdir(results), []);
+    const jobs = await runCli(['run', '--ssh-port', String(port + 1), '--jobs', '2', '--results-dir', results]);
+    t.is(jobs.exitCode, 2);
+    t.regex(jobs.stderr, /--ssh-port serves one guest at a time/);
+  } finally {
+    server.close();
+  }
 });
