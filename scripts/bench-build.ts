@@ -57,11 +57,12 @@ dev.stdout?.on('data', (c: Buffer) => {
 });
 while (!/dev: watching for changes/.test(out) && dev.exitCode === null) await new Promise((r) => setTimeout(r, 500));
 const source = await readFile(kmem, 'utf8');
-await writeFile(kmem, source.replace('if (online_type == MMOP_OFFLINE)', 'if (online_type == MMOP_OFFLINE && 1)'));
+// An edit that changes the object code (and what `state` reads), as a real fix would.
+await writeFile(kmem, source.replace('return sysfs_emit(buf, "%s\\n", state_str ?: "unknown");', 'return sysfs_emit(buf, "%s!\\n", state_str ?: "unknown");'));
 const result = await dev;
 const editToResult = Number(/edit to result ([\d.]+) s/.exec(out)?.[1] ?? Number.NaN);
 report(`dev loop: edit kmem.c to results (${/iteration 1: ([^:]+)/.exec(out)?.[1] ?? 'failed'})`, editToResult, 60);
-if (result.exitCode !== 0) process.stdout.write(`  (dev exited ${result.exitCode}: ${String(result.all).split('\n').slice(-3).join(' | ')})\n`);
+if (result.exitCode === 2) process.stdout.write(`  (dev exited ${result.exitCode}: ${String(result.all).split('\n').slice(-3).join(' | ')})\n`);
 
 if (full) {
   const fragments = fragmentFiles(undefined);
