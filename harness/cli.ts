@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
@@ -12,7 +12,7 @@ import { loadKnownIssues } from './knownissues.js';
 import { mergeResults, parseShard, runMatrix } from './matrix.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
-import { runOnce } from './run.js';
+import { type GuestRunOptions, runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
 
@@ -43,6 +43,20 @@ function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp:
     .option('--results-dir <DIR>', `where the ${defaults.results} results directory is written`, path.join(projectRoot, 'results'))
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300);
+}
+
+/** The values of guestOptions() as the library takes them. */
+function guestRunOptions(o: OptionValues): GuestRunOptions {
+  return {
+    topology: o.topology,
+    suites: o.suite,
+    match: o.match,
+    bootArgs: o.bootArgs,
+    cacheDir: resolveCacheDir(o.cacheDir),
+    resultsDir: path.resolve(o.resultsDir),
+    accel: o.accel,
+    bootTimeoutSec: o.bootTimeout,
+  };
 }
 
 function program(): Command {
@@ -181,14 +195,7 @@ function program(): Command {
         tree: o.tree,
         modulesOnly: o.modulesOnly === true,
         fragments: o.fragments,
-        topology: o.topology,
-        suites: o.suite,
-        match: o.match,
-        bootArgs: o.bootArgs,
-        cacheDir: resolveCacheDir(o.cacheDir),
-        resultsDir: path.resolve(o.resultsDir),
-        accel: o.accel,
-        bootTimeoutSec: o.bootTimeout,
+        ...guestRunOptions(o),
         exitAfter: o.exitAfter,
       });
     });
@@ -209,14 +216,7 @@ function program(): Command {
         mbox: o.mbox,
         modulesOnly: o.modulesOnly === true,
         fragments: o.fragments,
-        topology: o.topology,
-        suites: o.suite,
-        match: o.match,
-        bootArgs: o.bootArgs,
-        cacheDir: resolveCacheDir(o.cacheDir),
-        resultsDir: path.resolve(o.resultsDir),
-        accel: o.accel,
-        bootTimeoutSec: o.bootTimeout,
+        ...guestRunOptions(o),
         jobs: o.jobs,
       });
       process.stdout.write(await readFile(path.join(dir, 'comparison.txt'), 'utf8'));

@@ -16,7 +16,7 @@ import { progress, step } from './progress.js';
 import { onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
-import { BASE_CMDLINE, type BootedGuest, bootGuest, runAva, shutdownGuest } from './run.js';
+import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, runAva, shutdownGuest } from './run.js';
 import { planSuites } from './suites.js';
 import { loadTopology } from './topology.js';
 
@@ -27,18 +27,10 @@ import { loadTopology } from './topology.js';
  * the chosen suite. A module that cannot be swapped under live devices (the ones that own
  * the dax regions) is delivered by a reboot instead, and the iteration says so.
  */
-export interface DevOptions {
+export interface DevOptions extends GuestRunOptions {
   tree: string;
   modulesOnly: boolean;
   fragments?: string;
-  topology: string;
-  suites: string[];
-  match?: string[];
-  bootArgs: string;
-  cacheDir: string;
-  resultsDir: string;
-  accel?: 'kvm' | 'tcg';
-  bootTimeoutSec: number;
   /** Stop after this many rebuild iterations (0: run until interrupted). */
   exitAfter: number;
   pollMs?: number;

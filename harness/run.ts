@@ -55,6 +55,9 @@ export interface RunOptions {
   retries?: number;
 }
 
+/** What every command that boots guests to run suites (run, dev, series) is told. */
+export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec'>;
+
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
 export const BASE_CMDLINE = 'console=ttyS0 panic=-1';
 

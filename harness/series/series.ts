@@ -9,24 +9,16 @@ import { prepareKernelFromTree } from '../build/prepare.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
-import { runOnce } from '../run.js';
+import { type GuestRunOptions, runOnce } from '../run.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './compare.js';
 import { type Patch, readSeries, type Series } from './patches.js';
 
-export interface SeriesOptions {
+export interface SeriesOptions extends GuestRunOptions {
   tree: string;
   base: string;
   mbox: string;
   modulesOnly: boolean;
   fragments?: string;
-  topology: string;
-  suites: string[];
-  match?: string[];
-  bootArgs: string;
-  cacheDir: string;
-  resultsDir: string;
-  accel?: 'kvm' | 'tcg';
-  bootTimeoutSec: number;
   jobs?: number;
 }
 
