@@ -64,7 +64,7 @@ test('--retries: a test that fails once and passes on a retry is counted as pass
   t.is(flaky.status, 'pass');
   t.is(flaky.flaky, true);
   t.is(flaky.attempts, 2);
-  t.deepEqual(summary.counts, { passed: 1, failed: 0, skipped: 0, total: 1 });
+  t.deepEqual(summary.counts, { passed: 1, failed: 0, skipped: 0, known: 0, total: 1 });
   t.regex(readFileSync(path.join(dir, 'report.txt'), 'utf8'), /FLAKY .*-- failed, then passed on attempt 2/);
   t.regex(readFileSync(path.join(dir, 'junit.xml'), 'utf8'), /<property name="flaky" value="true"\/>/);
   // Both raw attempts stay in tests.jsonl.
@@ -171,7 +171,7 @@ test('reuse cannot hide a leak: a session that left a mount gets no reused guest
   const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'cxl', '--results-dir', results]);
   const summary = readSummary(path.join(results, 'latest'));
   t.is(run.exitCode, 0, run.all.slice(-3000));
-  t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, total: 3 });
+  t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
   const [first, second, third] = summary.guests ?? [];
   t.is(first?.start, 'fresh');
   t.is(second?.start, 'rebooted after failed reset');
