@@ -115,7 +115,8 @@ test('a malformed matrix file: one line, exit 2, no directory left', async (t) =
   const cases: [string, string, RegExp][] = [
     ['{"kernels": ["7.3"], "topologies": ["cxl"],', '--', /matrix bad\.json: not valid JSON/],
     ['{"kernels": ["7.3"], "topologies": ["numa"], "suites": ["smoke"]}', '--', /topologies\[0\]: unknown topology "numa"/],
-    ['{"kernels": [{"tree": "/src/linux"}], "topologies": ["cxl"], "suites": ["smoke"]}', '--', /kernel kind "tree" is not supported yet/],
+    ['{"kernels": [{"series": "x.mbox"}], "topologies": ["cxl"], "suites": ["smoke"]}', '--', /kernel kind "series" is not supported yet/],
+    ['{"kernels": [{"tree": "/src/linux"}], "topologies": ["cxl"], "suites": ["smoke"]}', '--', /\/src\/linux is not a kernel source tree/],
     ['{"kernels": ["7.3"], "topologies": ["cxl"], "suites": ["smoke"]}', '--shard=3/2', /--shard must be K\/N/],
     ['{"kernels": ["9.9"], "topologies": ["cxl"], "suites": ["smoke"]}', '--', /no Debian kernel 9\.9/],
   ];
