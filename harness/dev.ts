@@ -148,7 +148,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     modulesOnly: options.modulesOnly,
     moduleDirs: options.modulesOnly ? ['drivers/dax'] : undefined,
   });
-  const loaded = prepared.modules ? new Map(prepared.modules.map((m) => [m.name, m.sha256])) : await installedModuleHashes(prepared.kernel);
+  const loaded = prepared.modules ? new Map(prepared.modules.map((m) => [m.name, m.sha256])) : new Map((await installedModules(prepared.kernel, MODULE_DIRS)).map((m) => [m.name, m.sha256]));
   // The module-only path builds against the Debian kernel the overlay sits on.
   const debianKernel = options.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
   const floor = await buildImage(options.cacheDir, 'floor', prepared.kernel);
@@ -262,7 +262,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       const before = prepared.kernel;
       prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.fragments });
       if (prepared.kernel.vmlinuz !== before.vmlinuz || changed.some((f) => !moduleDirsOf([f]).dirs.length)) needsReboot = true;
-      rebuilt = await changedInstalledModules(prepared.kernel, loaded, dirs);
+      rebuilt = (await installedModules(prepared.kernel, dirs)).filter((m) => loaded.get(m.name) !== m.sha256);
     }
     const buildSeconds = (Date.now() - buildStarted) / 1000;
     const names = rebuilt.map((m) => m.name);
@@ -325,29 +325,15 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   }
 }
 
-/** Hashes of the installed modules under the watched directories (full-build path). */
-async function installedModuleHashes(kernel: Kernel): Promise<Map<string, string>> {
-  const hashes = new Map<string, string>();
-  const { stdout } = await execa('find', [kernel.modulesRoot, '-name', '*.ko']);
-  for (const file of stdout.split('\n').filter(Boolean)) {
-    if (!MODULE_DIRS.some((d) => file.includes(`/kernel/${d}/`))) continue;
-    const { stdout: sum } = await execa('sha256sum', [file]);
-    hashes.set(path.basename(file, '.ko').replace(/-/g, '_'), sum.split(' ')[0] ?? '');
-  }
-  return hashes;
-}
-
-/** Full-build path: the installed modules under the changed directories whose content changed. */
-async function changedInstalledModules(kernel: Kernel, loaded: Map<string, string>, dirs: string[]): Promise<BuiltModule[]> {
-  const out: BuiltModule[] = [];
+/** Full-build path: the installed modules under some of the watched directories, with their hashes. */
+async function installedModules(kernel: Kernel, dirs: string[]): Promise<BuiltModule[]> {
+  const modules: BuiltModule[] = [];
   const { stdout } = await execa('find', [kernel.modulesRoot, '-name', '*.ko']);
   for (const file of stdout.split('\n').filter(Boolean)) {
     const dir = dirs.find((d) => file.includes(`/kernel/${d}/`));
     if (!dir) continue;
     const { stdout: sum } = await execa('sha256sum', [file]);
-    const sha256 = sum.split(' ')[0] ?? '';
-    const name = path.basename(file, '.ko').replace(/-/g, '_');
-    if (loaded.get(name) !== sha256) out.push({ name, file, dir, sha256 });
+    modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256: sum.split(' ')[0] ?? '' });
   }
-  return out;
+  return modules;
 }
