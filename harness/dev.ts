@@ -11,6 +11,7 @@ import { VARIANTS } from './hotplug.js';
 import { buildImage, type GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
+import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step } from './progress.js';
 import { onInterrupt } from './reaper.js';
@@ -157,10 +158,12 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   let booted: BootedGuest | undefined;
   let guestNumber = 0;
   const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
-    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel));
+    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: { cxl: topology.cxl.length > 0, pmem: topology.pmem.length > 0 } }));
     guestNumber++;
+    const entry = await kernelEntry(options.cacheDir, kernel);
     const b = await bootGuest({
       kernel,
+      kernelImage: entry.path,
       image,
       topology,
       accel: accel.accel,

@@ -82,6 +82,30 @@ async function step(guest: Guest, what: string, command: string): Promise<string
 }
 
 /**
+ * The NFIT bus's NVDIMMs in QEMU's order (by handle) with the region each one backs, from
+ * `ndctl list -b ACPI.NFIT -R -D`. Names are not fixed: when cxl_acpi loads first, cxl_pmem's
+ * nvdimm bridge takes ndbus0 and the NFIT region becomes region1.
+ */
+export function nfitRegions(listing: string): { dimm: string; region: string }[] {
+  const parsed = JSON.parse(listing.trim() || '{}') as {
+    dimms?: { dev: string; handle?: number }[];
+    regions?: { dev: string; mappings?: { dimm: string }[] }[];
+  };
+  const dimms = [...(parsed.dimms ?? [])].sort((a, b) => (a.handle ?? 0) - (b.handle ?? 0));
+  return dimms.flatMap((d) => {
+    const region = (parsed.regions ?? []).find((r) => r.mappings?.some((m) => m.dimm === d.dev));
+    return region ? [{ dimm: d.dev, region: region.dev }] : [];
+  });
+}
+
+/** Reading an nd bus's wait_probe and writing cxl's flush return once their probes are done. */
+const SETTLE_PROBES = [
+  'for b in /sys/bus/nd/devices/ndbus*/wait_probe; do [ -e "$b" ] && cat "$b" > /dev/null; done',
+  '[ ! -e /sys/bus/cxl/flush ] || echo 1 > /sys/bus/cxl/flush',
+  'true',
+].join('\n');
+
+/**
  * Makes the topology's dax devices and binds them to kmem: a RAM region per CXL memdev
  * (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
  * fresh labels, a devdax namespace moved from device_dax to kmem, leaving onlining to the
@@ -89,6 +113,10 @@ async function step(guest: Guest, what: string, command: string): Promise<string
  */
 export async function createTopologyDevices(guest: Guest, topology: Topology): Promise<DaxDevice[]> {
   const made: DaxDevice[] = [];
+  // modprobe returns before the buses finish probing (libnvdimm registers regions from an
+  // async domain, cxl ports from a workqueue): wait for both, or ndctl races a region that is
+  // just turning active ("regions active, abort label write").
+  await step(guest, 'bus probes to settle', SETTLE_PROBES);
   const before = new Set((await inspectDaxDevices(guest)).map((d) => d.name));
   for (const [i, cxl] of topology.cxl.entries()) {
     progress(`devices: CXL region for ${cxl.name} (mem${i})`);
@@ -99,13 +127,16 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
     before.add(device.name);
     made.push({ ...device, source: cxl.name });
   }
+  const nfit = topology.pmem.length > 0 ? nfitRegions(await step(guest, 'NVDIMM regions', 'ndctl list -b ACPI.NFIT -R -D')) : [];
   for (const [i, pmem] of topology.pmem.entries()) {
-    progress(`devices: devdax namespace on ${pmem.name} (region${i}) -> system-ram`);
-    const region = `region${i}`;
+    const found = nfit[i];
+    if (!found) throw new InfraError(`device setup: the guest shows ${nfit.length} NFIT NVDIMM region(s); ${pmem.name} is number ${i + 1}`);
+    const { dimm, region } = found;
+    progress(`devices: devdax namespace on ${pmem.name} (${region}, ${dimm}) -> system-ram`);
     await step(
       guest,
       `labels for ${pmem.name}`,
-      `ndctl disable-region ${region} && ndctl init-labels -f nmem${i} && ndctl enable-region ${region}`,
+      `ndctl disable-region ${region} && ndctl init-labels -f ${dimm} && ndctl enable-region ${region}`,
     );
     const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`);
     const chardev = /"chardev":"(dax\d+\.\d+)"/.exec(created)?.[1];

@@ -10,9 +10,10 @@ import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { Guest } from './guest.js';
 import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
-import { buildImage, cleanStaleStages, type GuestImage } from './image.js';
+import { type Backings, buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { type Kernel, localKernel } from './kernel/kernel.js';
+import { kernelEntry } from './kernel/pvh.js';
 import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
@@ -168,6 +169,7 @@ export interface BootedGuest {
   sshPort: number;
   devices: DaxDevice[];
   variant: Variant;
+  /** QEMU start to a guest ready for devices: SSH answers and init has loaded the modules. */
   bootToSshSeconds: number;
   cmdline: string;
   workDir: string;
@@ -175,6 +177,10 @@ export interface BootedGuest {
 
 export interface BootSpec {
   kernel: Kernel;
+  /** What QEMU's -kernel gets: the vmlinux for a PVH entry (kernelEntry), or the bzImage. */
+  kernelImage?: string;
+  /** Keep QEMU's default devices: only for the benchmark's measure of -nodefaults. */
+  qemuDefaults?: boolean;
   image: GuestImage;
   topology: Topology;
   accel: AcceleratorChoice['accel'];
@@ -207,11 +213,12 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     const args = qemuArgs({
       topology,
       accel: spec.accel,
-      kernel: spec.kernel.vmlinuz,
+      kernel: spec.kernelImage ?? spec.kernel.vmlinuz,
       initrd: image.path,
       cmdline: spec.cmdline,
       sshPort,
       workDir: spec.workDir,
+      qemuDefaults: spec.qemuDefaults,
     });
     progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
     // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
@@ -259,6 +266,13 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
     }
     throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
   });
+  // init loads the device modules while SSH connects (images/guest/init); devices need them.
+  const loaded = await machine.console.waitFor(/dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/, Math.max(1000, deadline - Date.now()), 0, abort.signal);
+  if (!loaded?.includes('modules loaded')) {
+    guest.close();
+    if (machine.exitInfo) throw new InfraError(`boot failed while loading modules: ${describeExit(machine.exitInfo)}\n--- console tail ---\n${machine.console.tail(25)}`);
+    throw new BootHangError(`boot hung loading modules: ${loaded?.trim() ?? `no "modules loaded" within ${spec.bootTimeoutSec} s`}\n--- console tail ---\n${machine.console.tail(25)}`);
+  }
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
   progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
   const devices = await step('devices: create topology devices', () => createTopologyDevices(guest, topology));
@@ -432,12 +446,23 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256(kernel.vmlinuz), source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
-    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel));
+    const backingsOf = (t: Topology): Backings => ({ cxl: t.cxl.length > 0, pmem: t.pmem.length > 0 });
+    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
+    // A session restricted to one backing boots an image with only that backing's modules.
+    const images = new Map<string, Promise<GuestImage>>([[JSON.stringify(backingsOf(topology)), Promise.resolve(image)]]);
+    const imageFor = (t: Topology): Promise<GuestImage> => {
+      const key = JSON.stringify(backingsOf(t));
+      if (!images.has(key)) images.set(key, step(`image: guest (${t.cxl.length ? 'cxl' : 'pmem'} only)`, () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(t) })));
+      return images.get(key) as Promise<GuestImage>;
+    };
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
     repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256(image.path) };
     const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
     summary.accelerator = accel;
     progress(`accelerator: ${accel.accel} (${accel.reason})`);
+    const entry = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
+    summary.kernel.entry = entry.entry;
+    if (entry.why) progress(`kernel: booting the bzImage: ${entry.why}`);
 
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, sessions.length));
     const retries = options.retries ?? 0;
@@ -482,7 +507,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       const booted = await bootGuest(
         {
           kernel,
-          image,
+          kernelImage: entry.path,
+          image: await imageFor(plan.topology),
           topology: plan.topology,
           accel: accel.accel,
           cmdline: plan.cmdline,

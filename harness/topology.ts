@@ -101,6 +101,8 @@ export interface MachineSpec {
   sshPort: number;
   /** Directory for the nvdimm backing files. */
   workDir: string;
+  /** Keep QEMU's default devices (no -nodefaults): only to measure what leaving them out buys. */
+  qemuDefaults?: boolean;
 }
 
 /** Host path of a pmem device's backing file. */
@@ -126,6 +128,9 @@ export function qemuArgs(spec: MachineSpec): string[] {
     '-M', machine.join(','),
     '-smp', String(t.cpus),
     '-m', `${t.memory.boot},maxmem=${t.memory.max},slots=${t.memory.slots}`,
+    // -nodefaults: no default VGA card, CD-ROM or NIC for the guest kernel to find; every
+    // device the guest has is listed here. (qemuDefaults: the benchmark's "before".)
+    ...(spec.qemuDefaults ? [] : ['-nodefaults']),
     '-display', 'none',
     '-monitor', 'none',
     '-serial', 'stdio',

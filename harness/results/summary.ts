@@ -15,7 +15,8 @@ export interface RunSummary {
   startedAt: string;
   finishedAt?: string;
   wallSeconds?: number;
-  kernel: { requested: string; release?: string; source?: KernelSource };
+  /** `entry`: how QEMU entered it (pvh: the vmlinux at its PVH entry; bzimage: the bzImage). */
+  kernel: { requested: string; release?: string; source?: KernelSource; entry?: 'pvh' | 'bzimage' };
   variant?: Variant;
   /** Set when --variant overrode what the guest showed. */
   variantDetected?: Variant;
