@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
@@ -174,8 +174,13 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     });
     return { booted: b, image };
   };
+  /** Powers a guest off and removes its work directory (the sparse NVDIMM backing files). */
+  const endGuest = async (b: BootedGuest) => {
+    await shutdownGuest(b);
+    await rm(b.workDir, { recursive: true, force: true });
+  };
   onInterrupt(async () => {
-    if (booted) await booted.machine.stop();
+    if (booted) await endGuest(booted);
   });
   let current = await boot(prepared.kernel);
   booted = current.booted;
@@ -250,7 +255,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     // Scripts can tell whether the last iteration's tests passed.
     return lastFailed ? 1 : 0;
   } finally {
-    if (booted) await shutdownGuest(booted);
+    if (booted) await endGuest(booted);
   }
 
   async function deliver(iteration: number, changed: string[], changeSeen: number): Promise<IterationRecord> {
@@ -279,7 +284,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     const coldOnly = names.filter((n) => !HOT_RELOADABLE.has(n) && live.has(n));
     const reboot = async () => {
       delivery = 'reboot';
-      await shutdownGuest(booted as BootedGuest);
+      await endGuest(booted as BootedGuest);
       booted = undefined;
       if (options.modulesOnly) {
         const dirsInTree = MODULE_DIRS.filter((d) => existsSync(path.join(tree.dir, d)));

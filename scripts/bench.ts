@@ -3,20 +3,25 @@
  * kernel and QEMU, each printed with its ratio and goal. Not a test: nothing here fails on a
  * slow machine; the figures go to results/bench-<time>.json as well.
  *
+ * The lean boot is measured change by change: each line of that table boots with one more of
+ * the harness's boot choices than the line above, and all its boots are interleaved (rep 1 of
+ * every line, then rep 2, ...) so a change in the host's load hits every line alike.
+ *
  *   --kernel 7.3 (default)   --reps N (boots per figure, default 3)   --skip-suites
  */
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { buildImage } from '../harness/image.js';
+import { type Backings, buildImage, type ImageCompression } from '../harness/image.js';
+import { kernelEntry } from '../harness/kernel/pvh.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
-import { checkQemu, freePort, Machine } from '../harness/machine.js';
+import { checkQemu, chooseAccelerator, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE, bootGuest, resolveKernel, runOnce, shutdownGuest } from '../harness/run.js';
-import { loadTopology, pmemBackingFile, qemuArgs } from '../harness/topology.js';
+import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -35,7 +40,7 @@ const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 function report(name: string, value: string, ratio?: number, goal?: number) {
   const verdict = goal === undefined || ratio === undefined ? '' : ` (goal <= ${goal}: ${ratio <= goal ? 'met' : 'NOT met'})`;
   const r = ratio === undefined ? '' : `  ratio ${ratio.toFixed(2)}${verdict}`;
-  process.stdout.write(`${name.padEnd(46)} ${value}${r}\n`);
+  process.stdout.write(`${name.padEnd(50)} ${value}${r}\n`);
   figures[name] = { value, ratio };
 }
 
@@ -47,23 +52,80 @@ async function qemuPeakRssKb(pid: number): Promise<number> {
 const qemu = await checkQemu();
 setQuiet(true);
 const kernel = await resolveKernel(cacheDir, kernelSpec);
-const image = await buildImage(cacheDir, 'guest', kernel);
+const image = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true } });
 const floor = await buildImage(cacheDir, 'floor', kernel);
+const entry = await kernelEntry(cacheDir, kernel);
+const { accel } = await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path);
 const topology = await loadTopology('cxl-pmem');
 const work = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-'));
-process.stdout.write(`dax-harness bench: kernel ${kernel.release}, QEMU ${qemu.version}, TCG, topology cxl-pmem, ${reps} boots per figure\n\n`);
+process.stdout.write(
+  `dax-harness bench: kernel ${kernel.release} (${entry.entry} entry), QEMU ${qemu.version}, ${accel.toUpperCase()}, topology cxl-pmem, ${reps} boots per figure\n\n`,
+);
 
-// 1. The floor: same kernel, QEMU and machine, an initramfs whose init powers off at once.
+// 1. The floor: same kernel, entry, QEMU and machine, an initramfs whose init powers off at once.
 const floorTimes: number[] = [];
 for (let i = 0; i < reps; i++) {
   await mkdir(work, { recursive: true });
   for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(work, p.name)]);
-  const args = qemuArgs({ topology, accel: 'tcg', kernel: kernel.vmlinuz, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: work });
+  const args = qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: work });
   const m = Machine.start(args);
   const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
   if (marker) floorTimes.push(Date.now() - m.startedAt);
   await m.stop();
 }
+
+// The lean boot, one change at a time. Each configuration is a boot the harness could do.
+interface BootConfig {
+  label: string;
+  pvh: boolean;
+  compression: ImageCompression;
+  /** The image's module groups; undefined: all of them. */
+  backings?: Backings;
+  qemuDefaults: boolean;
+  extraCmdline?: string;
+  topology: Topology;
+}
+const cxlOnly = restrictTopology(topology, 'cxl');
+const leanSteps: BootConfig[] = [
+  { label: 'before: bzImage, gzip image, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology },
+  { label: '+ PVH direct entry (no decompression)', pvh: true, compression: 'gzip', qemuDefaults: true, topology },
+  { label: '+ uncompressed image', pvh: true, compression: 'none', qemuDefaults: true, topology },
+  { label: '+ -nodefaults (= the harness boot)', pvh: true, compression: 'none', qemuDefaults: false, topology },
+  { label: '+ tsc=reliable mitigations=off (not adopted)', pvh: true, compression: 'none', qemuDefaults: false, extraCmdline: 'tsc=reliable mitigations=off', topology },
+  { label: 'cxl-only guest, every module group', pvh: true, compression: 'none', qemuDefaults: false, topology: cxlOnly },
+  { label: 'cxl-only guest, cxl group only (the harness)', pvh: true, compression: 'none', backings: { cxl: true, pmem: false }, qemuDefaults: false, topology: cxlOnly },
+];
+const leanTimes = leanSteps.map(() => [] as number[]);
+for (let i = 0; i < reps; i++) {
+  for (const [k, c] of leanSteps.entries()) {
+    const img = await buildImage(cacheDir, 'guest', kernel, { backings: c.backings, compression: c.compression });
+    const booted = await bootGuest({
+      kernel,
+      kernelImage: c.pvh ? entry.path : kernel.vmlinuz,
+      image: img,
+      topology: c.topology,
+      accel,
+      qemuDefaults: c.qemuDefaults,
+      cmdline: [BASE_CMDLINE, 'memhp_default_state=offline', c.extraCmdline].filter(Boolean).join(' '),
+      consolePath: path.join(work, `lean-${k}-${i}.log`),
+      workDir: path.join(work, `lean-${k}-${i}`),
+      bootTimeoutSec: 300,
+    });
+    leanTimes[k]?.push(booted.bootToSshSeconds * 1000);
+    await shutdownGuest(booted);
+  }
+}
+process.stdout.write('lean boot: QEMU start to SSH ready with modules loaded, median; each line adds one change to the line above\n');
+for (const [k, c] of leanSteps.entries()) {
+  const ms = median(leanTimes[k] ?? []);
+  const previous = k > 0 && c.topology === leanSteps[k - 1]?.topology ? median(leanTimes[k - 1] ?? []) : undefined;
+  const delta = previous === undefined ? '' : `  ${ms - previous <= 0 ? '-' : '+'}${s(Math.abs(ms - previous))}`;
+  report(`  ${c.label}`, `${s(ms)}${delta}`, previous === undefined ? undefined : ms / previous);
+}
+const leanFirst = median(leanTimes[0] ?? []);
+const leanHarness = median(leanTimes[3] ?? []);
+report('lean boot against before', `${s(leanHarness)} vs ${s(leanFirst)}`, leanHarness / leanFirst);
+process.stdout.write('\n');
 
 // 2. Boot to SSH with the guest image, and a full reboot (boot + devices) against a reset.
 const sshTimes: number[] = [];
@@ -74,7 +136,7 @@ let initrdUnpackMs = Number.NaN;
 for (let i = 0; i < reps; i++) {
   const consolePath = path.join(work, `console-${i}.log`);
   const t0 = Date.now();
-  const booted = await bootGuest({ kernel, image, topology, accel: 'tcg', cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`, consolePath, workDir: path.join(work, `g${i}`), bootTimeoutSec: 300 });
+  const booted = await bootGuest({ kernel, kernelImage: entry.path, image, topology, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`, consolePath, workDir: path.join(work, `g${i}`), bootTimeoutSec: 300 });
   rebootTimes.push(Date.now() - t0);
   sshTimes.push(booted.bootToSshSeconds * 1000);
   const driver = new HotplugDriver(booted.guest, VARIANTS[booted.variant]);
@@ -94,7 +156,8 @@ report('boot to SSH ready', s(median(sshTimes)), median(sshTimes) / floorMs, 1.3
 report('full reboot (boot + devices)', s(median(rebootTimes)));
 if (resetTimes.length) report('per-test reset (unplug, rebind, verify)', s(median(resetTimes)), median(resetTimes) / median(rebootTimes), 0.15);
 report('QEMU peak RSS per guest', `${(rssKb / 1024).toFixed(0)} MiB`);
-report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB`);
+const gzipImage = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true }, compression: 'gzip' });
+report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (gzip -1: ${((await stat(gzipImage.path)).size / 1048576).toFixed(1)} MiB)`);
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
 
 // 3. A second, cached run against its own warm boot, and the full suites serial vs --jobs 2.

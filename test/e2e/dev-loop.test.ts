@@ -1,8 +1,10 @@
-import { cp, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
+import { resolveCacheDir } from '../../harness/paths.js';
 import { CLI, qemuProcesses, runCli, tempResultsDir } from './helpers.js';
 
 /**
@@ -65,6 +67,9 @@ test('dev --modules-only: an edit to kmem.c becomes test results in the running 
     // One guest for the whole loop: a single boot, and the modules loaded are the rebuilt ones.
     t.is((String(result.stderr).match(/\] boot: .* SSH on/g) ?? []).length, 1);
     t.is(qemuProcesses(`dev-${dev.pid}-`).length, 0, 'no QEMU of the dev loop is left');
+    const work = path.join(resolveCacheDir(), 'work');
+    const left = existsSync(work) ? (await readdir(work)).filter((f) => f.startsWith(`dev-${dev.pid}-`)) : [];
+    t.deepEqual(left, [], 'the dev loop removes its guests work directories');
   } finally {
     if (dev.exitCode === null) dev.kill('SIGTERM');
     await dev.catch(() => undefined);
