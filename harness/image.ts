@@ -54,11 +54,16 @@ export interface ImageOptions {
   compression?: ImageCompression;
 }
 
+/** The module groups a recipe loads for a guest with these backings (all when not given). */
+export function recipeModuleGroups(recipe: Pick<ImageRecipe, 'modules'>, backings?: Backings): string[][] {
+  if (Array.isArray(recipe.modules)) return [recipe.modules];
+  const g = recipe.modules;
+  return [g.always ?? [], !backings || backings.cxl ? (g.cxl ?? []) : [], !backings || backings.pmem ? (g.pmem ?? []) : []].filter((x) => x.length > 0);
+}
+
 /** The modules a recipe loads for a guest with these backings (all groups when not given). */
 export function recipeModules(recipe: Pick<ImageRecipe, 'modules'>, backings?: Backings): string[] {
-  if (Array.isArray(recipe.modules)) return recipe.modules;
-  const g = recipe.modules;
-  return [...(g.always ?? []), ...(!backings || backings.cxl ? (g.cxl ?? []) : []), ...(!backings || backings.pmem ? (g.pmem ?? []) : [])];
+  return recipeModuleGroups(recipe, backings).flat();
 }
 
 export interface GuestImage {
@@ -250,7 +255,10 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
     const modules = await step(`image ${recipeName}: modules from modules.dep`, () =>
       copyModules(kernel, wanted, stage),
     );
-    await writeFile(path.join(stage, 'etc/dax-harness/modules'), `${modules.join('\n')}\n`);
+    // One group per line: init runs a modprobe per line, side by side (the cxl and the
+    // nvdimm stacks probe independently, and the guest has two vCPUs).
+    const groupLines = recipeModuleGroups(recipe, options.backings).map((g) => g.filter((m) => modules.includes(m)).join(' '));
+    await writeFile(path.join(stage, 'etc/dax-harness/modules'), `${groupLines.filter(Boolean).join('\n')}\n`);
     await writeFile(path.join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     await writeFile(path.join(stage, 'etc/group'), 'root:x:0:\n');
     await writeFile(path.join(stage, 'etc/shells'), '/bin/sh\n');
