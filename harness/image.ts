@@ -243,7 +243,10 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
       await step(`image ${recipeName}: tools and shared libraries`, () =>
         copyBinariesWithLibraries(userspace.root, recipe.binaries, stage),
       );
-      // kmod's modprobe family replaces busybox's applets (busybox cannot handle everything kmod does).
+      // kmod's modprobe family replaces busybox's applets on PATH, for programs that exec them.
+      // busybox's own shell still runs its applets first (Debian builds it with
+      // FEATURE_PREFER_APPLETS): `modprobe` in init and in test scripts is busybox's, and
+      // /usr/sbin/modprobe is kmod's (softdeps, modprobe.d).
       if (recipe.binaries.includes('usr/bin/kmod')) {
         for (const a of ['modprobe', 'insmod', 'rmmod', 'lsmod', 'modinfo', 'depmod']) {
           await rm(path.join(stage, 'bin', a), { force: true });

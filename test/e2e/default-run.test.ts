@@ -23,6 +23,12 @@ test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every resul
   t.is(summary.variant, 'merged');
   t.is(summary.topology, 'cxl-pmem');
   t.is(summary.accelerator?.accel, 'tcg'); // KVM guests crash on these machines; the probe must notice
+  // The lean boot: Debian's kernel entered at its PVH note, with no default QEMU devices.
+  t.is(summary.kernel.entry, 'pvh');
+  const qemuLine = summary.qemu?.commandLine ?? [];
+  t.true(qemuLine.includes('-nodefaults'));
+  t.regex(qemuLine[qemuLine.indexOf('-kernel') + 1] ?? '', /\.vmlinux$/);
+  t.regex(qemuLine[qemuLine.indexOf('-initrd') + 1] ?? '', /\.cpio$/);
   t.true((summary.bootToSshSeconds ?? 0) > 0);
   t.deepEqual(summary.devices?.map((d) => [d.backing, d.driver]).sort(), [
     ['cxl', 'kmem'],
