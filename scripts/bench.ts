@@ -65,21 +65,11 @@ process.stdout.write(
   `dax-harness bench: kernel ${kernel.release} (${entry.entry} entry), QEMU ${qemu.version}, ${accel.toUpperCase()}, topology cxl-pmem, ${reps} boots per figure\n\n`,
 );
 
-// 1. The floor: same kernel, entry, QEMU and machine, an initramfs whose init powers off at once.
-const floorTimes: number[] = [];
-for (let i = 0; i < reps; i++) {
-  await mkdir(work, { recursive: true });
-  for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(work, p.name)]);
-  const args = qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: work });
-  const m = Machine.start(args);
-  const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
-  if (marker) floorTimes.push(Date.now() - m.startedAt);
-  await m.stop();
-}
-
-// The lean boot, one change at a time. Each configuration is a boot the harness could do.
+// The lean boot, one change at a time. Each configuration is a boot the harness could do;
+// `against` names the line it differs from by one change.
 interface BootConfig {
   label: string;
+  against?: number;
   pvh: boolean;
   compression: ImageCompression;
   /** The image's module groups; undefined: all of them. */
@@ -89,15 +79,17 @@ interface BootConfig {
   topology: Topology;
 }
 const cxlOnly = restrictTopology(topology, 'cxl');
+const harnessBoot = { pvh: true, compression: 'gzip', qemuDefaults: false, topology } as const;
 const leanSteps: BootConfig[] = [
-  { label: 'before: bzImage, gzip image, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology },
-  { label: '+ PVH direct entry (no decompression)', pvh: true, compression: 'gzip', qemuDefaults: true, topology },
-  { label: '+ uncompressed image', pvh: true, compression: 'none', qemuDefaults: true, topology },
-  { label: '+ -nodefaults (= the harness boot)', pvh: true, compression: 'none', qemuDefaults: false, topology },
-  { label: '+ tsc=reliable mitigations=off (not adopted)', pvh: true, compression: 'none', qemuDefaults: false, extraCmdline: 'tsc=reliable mitigations=off', topology },
-  { label: 'cxl-only guest, every module group', pvh: true, compression: 'none', qemuDefaults: false, topology: cxlOnly },
-  { label: 'cxl-only guest, cxl group only (the harness)', pvh: true, compression: 'none', backings: { cxl: true, pmem: false }, qemuDefaults: false, topology: cxlOnly },
+  { label: 'before: bzImage, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology },
+  { label: '+ PVH direct entry (no decompression)', against: 0, pvh: true, compression: 'gzip', qemuDefaults: true, topology },
+  { label: '+ -nodefaults (= the harness boot)', against: 1, ...harnessBoot },
+  { label: 'harness + uncompressed image (not adopted)', against: 2, ...harnessBoot, compression: 'none' },
+  { label: 'harness + tsc=reliable mitigations=off (not adopted)', against: 2, ...harnessBoot, extraCmdline: 'tsc=reliable mitigations=off' },
+  { label: 'cxl-only guest, every module group', ...harnessBoot, topology: cxlOnly },
+  { label: 'cxl-only guest, cxl group only (the harness)', against: 5, ...harnessBoot, backings: { cxl: true, pmem: false }, topology: cxlOnly },
 ];
+const HARNESS_LINE = 2;
 const leanTimes = leanSteps.map(() => [] as number[]);
 // The guest's own clock at "modules loaded": the part of the boot after the kernel started.
 // The rest of the wall time is QEMU, firmware and (bzImage) decompression, plus SSH.
@@ -123,25 +115,36 @@ for (let i = 0; i < leanReps; i++) {
     await shutdownGuest(booted);
   }
 }
-process.stdout.write(`lean boot: QEMU start to SSH ready with modules loaded, median of ${leanReps}; each line adds one change to the line above\n`);
+process.stdout.write(`lean boot: QEMU start to SSH ready with modules loaded, median of ${leanReps}; the delta is one change against the line named\n`);
 for (const [k, c] of leanSteps.entries()) {
   const ms = median(leanTimes[k] ?? []);
-  const previous = k > 0 && c.topology === leanSteps[k - 1]?.topology ? median(leanTimes[k - 1] ?? []) : undefined;
+  const previous = c.against === undefined ? undefined : median(leanTimes[c.against] ?? []);
   const delta = previous === undefined ? '' : `  ${ms - previous <= 0 ? '-' : '+'}${s(Math.abs(ms - previous))}`;
   report(`  ${c.label}`, `${s(ms)}${delta}  (kernel start to modules loaded ${s(median(leanKernelTimes[k] ?? []))})`, previous === undefined ? undefined : ms / previous);
 }
 const leanFirst = median(leanTimes[0] ?? []);
-const leanHarness = median(leanTimes[3] ?? []);
+const leanHarness = median(leanTimes[HARNESS_LINE] ?? []);
 report('lean boot against before', `${s(leanHarness)} vs ${s(leanFirst)}`, leanHarness / leanFirst);
 process.stdout.write('\n');
 
-// 2. Boot to SSH with the guest image, and a full reboot (boot + devices) against a reset.
+// Boot to SSH against the floor, and a full reboot (boot + devices) against a reset.
 const sshTimes: number[] = [];
 const rebootTimes: number[] = [];
 const resetTimes: number[] = [];
 let rssKb = 0;
 let initrdUnpackMs = Number.NaN;
+// The floor (same kernel, entry, QEMU and machine; an initramfs whose init powers off at once)
+// boots right before each guest boot, so the ratio compares boots under the same host load.
+const floorTimes: number[] = [];
 for (let i = 0; i < reps; i++) {
+  const floorWork = path.join(work, `floor-${i}`);
+  await mkdir(floorWork, { recursive: true });
+  for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(floorWork, p.name)]);
+  const m = Machine.start(qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: floorWork }));
+  const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
+  if (marker) floorTimes.push(Date.now() - m.startedAt);
+  await m.stop();
+
   const consolePath = path.join(work, `console-${i}.log`);
   const t0 = Date.now();
   const booted = await bootGuest({ kernel, kernelImage: entry.path, image, topology, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`, consolePath, workDir: path.join(work, `g${i}`), bootTimeoutSec: 300 });
@@ -164,11 +167,11 @@ report('boot to SSH ready', s(median(sshTimes)), median(sshTimes) / floorMs, 1.3
 report('full reboot (boot + devices)', s(median(rebootTimes)));
 if (resetTimes.length) report('per-test reset (unplug, rebind, verify)', s(median(resetTimes)), median(resetTimes) / median(rebootTimes), 0.15);
 report('QEMU peak RSS per guest', `${(rssKb / 1024).toFixed(0)} MiB`);
-const gzipImage = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true }, compression: 'gzip' });
-report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (gzip -1: ${((await stat(gzipImage.path)).size / 1048576).toFixed(1)} MiB)`);
+const plainImage = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true }, compression: 'none' });
+report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`);
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
 
-// 3. A second, cached run against its own warm boot, and the full suites serial vs --jobs 2.
+// A second, cached run against its own warm boot, and the full suites serial vs --jobs 2.
 const results = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-results-'));
 const base = { kernel: kernelSpec, topology: 'cxl-pmem', bootArgs: '', cacheDir, resultsDir: results, bootTimeoutSec: 300 };
 await runOnce({ ...base, suites: ['smoke'] });

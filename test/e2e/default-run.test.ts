@@ -28,7 +28,7 @@ test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every resul
   const qemuLine = summary.qemu?.commandLine ?? [];
   t.true(qemuLine.includes('-nodefaults'));
   t.regex(qemuLine[qemuLine.indexOf('-kernel') + 1] ?? '', /\.vmlinux$/);
-  t.regex(qemuLine[qemuLine.indexOf('-initrd') + 1] ?? '', /\.cpio$/);
+  t.regex(qemuLine[qemuLine.indexOf('-initrd') + 1] ?? '', /\.cpio\.gz$/);
   t.true((summary.bootToSshSeconds ?? 0) > 0);
   t.deepEqual(summary.devices?.map((d) => [d.backing, d.driver]).sort(), [
     ['cxl', 'kmem'],
