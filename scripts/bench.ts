@@ -17,7 +17,7 @@ import { execa } from 'execa';
 import { type Backings, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
-import { checkQemu, chooseAccelerator, freePort, Machine } from '../harness/machine.js';
+import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
@@ -150,16 +150,23 @@ for (let i = 0; i < reps; i++) {
   const booted = await bootGuest({ kernel, kernelImage: entry.path, image, topology, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`, consolePath, workDir: path.join(work, `g${i}`), bootTimeoutSec: 300 });
   rebootTimes.push(Date.now() - t0);
   sshTimes.push(booted.bootToSshSeconds * 1000);
-  const driver = new HotplugDriver(booted.guest, VARIANTS[booted.variant]);
-  const reset = await resetGuest(booted.guest, driver, booted.devices, 'online_movable');
-  if (reset.ok) resetTimes.push(reset.ms);
-  else process.stdout.write(`(reset did not verify: ${reset.why})\n`);
-  rssKb = Math.max(rssKb, await qemuPeakRssKb(booted.machine.pid));
-  const dmesg = await booted.guest.run('dmesg');
-  const unpackStart = /\[\s*(\d+\.\d+)\] Trying to unpack rootfs image as initramfs/.exec(dmesg)?.[1];
-  const unpackEnd = /\[\s*(\d+\.\d+)\] Freeing initrd memory/.exec(dmesg)?.[1];
-  if (unpackStart && unpackEnd) initrdUnpackMs = (Number(unpackEnd) - Number(unpackStart)) * 1000;
-  await shutdownGuest(booted);
+  try {
+    rssKb = Math.max(rssKb, await qemuPeakRssKb(booted.machine.pid));
+    const dmesg = await booted.guest.run('dmesg');
+    const unpackStart = /\[\s*(\d+\.\d+)\] Trying to unpack rootfs image as initramfs/.exec(dmesg)?.[1];
+    const unpackEnd = /\[\s*(\d+\.\d+)\] Freeing initrd memory/.exec(dmesg)?.[1];
+    if (unpackStart && unpackEnd) initrdUnpackMs = (Number(unpackEnd) - Number(unpackStart)) * 1000;
+    const driver = new HotplugDriver(booted.guest, VARIANTS[booted.variant]);
+    const reset = await resetGuest(booted.guest, driver, booted.devices, 'online_movable');
+    if (reset.ok) resetTimes.push(reset.ms);
+    else process.stdout.write(`(reset ${i + 1} did not verify: ${reset.why})\n`);
+  } catch (error) {
+    // A guest lost in the reset (QEMU died) costs this figure one sample, not the benchmark.
+    const exit = booted.machine.exitInfo;
+    process.stdout.write(`(reset ${i + 1}: guest lost: ${exit ? describeExit(exit) : String(error).split('\n')[0]})\n`);
+  } finally {
+    await shutdownGuest(booted);
+  }
 }
 const floorMs = median(floorTimes);
 report('floor: QEMU start -> init of a poweroff image', s(floorMs));
