@@ -91,28 +91,36 @@ const leanSteps: BootConfig[] = [
 ];
 const HARNESS_LINE = 2;
 const leanTimes = leanSteps.map(() => [] as number[]);
+const lostBoots: string[] = [];
 // The guest's own clock at "modules loaded": the part of the boot after the kernel started.
 // The rest of the wall time is QEMU, firmware and (bzImage) decompression, plus SSH.
 const leanKernelTimes = leanSteps.map(() => [] as number[]);
 for (let i = 0; i < leanReps; i++) {
   for (const [k, c] of leanSteps.entries()) {
-    const img = await buildImage(cacheDir, 'guest', kernel, { backings: c.backings, compression: c.compression });
-    const booted = await bootGuest({
-      kernel,
-      kernelImage: c.pvh ? entry.path : kernel.vmlinuz,
-      image: img,
-      topology: c.topology,
-      accel,
-      qemuDefaults: c.qemuDefaults,
-      cmdline: [BASE_CMDLINE, 'memhp_default_state=offline', c.extraCmdline].filter(Boolean).join(' '),
-      consolePath: path.join(work, `lean-${k}-${i}.log`),
-      workDir: path.join(work, `lean-${k}-${i}`),
-      bootTimeoutSec: 300,
-    });
-    leanTimes[k]?.push(booted.bootToSshSeconds * 1000);
-    const loadedAt = /\[\s*(\d+\.\d+)\] dax-harness: modules loaded/.exec(await booted.guest.run('dmesg'))?.[1];
-    if (loadedAt) leanKernelTimes[k]?.push(Number(loadedAt) * 1000);
-    await shutdownGuest(booted);
+    let booted: Awaited<ReturnType<typeof bootGuest>> | undefined;
+    try {
+      const img = await buildImage(cacheDir, 'guest', kernel, { backings: c.backings, compression: c.compression });
+      booted = await bootGuest({
+        kernel,
+        kernelImage: c.pvh ? entry.path : kernel.vmlinuz,
+        image: img,
+        topology: c.topology,
+        accel,
+        qemuDefaults: c.qemuDefaults,
+        cmdline: [BASE_CMDLINE, 'memhp_default_state=offline', c.extraCmdline].filter(Boolean).join(' '),
+        consolePath: path.join(work, `lean-${k}-${i}.log`),
+        workDir: path.join(work, `lean-${k}-${i}`),
+        bootTimeoutSec: 300,
+      });
+      leanTimes[k]?.push(booted.bootToSshSeconds * 1000);
+      const loadedAt = /\[\s*(\d+\.\d+)\] dax-harness: modules loaded/.exec(await booted.guest.run('dmesg'))?.[1];
+      if (loadedAt) leanKernelTimes[k]?.push(Number(loadedAt) * 1000);
+    } catch (error) {
+      // A boot QEMU did not survive (TCG has aborted on its own, rarely) costs one sample.
+      lostBoots.push(`${c.label.trim()}, boot ${i + 1}: ${String(error).split('\n')[0]}`);
+    } finally {
+      if (booted) await shutdownGuest(booted);
+    }
   }
 }
 process.stdout.write(`lean boot: QEMU start to SSH ready with modules loaded, median of ${leanReps}; the delta is one change against the line named\n`);
@@ -122,6 +130,7 @@ for (const [k, c] of leanSteps.entries()) {
   const delta = previous === undefined ? '' : `  ${ms - previous <= 0 ? '-' : '+'}${s(Math.abs(ms - previous))}`;
   report(`  ${c.label}`, `${s(ms)}${delta}  (kernel start to modules loaded ${s(median(leanKernelTimes[k] ?? []))})`, previous === undefined ? undefined : ms / previous);
 }
+for (const lost of lostBoots) process.stdout.write(`  (lost: ${lost})\n`);
 const leanFirst = median(leanTimes[0] ?? []);
 const leanHarness = median(leanTimes[HARNESS_LINE] ?? []);
 report('lean boot against before', `${s(leanHarness)} vs ${s(leanFirst)}`, leanHarness / leanFirst);
