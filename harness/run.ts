@@ -164,6 +164,8 @@ function dirtiness(recorded: Map<string, TestRecord>): string | undefined {
 export interface BootedGuest {
   /** Boots that hung before SSH and were replaced by a new QEMU. */
   hungBoots?: number;
+  /** Boots whose QEMU crashed (SIGABRT, SIGSEGV) before SSH and were replaced by a new QEMU. */
+  qemuCrashedBoots?: number;
   machine: Machine;
   guest: Guest;
   sshPort: number;
@@ -195,6 +197,18 @@ export interface BootSpec {
 /** A boot that stalled or never answered SSH while QEMU kept running: worth one more try. */
 class BootHangError extends InfraError {}
 
+/**
+ * QEMU itself crashed before the guest answered SSH (QEMU 10.0 under TCG once aborted in
+ * iotlb_to_section while the guest enumerated PCI): worth one more QEMU, and recorded.
+ */
+class QemuCrashError extends InfraError {}
+
+/** QEMU's own crash: the harness stops QEMU with SIGTERM or SIGKILL, a guest panic ends it with status 0. */
+function qemuCrashed(machine: Machine): boolean {
+  const signal = machine.exitInfo?.signal;
+  return signal === 'SIGABRT' || signal === 'SIGSEGV' || signal === 'SIGBUS';
+}
+
 /** Boots a guest, waits for SSH, creates the devices. On any failure QEMU is stopped. */
 export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => void): Promise<BootedGuest> {
   const { image, topology } = spec;
@@ -208,6 +222,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
   // The port is free when picked but QEMU binds it a moment later: if another process took it
   // meanwhile, QEMU refuses to start ("Could not set up host forwarding rule"); pick another.
   let hangs = 0;
+  let crashes = 0;
   for (let attempt = 1; ; attempt++) {
     const sshPort = spec.sshPort ?? (await freePort());
     const args = qemuArgs({
@@ -227,11 +242,13 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     onStart?.(machine);
     try {
       const booted = await waitForGuest(spec, machine, sshPort);
-      if (booted) return { ...booted, hungBoots: hangs };
+      if (booted) return { ...booted, hungBoots: hangs, qemuCrashedBoots: crashes };
     } catch (error) {
       await machine.stop();
-      // One more QEMU for a boot that hung (never a QEMU that exited: that is reported as is).
-      if (!(error instanceof BootHangError) || hangs++ >= 1) throw error;
+      // One more QEMU for a boot that hung or whose QEMU crashed on its own; a QEMU that
+      // exited otherwise (the guest's panic, a bad option) is reported as is.
+      const retry = (error instanceof BootHangError && hangs++ < 1) || (error instanceof QemuCrashError && crashes++ < 1);
+      if (!retry) throw error;
       progress(`boot: ${errorMessage(error).split('\n')[0]}; booting a new QEMU once`);
       continue;
     }
@@ -262,7 +279,8 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
     if (machine.exitInfo) {
       const why = `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`;
-      throw new InfraError(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+      const Failure = qemuCrashed(machine) ? QemuCrashError : InfraError;
+      throw new Failure(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
     }
     throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
   });
@@ -270,7 +288,10 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   const loaded = await machine.console.waitFor(/dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/, Math.max(1000, deadline - Date.now()), 0, abort.signal);
   if (!loaded?.includes('modules loaded')) {
     guest.close();
-    if (machine.exitInfo) throw new InfraError(`boot failed while loading modules: ${describeExit(machine.exitInfo)}\n--- console tail ---\n${machine.console.tail(25)}`);
+    if (machine.exitInfo) {
+      const Failure = qemuCrashed(machine) ? QemuCrashError : InfraError;
+      throw new Failure(`boot failed while loading modules: ${describeExit(machine.exitInfo)}\n--- console tail ---\n${machine.console.tail(25)}`);
+    }
     throw new BootHangError(`boot hung loading modules: ${loaded?.trim() ?? `no "modules loaded" within ${spec.bootTimeoutSec} s`}\n--- console tail ---\n${machine.console.tail(25)}`);
   }
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
@@ -635,6 +656,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           slot = await bootSlot(plan);
           if (first) entry.bootToSshSeconds = slot.booted.bootToSshSeconds;
           if (slot.booted.hungBoots) entry.hungBoots = (entry.hungBoots ?? 0) + slot.booted.hungBoots;
+          if (slot.booted.qemuCrashedBoots) entry.qemuCrashedBoots = (entry.qemuCrashedBoots ?? 0) + slot.booted.qemuCrashedBoots;
         }
         if (first) {
           entry.guest = slot.number;

@@ -54,6 +54,8 @@ export interface RunSummary {
     guestLost?: string[];
     /** Boots that hung before SSH (a TCG vCPU stall) and were replaced by a new QEMU. */
     hungBoots?: number;
+    /** Boots whose QEMU crashed on its own (SIGABRT, SIGSEGV) before SSH, replaced once. */
+    qemuCrashedBoots?: number;
   }[];
   /** Guests booted in the run. */
   guestBoots?: number;
