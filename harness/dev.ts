@@ -8,7 +8,7 @@ import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf
 import type { RunContext } from './context.js';
 import { InfraError } from './errors.js';
 import { VARIANTS } from './hotplug.js';
-import { buildImage, type GuestImage } from './image.js';
+import { backingsOf, buildImage, type GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
@@ -158,12 +158,11 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   let booted: BootedGuest | undefined;
   let guestNumber = 0;
   const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
-    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: { cxl: topology.cxl.length > 0, pmem: topology.pmem.length > 0 } }));
+    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
     guestNumber++;
-    const entry = await kernelEntry(options.cacheDir, kernel);
     const b = await bootGuest({
       kernel,
-      kernelImage: entry.path,
+      kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
       image,
       topology,
       accel: accel.accel,

@@ -11,6 +11,7 @@ import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './modules.j
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
 import { processAlive } from './reaper.js';
+import type { Topology } from './topology.js';
 
 /** A recipe in images/<name>/recipe.json. */
 export interface ImageRecipe {
@@ -39,6 +40,10 @@ export interface ModuleGroups {
 export interface Backings {
   cxl: boolean;
   pmem: boolean;
+}
+
+export function backingsOf(topology: Pick<Topology, 'cxl' | 'pmem'>): Backings {
+  return { cxl: topology.cxl.length > 0, pmem: topology.pmem.length > 0 };
 }
 
 /**

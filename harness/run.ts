@@ -10,7 +10,7 @@ import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { Guest } from './guest.js';
 import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
-import { type Backings, buildImage, cleanStaleStages, type GuestImage } from './image.js';
+import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { type Kernel, localKernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
@@ -203,10 +203,16 @@ class BootHangError extends InfraError {}
  */
 class QemuCrashError extends InfraError {}
 
-/** QEMU's own crash: the harness stops QEMU with SIGTERM or SIGKILL, a guest panic ends it with status 0. */
-function qemuCrashed(machine: Machine): boolean {
-  const signal = machine.exitInfo?.signal;
-  return signal === 'SIGABRT' || signal === 'SIGSEGV' || signal === 'SIGBUS';
+/**
+ * The error for a QEMU that exited before its guest was ready. A crash of QEMU's own (the
+ * harness stops QEMU with SIGTERM or SIGKILL; a guest panic ends it with status 0) is a
+ * QemuCrashError, worth one more QEMU.
+ */
+function qemuExitError(machine: Machine, what: string): InfraError {
+  const exit = machine.exitInfo ?? { code: null, signal: null, stderr: '' };
+  const why = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n')[0]}` : ''}`;
+  const crashed = exit.signal === 'SIGABRT' || exit.signal === 'SIGSEGV' || exit.signal === 'SIGBUS';
+  return new (crashed ? QemuCrashError : InfraError)(`${what}: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
 }
 
 /** Boots a guest, waits for SSH, creates the devices. On any failure QEMU is stopped. */
@@ -277,21 +283,14 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   if (!machine.running) await machine.exited;
   if (machine.exitInfo && /host forwarding rule|Address already in use/i.test(machine.exitInfo.stderr)) return undefined;
   const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
-    if (machine.exitInfo) {
-      const why = `${describeExit(machine.exitInfo)}${machine.exitInfo.stderr ? `: ${machine.exitInfo.stderr.split('\n')[0]}` : ''}`;
-      const Failure = qemuCrashed(machine) ? QemuCrashError : InfraError;
-      throw new Failure(`boot failed: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
-    }
+    if (machine.exitInfo) throw qemuExitError(machine, 'boot failed');
     throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
   });
   // init loads the device modules while SSH connects (images/guest/init); devices need them.
   const loaded = await machine.console.waitFor(/dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/, Math.max(1000, deadline - Date.now()), 0, abort.signal);
   if (!loaded?.includes('modules loaded')) {
     guest.close();
-    if (machine.exitInfo) {
-      const Failure = qemuCrashed(machine) ? QemuCrashError : InfraError;
-      throw new Failure(`boot failed while loading modules: ${describeExit(machine.exitInfo)}\n--- console tail ---\n${machine.console.tail(25)}`);
-    }
+    if (machine.exitInfo) throw qemuExitError(machine, 'boot failed while loading modules');
     throw new BootHangError(`boot hung loading modules: ${loaded?.trim() ?? `no "modules loaded" within ${spec.bootTimeoutSec} s`}\n--- console tail ---\n${machine.console.tail(25)}`);
   }
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
@@ -467,23 +466,24 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256(kernel.vmlinuz), source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
-    const backingsOf = (t: Topology): Backings => ({ cxl: t.cxl.length > 0, pmem: t.pmem.length > 0 });
-    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
-    // A session restricted to one backing boots an image with only that backing's modules.
-    const images = new Map<string, Promise<GuestImage>>([[JSON.stringify(backingsOf(topology)), Promise.resolve(image)]]);
+    // One image per set of backings: a session restricted to one backing boots an image with
+    // only that backing's modules.
+    const images = new Map<string, Promise<GuestImage>>();
     const imageFor = (t: Topology): Promise<GuestImage> => {
-      const key = JSON.stringify(backingsOf(t));
-      if (!images.has(key)) images.set(key, step(`image: guest (${t.cxl.length ? 'cxl' : 'pmem'} only)`, () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(t) })));
+      const backings = backingsOf(t);
+      const key = Object.entries(backings).flatMap(([name, has]) => (has ? [name] : [])).join(' + ');
+      if (!images.has(key)) images.set(key, step(`image: guest (${key})`, () => buildImage(options.cacheDir, 'guest', kernel, { backings })));
       return images.get(key) as Promise<GuestImage>;
     };
+    const image = await imageFor(topology);
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
     repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256(image.path) };
     const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
     summary.accelerator = accel;
     progress(`accelerator: ${accel.accel} (${accel.reason})`);
-    const entry = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
-    summary.kernel.entry = entry.entry;
-    if (entry.why) progress(`kernel: booting the bzImage: ${entry.why}`);
+    const kernelBoot = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
+    summary.kernel.entry = kernelBoot.entry;
+    if (kernelBoot.why) progress(`kernel: booting the bzImage: ${kernelBoot.why}`);
 
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, sessions.length));
     const retries = options.retries ?? 0;
@@ -528,7 +528,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       const booted = await bootGuest(
         {
           kernel,
-          kernelImage: entry.path,
+          kernelImage: kernelBoot.path,
           image: await imageFor(plan.topology),
           topology: plan.topology,
           accel: accel.accel,

@@ -14,7 +14,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { type Backings, buildImage, type ImageCompression } from '../harness/image.js';
+import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
@@ -55,11 +55,11 @@ async function qemuPeakRssKb(pid: number): Promise<number> {
 const qemu = await checkQemu();
 setQuiet(true);
 const kernel = await resolveKernel(cacheDir, kernelSpec);
-const image = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true } });
+const topology = await loadTopology('cxl-pmem');
+const image = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology) });
 const floor = await buildImage(cacheDir, 'floor', kernel);
 const entry = await kernelEntry(cacheDir, kernel);
 const { accel } = await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path);
-const topology = await loadTopology('cxl-pmem');
 const work = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-'));
 process.stdout.write(
   `dax-harness bench: kernel ${kernel.release} (${entry.entry} entry), QEMU ${qemu.version}, ${accel.toUpperCase()}, topology cxl-pmem, ${reps} boots per figure\n\n`,
@@ -183,7 +183,7 @@ report('boot to SSH ready', s(median(sshTimes)), median(sshTimes) / floorMs, 1.3
 report('full reboot (boot + devices)', s(median(rebootTimes)));
 if (resetTimes.length) report('per-test reset (unplug, rebind, verify)', s(median(resetTimes)), median(resetTimes) / median(rebootTimes), 0.15);
 report('QEMU peak RSS per guest', `${(rssKb / 1024).toFixed(0)} MiB`);
-const plainImage = await buildImage(cacheDir, 'guest', kernel, { backings: { cxl: true, pmem: true }, compression: 'none' });
+const plainImage = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology), compression: 'none' });
 report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`);
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
 
