@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -8,6 +7,7 @@ import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
+import { sha256File } from './hash.js';
 import { Guest } from './guest.js';
 import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
 import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
@@ -114,12 +114,6 @@ export function collapseRetries(raw: TestRecord[]): TestRecord[] {
 
 async function readTestRecords(file: string): Promise<TestRecord[]> {
   return collapseRetries(await readRawRecords(file));
-}
-
-async function sha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** The harness's git commit (and whether the tree had changes), when it runs from a clone. */
@@ -463,7 +457,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   try {
     const kernel = localKernelChecked ?? (await resolveKernel(options.cacheDir, options.kernel, options.modules));
     summary.kernel = { requested: options.kernel, release: kernel.release, source: kernel.source };
-    repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256(kernel.vmlinuz), source: kernel.source };
+    repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
     // One image per set of backings: a session restricted to one backing boots an image with
@@ -477,7 +471,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     };
     const image = await imageFor(topology);
     summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
-    repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256(image.path) };
+    repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256File(image.path) };
     const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
     summary.accelerator = accel;
     progress(`accelerator: ${accel.accel} (${accel.reason})`);

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { errorMessage } from '../errors.js';
+import { sha256File } from '../hash.js';
 import type { Kernel } from './kernel.js';
 
 /**
@@ -66,12 +66,6 @@ export function hasPvhNote(elf: Buffer): boolean {
     }
   }
   return false;
-}
-
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /**
