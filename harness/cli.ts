@@ -10,6 +10,7 @@ import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
 import { mergeResults, parseShard, runMatrix } from './matrix.js';
+import { ShardsRefused } from './results/shard.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
@@ -156,9 +157,15 @@ function program(): Command {
     .argument('<dirs...>', 'matrix result directories (one per shard)')
     .requiredOption('--out <DIR>', 'directory to write the merged results to (new or empty)')
     .action(async (dirs: string[], o) => {
-      const { exitCode, summary, dir } = await mergeResults(dirs, o.out);
-      printMatrix(dir, summary);
-      process.exitCode = exitCode;
+      const merged = await mergeResults(dirs, o.out).catch((error) => {
+        if (!(error instanceof ShardsRefused)) throw error;
+        // One line per refused shard, so a CI log names every bad artifact at once.
+        for (const line of error.lines) process.stderr.write(`dax-harness: error: ${line}\n`);
+        process.exitCode = 2;
+      });
+      if (!merged) return;
+      printMatrix(merged.dir, merged.summary);
+      process.exitCode = merged.exitCode;
     });
 
   cli

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, readlink, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errorMessage, UsageError } from './errors.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
@@ -12,6 +12,7 @@ import { fileTail, type ReportCell, toHtmlReport } from './results/html.js';
 import { junitDocument } from './results/junit.js';
 import { toKtap } from './results/ktap.js';
 import type { TestRecord } from './results/record.js';
+import { copyShardFiles, listShardFiles, readShardSummary, type ShardEntry, ShardProblem, ShardsRefused } from './results/shard.js';
 import { countsLine, countTests, type RunStatus, type RunSummary } from './results/summary.js';
 import { runOnce } from './run.js';
 import { listSuites } from './suites.js';
@@ -289,8 +290,9 @@ async function previousMatrix(dir: string, current: MatrixSummary): Promise<Matr
   let best: MatrixSummary | undefined;
   for (const e of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
     if (!e.isDirectory() || path.join(parent, e.name) === dir) continue;
-    const s = await readJson<MatrixSummary>(path.join(parent, e.name, 'summary.json'));
-    if (s?.kind !== MATRIX_KIND || s.status === 'running' || !(s.startedAt < current.startedAt)) continue;
+    // Checked like a shard: the parent of a merge's --out often holds the downloaded shards.
+    const s = await readShardSummary(path.join(parent, e.name)).catch(() => undefined);
+    if (!s || s.status === 'running' || !(s.startedAt < current.startedAt)) continue;
     if (!s.cells.some((c) => ids.has(c.id))) continue;
     if (!best || s.startedAt > best.startedAt) best = s;
   }
@@ -512,41 +514,80 @@ function sameCell(a: MatrixCell, b: MatrixCell): boolean {
   return a.runDir === b.runDir && a.status === b.status && JSON.stringify(a.counts) === JSON.stringify(b.counts);
 }
 
-/** Joins shard (or matrix) result directories into one, copying each cell's run directory. */
-export async function mergeResults(inputs: string[], out: string): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
-  if (inputs.length === 0) throw new UsageError('merge needs at least one result directory');
-  const loaded: { dir: string; summary: MatrixSummary }[] = [];
+/** The shards' checked summaries; `refused` holds the first problem of each bad shard. */
+async function loadShards(inputs: string[]): Promise<{ loaded: { dir: string; input: string; summary: MatrixSummary }[]; refused: Map<string, string> }> {
+  const loaded: { dir: string; input: string; summary: MatrixSummary }[] = [];
+  const refused = new Map<string, string>();
   for (const input of inputs) {
     const dir = path.resolve(input);
-    const s = await readJson<MatrixSummary>(path.join(dir, 'summary.json'));
-    if (s?.kind !== MATRIX_KIND) throw new UsageError(`${input} is not a matrix result (no summary.json written by "dax-harness matrix")`);
-    loaded.push({ dir, summary: s });
-  }
-  const plan = JSON.stringify(loaded[0]!.summary.plannedCells.map((c) => c.id));
-  for (const { dir, summary } of loaded.slice(1)) {
-    if (JSON.stringify(summary.plannedCells.map((c) => c.id)) !== plan) {
-      throw new UsageError(`${dir} comes from a different matrix than ${loaded[0]!.dir} (their planned cells differ)`);
+    try {
+      loaded.push({ dir, input, summary: await readShardSummary(dir) });
+    } catch (error) {
+      if (!(error instanceof ShardProblem)) throw error;
+      refused.set(input, error.message);
     }
   }
+  const plan = JSON.stringify(loaded[0]?.summary.plannedCells.map((c) => c.id));
+  for (const { input, summary } of loaded.slice(1)) {
+    if (JSON.stringify(summary.plannedCells.map((c) => c.id)) !== plan) {
+      refused.set(input, `it comes from a different matrix than ${loaded[0]!.input} (their planned cells differ)`);
+    }
+  }
+  return { loaded, refused };
+}
+
+/**
+ * Joins shard (or matrix) result directories into one, copying each cell's run directory.
+ * Shards are untrusted (harness/results/shard.ts checks them): every shard is checked in full,
+ * summary and files, before anything is written; one refused shard refuses the merge and
+ * --out is not created. Should a copy still fail (a shard changed meanwhile), --out is emptied.
+ */
+export async function mergeResults(inputs: string[], out: string): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
+  if (inputs.length === 0) throw new UsageError('merge needs at least one result directory');
+  const outDir = path.resolve(out);
+  if (inputs.some((i) => path.resolve(i) === outDir)) throw new UsageError('--out must not be one of the inputs');
+  const present = existsSync(outDir) ? await readdir(outDir).catch(() => [outDir]) : [];
+  if (present.length > 0) throw new UsageError(`--out ${out} exists and is not an empty directory`);
+  const { loaded, refused } = await loadShards(inputs);
+  const conflicts: string[] = [];
   const cells = new Map<string, { cell: MatrixCell; from: string }>();
   for (const { dir, summary } of loaded) {
     for (const cell of summary.cells) {
       const seen = cells.get(cell.id);
-      if (seen && !sameCell(seen.cell, cell)) {
-        throw new UsageError(`cell ${cell.id} is in both ${seen.from} and ${dir} with different results`);
-      }
+      if (seen && !sameCell(seen.cell, cell)) conflicts.push(`cell ${cell.id} is in both ${seen.from} and ${dir} with different results`);
       if (!seen) cells.set(cell.id, { cell, from: dir });
     }
   }
-  const outDir = path.resolve(out);
-  if (existsSync(outDir) && (await readdir(outDir)).length > 0) throw new UsageError(`--out ${out} exists and is not empty`);
-  if (loaded.some((l) => l.dir === outDir)) throw new UsageError('--out must not be one of the inputs');
-  await mkdir(path.join(outDir, 'cells'), { recursive: true });
-  for (const { cell, from } of cells.values()) {
-    const cellDir = path.join(from, 'cells', cell.id);
-    if (existsSync(cellDir)) await cp(cellDir, path.join(outDir, 'cells', cell.id), { recursive: true, verbatimSymlinks: true });
+  const copies: { dir: string; entries: ShardEntry[] }[] = [];
+  for (const { dir, input } of loaded.filter((l) => !refused.has(l.input))) {
+    const mine = [...cells.values()].filter((v) => v.from === dir).map((v) => v.cell);
+    try {
+      copies.push({ dir, entries: await listShardFiles(dir, mine) });
+    } catch (error) {
+      if (!(error instanceof ShardProblem)) throw error;
+      refused.set(input, error.message);
+    }
   }
-  const merged = [...cells.values()].map((v) => v.cell).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const lines = [...inputs.filter((i) => refused.has(i)).map((i) => `shard ${i} refused: ${refused.get(i)}`), ...conflicts];
+  if (lines.length > 0) throw new ShardsRefused(lines);
+  const created = !existsSync(outDir);
+  try {
+    await mkdir(outDir, { recursive: true });
+    for (const { dir, entries } of copies) await copyShardFiles(dir, outDir, entries);
+    return await writeMerged(loaded, [...cells.values()].map((v) => v.cell), outDir);
+  } catch (error) {
+    for (const e of await readdir(outDir).catch(() => [])) await rm(path.join(outDir, e), { recursive: true, force: true });
+    if (created) await rm(outDir, { recursive: true, force: true });
+    throw error instanceof ShardProblem ? new UsageError(`merge failed, nothing written: ${error.message}`) : error;
+  }
+}
+
+async function writeMerged(
+  loaded: { dir: string; summary: MatrixSummary }[],
+  cells: MatrixCell[],
+  outDir: string,
+): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
+  const merged = [...cells].sort((a, b) => (a.id < b.id ? -1 : 1));
   const startedAt = loaded.map((l) => l.summary.startedAt).sort()[0]!;
   const finishedAt = loaded.map((l) => l.summary.finishedAt ?? l.summary.startedAt).sort().at(-1)!;
   const planned = loaded[0]!.summary.plannedCells;

@@ -69,8 +69,9 @@ export async function resolveKernel(cacheDir: string, spec: string, modules?: st
 
 function runIdFor(kernel: string, topology: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-  const label = path.basename(kernel).replace(/[^A-Za-z0-9.+-]/g, '_');
-  return `${stamp}-${label}-${topology}-${process.pid}`;
+  // Plain names only: a run id is one path component, and merge accepts no other.
+  const plain = (text: string) => text.replace(/[^A-Za-z0-9.+-]/g, '_');
+  return `${stamp}-${plain(path.basename(kernel))}-${plain(topology)}-${process.pid}`;
 }
 
 async function writeAtomic(file: string, text: string): Promise<void> {

@@ -47,6 +47,12 @@ export function esc(text: unknown): string {
     .replace(/'/g, '&#39;');
 }
 
+/** A link the report may carry: a relative path of plain names (never a URL, "/" or ".."). */
+export function relativeHref(target: string | undefined): string | undefined {
+  const parts = target?.split('/') ?? [];
+  return parts.length > 0 && parts.every((p) => /^[A-Za-z0-9._+-]+$/.test(p) && !/^\.+$/.test(p)) ? parts.join('/') : undefined;
+}
+
 const STYLE = `
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0 1em; }
@@ -77,7 +83,7 @@ function refList(title: string, refs: TestRef[], cls: string, single: boolean): 
 function testStatus(t: TestRecord): string {
   if (t.status === 'fail' && t.known) return '<span class="known">KNOWN</span>';
   if (t.status === 'pass' && t.flaky) return '<span class="flaky">FLAKY</span> <span class="pass">PASS</span>';
-  return `<span class="${t.status === 'skip' ? 'muted' : t.status}">${esc(t.status.toUpperCase())}</span>`;
+  return `<span class="${t.status === 'skip' ? 'muted' : esc(t.status)}">${esc(t.status.toUpperCase())}</span>`;
 }
 
 function failureSection(t: TestRecord): string {
@@ -115,7 +121,8 @@ export function toHtmlReport(model: ReportModel): string {
   ];
   for (const c of model.cells) {
     const flaky = c.tests.filter((t) => t.flaky).length;
-    const id = c.runDir ? `<a href="${esc(c.runDir)}/">${esc(c.id)}</a>` : esc(c.id);
+    const href = relativeHref(c.runDir);
+    const id = href ? `<a href="${esc(href)}/">${esc(c.id)}</a>` : esc(c.id);
     out.push(
       `<tr><td>${id}</td><td>${esc(c.kernel.requested)}</td><td>${esc(c.kernel.release ?? '?')}</td><td>${esc(c.variant ?? '?')}</td><td>${esc(c.topology)}</td>` +
         `<td>${c.counts.passed}</td><td>${c.counts.failed}</td><td>${c.counts.skipped}</td><td>${c.counts.known ?? 0}</td><td>${flaky}</td><td>${c.wallSeconds === undefined ? '' : c.wallSeconds.toFixed(0)}</td>` +

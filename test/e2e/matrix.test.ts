@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -136,6 +136,26 @@ test('a malformed matrix file: one line, exit 2, no directory left', async (t) =
   const notMatrix = await runCli(['merge', work, '--out', path.join(work, 'out')]);
   t.is(notMatrix.exitCode, 2);
   t.true(isOneLineError(notMatrix.stderr), notMatrix.stderr);
-  t.regex(notMatrix.stderr, /is not a matrix result/);
+  t.regex(notMatrix.stderr, /not a matrix result/);
   t.false(existsSync(path.join(work, 'out')));
+});
+
+test('merge refuses bad shards from the command line: one line per shard, exit 2, no --out (no QEMU)', async (t) => {
+  const work = await mkdtemp(path.join(tmpdir(), 'dax-matrix-e2e-'));
+  const planned = [{ id: '7.3-cxl', kernel: '7.3', topology: 'cxl' }];
+  const counts = { passed: 0, failed: 0, skipped: 0, known: 0, total: 0 };
+  const cell = { id: '../../x', kernel: { requested: '7.3', label: '7.3' }, topology: 'cxl', suites: ['smoke'], status: 'pass', counts, tests: [] };
+  const climbing = path.join(work, 'climbing');
+  const broken = path.join(work, 'broken');
+  for (const dir of [climbing, broken]) await mkdir(dir);
+  await writeFile(path.join(climbing, 'summary.json'), JSON.stringify({ kind: 'dax-harness-matrix', matrixId: 'm', config: 'm.json', status: 'pass', startedAt: '2026-11-27T10:00:00Z', plannedCells: planned, counts, cells: [cell] }));
+  await writeFile(path.join(broken, 'summary.json'), '{"kind": ');
+  const out = path.join(work, 'out');
+  const merge = await runCli(['merge', climbing, broken, '--out', out]);
+  t.is(merge.exitCode, 2, merge.all);
+  const lines = merge.stderr.trim().split('\n');
+  t.is(lines.length, 2, merge.stderr);
+  t.regex(lines[0] ?? '', /^dax-harness: error: shard \S+\/climbing refused: cells\[0\]\.id "\.\.\/\.\.\/x" is not a cell id$/);
+  t.regex(lines[1] ?? '', /^dax-harness: error: shard \S+\/broken refused: summary\.json is not valid JSON/);
+  t.false(existsSync(out));
 });

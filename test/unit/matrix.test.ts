@@ -173,13 +173,14 @@ test('merge refuses non-matrix inputs, inconsistent overlaps, different matrices
   await mkdir(path.join(root, 'plain'));
   await writeFile(path.join(root, 'plain/summary.json'), JSON.stringify({ runId: 'r', status: 'pass' }));
   const err = async (inputs: string[], out: string) => (await t.throwsAsync(mergeResults(inputs, out), { instanceOf: UsageError }))?.message ?? '';
-  t.regex(await err([a, path.join(root, 'plain')], path.join(root, 'o1')), /plain is not a matrix result/);
-  t.regex(await err([a, path.join(root, 'nothing')], path.join(root, 'o2')), /nothing is not a matrix result/);
+  t.regex(await err([a, path.join(root, 'plain')], path.join(root, 'o1')), /plain refused: summary\.json was not written by "dax-harness matrix" \(not a matrix result\)/);
+  t.regex(await err([a, path.join(root, 'nothing')], path.join(root, 'o2')), /nothing refused: summary\.json does not exist \(not a matrix result\)/);
   t.regex(await err([a, other], path.join(root, 'o3')), /cell 7\.3-cxl is in both .*\/a and .*\/other with different results/);
-  t.regex(await err([a], a), /exists and is not empty/);
+  t.regex(await err([a], a), /must not be one of the inputs/);
+  t.regex(await err([same], a), /exists and is not an empty directory/);
   const diff = path.join(root, 'diff');
   await mkdir(diff);
-  await writeFile(path.join(diff, 'summary.json'), JSON.stringify({ ...JSON.parse(await readFile(path.join(a, 'summary.json'), 'utf8')), plannedCells: [{ id: 'z', kernel: '7.2', topology: 'cxl' }] }));
+  await writeFile(path.join(diff, 'summary.json'), JSON.stringify({ ...JSON.parse(await readFile(path.join(a, 'summary.json'), 'utf8')), plannedCells: [{ id: '7.3-cxl', kernel: '7.3', topology: 'cxl' }, { id: 'z', kernel: '7.2', topology: 'cxl' }] }));
   t.regex(await err([a, diff], path.join(root, 'o4')), /comes from a different matrix/);
   // The same cell twice with the same result (a shard given twice) is fine; the missing
   // planned cell makes the merge an error and shows up as an errored cell.
