@@ -111,6 +111,14 @@ export function pmemBackingFile(workDir: string, name: string): string {
 }
 
 /**
+ * A value inside a QEMU `-object`/`-device` option list: QEMU splits the list at commas and
+ * reads a doubled comma as one, so a path holding ",share=off" cannot add an option.
+ */
+export function qemuOptionValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+/**
  * QEMU arguments for a machine. Why the fixed parts:
  * - `-cpu max,hypervisor=off`: with the hypervisor bit set, the CXL driver refuses to commit
  *   decoders ("Failed to synchronize CPU cache state"), so no region can be created.
@@ -157,7 +165,7 @@ export function qemuArgs(spec: MachineSpec): string[] {
   }
   for (const d of t.pmem) {
     args.push(
-      '-object', `memory-backend-file,id=${d.name}-mem,share=on,mem-path=${pmemBackingFile(spec.workDir, d.name)},size=${d.size},align=128M`,
+      '-object', `memory-backend-file,id=${d.name}-mem,share=on,mem-path=${qemuOptionValue(pmemBackingFile(spec.workDir, d.name))},size=${d.size},align=128M`,
       '-device', `nvdimm,id=${d.name},memdev=${d.name}-mem,label-size=${d.labelSize}`,
     );
   }

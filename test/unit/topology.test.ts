@@ -43,6 +43,35 @@ test('pmem topology: nvdimm with labels backed by a file in the work dir, no CXL
   t.false(args.some((a) => a.includes('cxl')));
 });
 
+/** How QEMU reads an option list: split at single commas, a doubled comma is a literal one. */
+function qemuOptions(list: string): [string, string][] {
+  const parts: string[] = [];
+  let part = '';
+  for (let i = 0; i < list.length; i++) {
+    if (list[i] === ',' && list[i + 1] === ',') {
+      part += ',';
+      i++;
+    } else if (list[i] === ',') {
+      parts.push(part);
+      part = '';
+    } else part += list[i];
+  }
+  parts.push(part);
+  return parts.map((p) => [p.split('=')[0] ?? '', p.slice(p.indexOf('=') + 1)]);
+}
+
+test('a comma in the work dir stays inside mem-path: QEMU option values double their commas', async (t) => {
+  const workDir = '/cache,share=off,size=1M/work/run';
+  const args = qemuArgs({ ...base, workDir, topology: await loadTopology('pmem'), accel: 'tcg' });
+  const options = qemuOptions(value(args, '-object')[0] ?? '');
+  t.deepEqual(
+    options.map(([k]) => k),
+    ['memory-backend-file', 'id', 'share', 'mem-path', 'size', 'align'],
+  );
+  t.deepEqual(options.find(([k]) => k === 'mem-path'), ['mem-path', `${workDir}/nvdimm0.img`]);
+  t.deepEqual(options.find(([k]) => k === 'share'), ['share', 'on']);
+});
+
 test('memory, SSH forward on 127.0.0.1 and kernel command line come from the spec', async (t) => {
   const args = qemuArgs({ ...base, topology: await loadTopology('cxl-pmem'), accel: 'tcg' });
   t.deepEqual(value(args, '-m'), ['2G,maxmem=8G,slots=4']);
