@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { InfraError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { ensureDepmod } from '../kernel/kernel.js';
+import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
 import type { KernelTree } from './tree.js';
@@ -93,7 +93,8 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], ccacheDir));
   await rm(installRoot, { recursive: true, force: true });
   await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], ccacheDir));
-  const release = (await readFile(path.join(out, 'include/config/kernel.release'), 'utf8')).trim();
+  const releaseFile = path.join(out, 'include/config/kernel.release');
+  const release = checkedRelease((await readFile(releaseFile, 'utf8')).trim(), releaseFile);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
   await writeFile(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);

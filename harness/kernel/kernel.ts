@@ -46,6 +46,20 @@ export async function readBzImageVersion(file: string): Promise<string> {
   }
 }
 
+/** A kernel release as `uname -r` prints it (7.3-amd64, 7.2.13+deb14-amd64, 7.3.0-rc1+). */
+const KERNEL_RELEASE = /^\d+\.\d+[A-Za-z0-9.+_~-]{0,120}$/;
+
+/**
+ * The release, checked: it names directories (lib/modules/<release>, cache entries), so a
+ * crafted one ("7.3/../../x") must never reach a path.
+ */
+export function checkedRelease(release: string, from: string): string {
+  if (!KERNEL_RELEASE.test(release)) {
+    throw new UsageError(`${from}: kernel release ${JSON.stringify(release.slice(0, 80))} is not a release like 7.3-amd64 (digits, dot, then letters, digits and . + _ ~ -)`);
+  }
+  return release;
+}
+
 /** Runs depmod when a modules tree has no modules.dep (Debian ships none in linux-modules-*). */
 export async function ensureDepmod(root: string, release: string): Promise<void> {
   const dir = modulesDir(root, release);
@@ -70,7 +84,7 @@ export function modulesDir(root: string, release: string): string {
 export async function localKernel(kernelPath: string, modulesPath: string | undefined): Promise<Kernel> {
   const vmlinuz = path.resolve(kernelPath);
   const version = await readBzImageVersion(vmlinuz);
-  const release = version.split(' ')[0] ?? '';
+  const release = checkedRelease(version.split(' ')[0] ?? '', vmlinuz);
   if (!modulesPath) throw new UsageError('--kernel PATH needs --modules DIR (the modules installed for that kernel)');
   const dir = path.resolve(modulesPath);
   if (!existsSync(dir) || !(await stat(dir)).isDirectory()) {

@@ -1,10 +1,10 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
 import { isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
-import { readBzImageVersion } from '../../harness/kernel/kernel.js';
+import { localKernel, readBzImageVersion } from '../../harness/kernel/kernel.js';
 import { parseQemuVersion, versionAtLeast } from '../../harness/machine.js';
 
 // `apt-cache pkgnames linux-binary-` against sid + experimental on 2026-11-27.
@@ -42,6 +42,32 @@ test('bzImage version string is read from the setup header; other files are refu
   await writeFile(path.join(dir, 'notes.txt'), 'not a kernel\n'.repeat(100));
   await t.throwsAsync(readBzImageVersion(path.join(dir, 'notes.txt')), { instanceOf: UsageError, message: /is not a Linux kernel image/ });
   await t.throwsAsync(readBzImageVersion(path.join(dir, 'missing')), { instanceOf: UsageError, message: /does not exist/ });
+});
+
+/** A file with a bzImage setup header whose version string is `version`. */
+async function fakeBzImage(file: string, version: string): Promise<void> {
+  const image = Buffer.alloc(0x400);
+  image.write('HdrS', 0x202, 'latin1');
+  image.writeUInt16LE(0x100, 0x20e);
+  image.write(`${version}\0`, 0x300, 'latin1');
+  await writeFile(file, image);
+}
+
+test('a crafted release in a bzImage header is refused with one line before it names any path', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dh-kernel-'));
+  const modules = path.join(dir, 'mods');
+  // What the crafted release would reach: <modules>/lib/modules/<release>, then the cache.
+  await mkdir(path.join(modules, 'lib/modules/7.3'), { recursive: true });
+  await mkdir(path.join(modules, 'escaped'));
+  for (const release of ['7.3/../../../escaped', '../../etc', '7.3-amd64\nsecond line', 'amd64', '7.3$(id)']) {
+    await fakeBzImage(path.join(dir, 'bzImage'), `${release} (x@y) #1`);
+    const error = await t.throwsAsync(localKernel(path.join(dir, 'bzImage'), modules), { instanceOf: UsageError });
+    t.regex(error?.message ?? '', /bzImage: kernel release ".*" is not a release like 7\.3-amd64/, release);
+    t.false(error?.message.includes('\n'), 'one line');
+  }
+  t.deepEqual(await readdir(path.join(modules, 'escaped')), [], 'depmod never ran there');
+  await fakeBzImage(path.join(dir, 'bzImage'), '7.2.13+deb14-amd64 (debian-kernel@lists.debian.org) #1 SMP');
+  await t.throwsAsync(localKernel(path.join(dir, 'bzImage'), modules), { message: /modules in .* are not for kernel 7\.2\.13\+deb14-amd64/ }, 'a real release passes the check');
 });
 
 test('QEMU version check', (t) => {
