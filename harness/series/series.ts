@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -56,8 +56,9 @@ export function failedFile(stderr: string): string | undefined {
  * full kernel tree); returns the first that does not apply, with the file it failed in.
  */
 export async function checkApplies(dir: string, commit: string, series: Series): Promise<ApplyFailure | undefined> {
-  const index = path.join(tmpdir(), `dax-harness-index-${process.pid}`);
-  const env = { ...GIT_IDENTITY, GIT_INDEX_FILE: index };
+  // A fresh 0700 directory: a predictable name in /tmp could be taken or swapped by another user.
+  const scratch = await mkdtemp(path.join(tmpdir(), 'dax-harness-index-'));
+  const env = { ...GIT_IDENTITY, GIT_INDEX_FILE: path.join(scratch, 'index') };
   try {
     await execa('git', ['-C', dir, 'read-tree', commit], { env });
     for (const patch of series.patches) {
@@ -69,7 +70,7 @@ export async function checkApplies(dir: string, commit: string, series: Series):
     }
     return undefined;
   } finally {
-    await rm(index, { force: true });
+    await rm(scratch, { recursive: true, force: true });
   }
 }
 
@@ -103,6 +104,18 @@ async function worktreeAt(repo: string, dir: string, commit: string, sparse: str
   }
 }
 
+/** --tree must be a git repository git agrees to use; its refusal is named, with the fix. */
+export async function checkGitRepository(dir: string): Promise<void> {
+  const r = await git(dir, ['rev-parse', '--git-dir']);
+  if (r.exitCode === 0) return;
+  if (/dubious ownership/.test(String(r.all))) {
+    throw new UsageError(
+      `git refuses ${dir}: it is owned by another user ("dubious ownership"); if you trust it, run: git config --global --add safe.directory ${dir}`,
+    );
+  }
+  throw new UsageError(`series needs --tree to be a git repository (${dir} is not; debian:7.3 is one)`);
+}
+
 /**
  * Validates a patch series: a worktree at the base and one with the series applied (git am),
  * both built the same way, the suites run on each, and a comparison naming what the series
@@ -111,9 +124,7 @@ async function worktreeAt(repo: string, dir: string, commit: string, sparse: str
 export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
   const series = await readSeries(options.mbox);
   const tree = await resolveTree(options.cacheDir, options.tree);
-  if ((await git(tree.dir, ['rev-parse', '--git-dir'])).exitCode !== 0) {
-    throw new UsageError(`series needs --tree to be a git repository (${tree.dir} is not; debian:7.3 is one)`);
-  }
+  await checkGitRepository(tree.dir);
   const base = await commitOf(tree.dir, options.base);
   if (!base) throw new UsageError(`base ${options.base} is not a commit in ${tree.dir}`);
   const touched = [...new Set(series.patches.flatMap((p) => p.files))];

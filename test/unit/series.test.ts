@@ -1,11 +1,16 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
+import { execa } from 'execa';
+import { GIT_IDENTITY } from '../../harness/build/tree.js';
+import { UsageError } from '../../harness/errors.js';
 import { projectRoot } from '../../harness/paths.js';
 import type { RunSummary } from '../../harness/results/summary.js';
 import { compareRuns } from '../../harness/series/compare.js';
 import { parseSeries, splitMbox } from '../../harness/series/patches.js';
-import { failedFile } from '../../harness/series/series.js';
+import { checkApplies, checkGitRepository, failedFile } from '../../harness/series/series.js';
 
 const MBOX = readFileSync(path.join(projectRoot, 'test/fixtures/series/kmem-offline-regression.mbox'), 'utf8');
 
@@ -72,4 +77,43 @@ test('compareRuns: newly failing, newly passing, new warnings, one-sided tests, 
   t.true(c.regression);
   const same = compareRuns({ summary: summary([['a', 'pass']]), dir: 'b' }, { summary: summary([['a', 'pass']]), dir: 's' });
   t.false(same.regression);
+});
+
+/** A git repository with two commits changing a.txt; returns it, its first commit and the second as a patch. */
+async function twoCommitRepo(): Promise<{ dir: string; first: string; patch: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dh-series-repo-'));
+  const git = (...args: string[]) => execa('git', ['-C', dir, ...args], { env: GIT_IDENTITY });
+  await git('init', '-q');
+  await writeFile(path.join(dir, 'a.txt'), 'one\n');
+  await git('add', 'a.txt');
+  await git('commit', '-q', '-m', 'first');
+  const first = (await git('rev-parse', 'HEAD')).stdout.trim();
+  await writeFile(path.join(dir, 'a.txt'), 'two\n');
+  await git('commit', '-q', '-am', 'second');
+  return { dir, first, patch: (await git('format-patch', '-1', '--stdout')).stdout };
+}
+
+test.serial('the scratch index of checkApplies is a private temporary directory, removed afterwards', async (t) => {
+  const { dir, first, patch } = await twoCommitRepo();
+  const privateTmp = await mkdtemp(path.join(tmpdir(), 'dh-series-tmp-'));
+  // Someone else holds the name the index used to have (/tmp/dax-harness-index-<pid>).
+  await writeFile(path.join(privateTmp, `dax-harness-index-${process.pid}.lock`), '');
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = privateTmp;
+  try {
+    t.is(await checkApplies(dir, first, parseSeries(patch, 'second.patch')), undefined);
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+  t.deepEqual(await readdir(privateTmp), [`dax-harness-index-${process.pid}.lock`], 'nothing left behind');
+});
+
+test('a repository owned by another user: git\'s "dubious ownership" is named with its fix, not "not a git repository"', async (t) => {
+  const { dir } = await twoCommitRepo();
+  await t.notThrowsAsync(checkGitRepository(dir));
+  await execa('chown', ['-R', '4242:4242', dir]);
+  const error = await t.throwsAsync(checkGitRepository(dir), { instanceOf: UsageError });
+  t.regex(error?.message ?? '', /^git refuses .*: it is owned by another user \("dubious ownership"\); if you trust it, run: git config --global --add safe\.directory \/\S+$/);
+  await t.throwsAsync(checkGitRepository(tmpdir()), { message: /is not a git repository|needs --tree to be a git repository/ });
 });
