@@ -96,10 +96,14 @@ async function refused(t: ExecutionContext, root: string, shards: string[], expe
   return lines;
 }
 
-const temp = () => mkdtemp(path.join(tmpdir(), 'merge-shards-'));
+async function temp(t: ExecutionContext): Promise<string> {
+  const root = await mkdtemp(path.join(tmpdir(), 'merge-shards-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  return root;
+}
 
 test('two shards in the layout `matrix` writes merge: run directories copied as regular files, no symlink', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   const b = await writeShard(root, 2, 'fail');
   const out = path.join(root, 'merged');
@@ -119,7 +123,7 @@ test('two shards in the layout `matrix` writes merge: run directories copied as 
 });
 
 test('a cell id that climbs out of --out is refused and nothing is written outside it', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   // What the id would have copied: <shard>/cells/../../../x, to <out>/cells/../../../x.
   await mkdir(path.join(root, 'x'));
@@ -130,7 +134,7 @@ test('a cell id that climbs out of --out is refused and nothing is written outsi
 });
 
 test('a cell directory that is a symlink is refused: no shard writes through it', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   const b = await writeShard(root, 2);
   const victim = path.join(root, 'victim');
@@ -146,7 +150,7 @@ test('a cell directory that is a symlink is refused: no shard writes through it'
 });
 
 test('a run directory that is a symlink is refused (its target is not copied)', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   const elsewhere = path.join(root, 'elsewhere');
   await mkdir(elsewhere);
@@ -158,7 +162,7 @@ test('a run directory that is a symlink is refused (its target is not copied)', 
 });
 
 test('a console.log symlinked to a private file is refused: its contents reach no report', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1, 'fail');
   const secret = path.join(root, 'secret');
   await writeFile(secret, 'TOPSECRET host credential\n');
@@ -170,7 +174,7 @@ test('a console.log symlinked to a private file is refused: its contents reach n
 });
 
 test('a runDir that is a javascript: URL (or any other path) is refused; the report never links one', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1, 'fail');
   const spoiled = (runDir: string) => writeSummary(a.dir, { ...a.summary, cells: [{ ...a.summary.cells[0], runDir }] });
   for (const runDir of ['javascript:alert(document.cookie)', '/etc', 'cells/7.3-cxl/../../..', 'cells/7.3-pmem/20261127-100000Z-7.3-pmem-4242', 'cells/7.3-cxl/run/extra']) {
@@ -184,7 +188,7 @@ test('a runDir that is a javascript: URL (or any other path) is refused; the rep
 });
 
 test('a file over the size limit, or an oversized summary.json, is refused before anything is read or copied', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   // Sparse: the size is what counts, no disk is used.
   await truncate(path.join(a.dir, a.summary.cells[0]!.runDir as string, 'console.log'), SHARD_LIMITS.fileBytes + 1);
@@ -207,7 +211,7 @@ const spoiledSummaries: [string, (s: MatrixSummary) => unknown, RegExp][] = [
 ];
 for (const [name, spoil, message] of spoiledSummaries) {
   test(`refused summary: ${name}`, async (t) => {
-    const root = await temp();
+    const root = await temp(t);
     const a = await writeShard(root, 1);
     await writeSummary(a.dir, spoil(a.summary));
     await refused(t, root, [a.dir], [message]);
@@ -215,7 +219,7 @@ for (const [name, spoil, message] of spoiledSummaries) {
 }
 
 test('a summary.json that is not JSON, or a symlink, is refused with what is wrong', async (t) => {
-  const root = await temp();
+  const root = await temp(t);
   const a = await writeShard(root, 1);
   await writeFile(path.join(a.dir, 'summary.json'), '{"kind": "dax-harness-matrix", "cells": [');
   await refused(t, root, [a.dir], [/refused: summary\.json is not valid JSON \(.+\)$/]);
