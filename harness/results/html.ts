@@ -48,7 +48,7 @@ export function esc(text: unknown): string {
 }
 
 /** A link the report may carry: a relative path of plain names (never a URL, "/" or ".."). */
-export function relativeHref(target: string | undefined): string | undefined {
+function relativeHref(target: string | undefined): string | undefined {
   const parts = target?.split('/') ?? [];
   return parts.length > 0 && parts.every((p) => /^[A-Za-z0-9._+-]+$/.test(p) && !/^\.+$/.test(p)) ? parts.join('/') : undefined;
 }
