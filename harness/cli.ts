@@ -355,6 +355,7 @@ function addKernelCommand(cli: Command): void {
   const kernel = cli
     .command('kernel')
     .description('kernels from Debian\'s archive')
+    .usage('fetch <version> [options]')
     .argument('[subcommand]')
     .action((sub: string | undefined) => {
       throw new UsageError(sub ? `unknown kernel subcommand "${sub}" (known: fetch)` : 'kernel needs a subcommand: fetch <version>');
