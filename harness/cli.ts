@@ -98,6 +98,12 @@ async function checkRunKernel(o: OptionValues, kernelGiven: boolean): Promise<vo
   if (o.modules) throw new UsageError('--modules goes with --kernel PATH: --tree builds its own modules');
 }
 
+/** A patch series: one mbox or .patch file, or a directory of them. */
+async function checkMbox(mbox: string): Promise<void> {
+  if ((await stat(mbox).catch(() => undefined))?.isDirectory()) return checkInputDir(mbox, '--mbox');
+  await checkInputFile(mbox, '--mbox');
+}
+
 async function checkTopology(topology: string): Promise<void> {
   if (topology.endsWith('.json')) await checkInputFile(topology, '--topology');
 }
@@ -312,6 +318,7 @@ function addTreeCommands(cli: Command): void {
   // A series is judged on every suite (a regression may be anywhere), so its default is "all".
   guestOptions(series, { suites: ['all'], suiteHelp: 'suite(s), "suite/file" or "all" (a series is judged on every suite)', results: 'series-<stamp>' }).action(
     async (o) => {
+      await checkMbox(o.mbox);
       const { exitCode, dir } = await runSeries({
         tree: o.tree,
         base: o.base,

@@ -15,7 +15,9 @@ import { loadTopology, restrictTopology } from './topology.js';
  * files are loaded by ava exactly as a run loads them (same environment, command line and
  * --match), with a context that has no guest: guestTest then registers every test as a skip
  * and writes its title to the plan file, which is the list a run works through. So the list
- * is what the suite files register, not a copy of their titles.
+ * is what the suite files register, not a copy of their titles. The variant is --variant's
+ * or "merged" (no title depends on it today); the run's own skips (baseline, a backing the
+ * topology lacks) are not shown: a listed test may be recorded as skipped.
  */
 export interface ListedSession {
   session: number;

@@ -29,7 +29,7 @@ const cases: [string, string[], RegExp][] = [
   ['bad debian tree spec', ['build', '--tree', 'debian:seven'], /bad tree "debian:seven": give debian:<major>\.<minor>/],
   ['unknown config fragment', ['build', '--tree', 'debian:7.3', '--fragments', '+nosuch'], /unknown config fragment "nosuch"/],
   ['dev on a missing tree', ['dev', '--tree', '/nonexistent-tree', '--modules-only'], /\/nonexistent-tree is not a kernel source tree/],
-  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /series \/nonexistent\.mbox does not exist/],
+  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /--mbox \/nonexistent\.mbox does not exist/],
   ['--modules-only without --tree', ['run', '--modules-only'], /--fragments and --modules-only need --tree/],
   // Issue 14: each of these was an internal error, a wrong reason, or silently ignored.
   ['--kernel naming a directory', ['run', '--kernel', '/tmp'], /--kernel \/tmp is a directory, not a file/],
