@@ -1,15 +1,20 @@
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
 import { errorMessage, InfraError, UsageError } from './errors.js';
-import { fetchDebianKernel } from './kernel/fetch.js';
+import { checkInputDir, checkInputFile, ensureWritableDir } from './inputs.js';
+import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
 import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
-import { mergeResults, parseShard, runMatrix } from './matrix.js';
+import { formatList, listRun } from './list.js';
+import { loadMatrixConfig, mergeResults, parseShard, runMatrix, shardCells } from './matrix.js';
+import { setVerbosity } from './progress.js';
 import { ShardsRefused } from './results/shard.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
@@ -19,7 +24,8 @@ import { triage } from './triage.js';
 
 /**
  * Exit status: 0 all passed, 1 a test failed (or triage found reports), 2 bad usage or an
- * infrastructure failure. Errors are one line on stderr, never a stack trace.
+ * infrastructure failure. Errors are one line on stderr, never a stack trace. Inputs are
+ * checked here, before a command writes anything: bad input leaves no results directory.
  */
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -33,56 +39,115 @@ function nonNegativeInt(value: string): number {
   return n;
 }
 
+function tcpPort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError('must be a TCP port, 1 to 65535');
+  return n;
+}
+
+/** The largest file --kernel may name: a bzImage is some 10 MiB; this leaves room for debug builds. */
+const MAX_KERNEL_BYTES = 512 * 1024 * 1024;
+
+/** "dax-harness 0.1.0 (git v0.1-12-gabc1234-dirty)": package.json, plus git describe in a clone. */
+export function versionText(): string {
+  const pkg = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+  let git = '';
+  try {
+    const described = execFileSync('git', ['-C', projectRoot, 'describe', '--tags', '--always', '--dirty'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    git = ` (git ${described.toString().trim()})`;
+  } catch {
+    // not a clone, or no git: the package version alone
+  }
+  return `dax-harness ${pkg.version}${git}`;
+}
+
+/** The cache directory, made if missing and checked writable; errors name where it came from. */
+async function cacheDirOf(flag: string | undefined): Promise<string> {
+  const dir = resolveCacheDir(flag);
+  const source = flag ? '--cache-dir' : process.env.DAX_HARNESS_CACHE ? 'DAX_HARNESS_CACHE' : 'cache directory';
+  await ensureWritableDir(dir, source);
+  return dir;
+}
+
+async function resultsDirOf(flag: string): Promise<string> {
+  const dir = path.resolve(flag);
+  await ensureWritableDir(dir, '--results-dir');
+  return dir;
+}
+
+/**
+ * A kernel named on the command line: a Debian version (with no --modules: Debian's package
+ * brings them), or a readable bzImage file (with --modules a readable directory).
+ */
+async function checkKernelSpec(kernel: string, modules: string | undefined): Promise<void> {
+  if (isKernelVersion(kernel)) {
+    if (modules) throw new UsageError(`--modules goes with --kernel PATH: Debian's kernel ${kernel} brings its own modules`);
+    return;
+  }
+  if (!(await stat(kernel).catch(() => undefined))) {
+    throw new UsageError(`--kernel ${kernel} does not exist and is not a Debian version (give one like 7.3 or 7.2.13, or the path of a bzImage)`);
+  }
+  await checkInputFile(kernel, '--kernel', MAX_KERNEL_BYTES);
+  if (modules) await checkInputDir(modules, '--modules');
+}
+
+/** run's kernel options: --kernel or --tree (never both), --modules only with a kernel path. */
+async function checkRunKernel(o: OptionValues, kernelGiven: boolean): Promise<void> {
+  if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
+  if (!o.tree) return checkKernelSpec(o.kernel, o.modules);
+  if (kernelGiven) throw new UsageError(`--kernel ${o.kernel} and --tree both choose the kernel: give one (--tree builds it)`);
+  if (o.modules) throw new UsageError('--modules goes with --kernel PATH: --tree builds its own modules');
+}
+
+/** A patch series: one mbox or .patch file, or a directory of them. */
+async function checkMbox(mbox: string): Promise<void> {
+  if ((await stat(mbox).catch(() => undefined))?.isDirectory()) return checkInputDir(mbox, '--mbox');
+  await checkInputFile(mbox, '--mbox');
+}
+
+async function checkTopology(topology: string): Promise<void> {
+  if (topology.endsWith('.json')) await checkInputFile(topology, '--topology');
+}
+
 /** Options every command that boots guests and runs suites takes, in one place. */
 function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp: string; results: string }): Command {
   return command
-    .option('--topology <NAME|FILE>', 'topology name or JSON file', DEFAULT_TOPOLOGY)
+    .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem) or a JSON file', DEFAULT_TOPOLOGY)
     .option('--suite <NAME...>', defaults.suiteHelp, defaults.suites)
-    .option('--match <PATTERN...>', 'only tests whose title matches')
-    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
-    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
+    .option('--boot-args <ARGS>', 'extra kernel command line arguments; they win over a suite\'s own (warned)', '')
+    .option('--cache-dir <DIR>', 'download, build and image cache (default: $DAX_HARNESS_CACHE, else $XDG_CACHE_HOME/dax-harness, else ~/.cache/dax-harness)')
     .option('--results-dir <DIR>', `where the ${defaults.results} results directory is written`, path.join(projectRoot, 'results'))
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300);
 }
 
-/** The values of guestOptions() as the library takes them. */
-function guestRunOptions(o: OptionValues): GuestRunOptions {
+/** The values of guestOptions() as the library takes them, after checking the inputs they name. */
+async function guestRunOptions(o: OptionValues): Promise<GuestRunOptions> {
+  await checkTopology(o.topology);
   return {
     topology: o.topology,
     suites: o.suite,
     match: o.match,
     bootArgs: o.bootArgs,
-    cacheDir: resolveCacheDir(o.cacheDir),
-    resultsDir: path.resolve(o.resultsDir),
+    cacheDir: await cacheDirOf(o.cacheDir),
+    resultsDir: await resultsDirOf(o.resultsDir),
     accel: o.accel,
     bootTimeoutSec: o.bootTimeout,
   };
 }
 
-function program(): Command {
-  const cli = new Command('dax-harness')
-    .description('QEMU-backed tests for dax/kmem whole-device memory hotplug on CXL and pmem')
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
-
-  cli
+function addRunCommand(cli: Command): void {
+  const run = cli
     .command('run')
     .description('boot a guest with the topology\'s dax devices and run suites against it')
-    .option('--kernel <7.3|7.2|PATH>', 'Debian kernel version, or a bzImage you built', '7.3')
+    .option('--kernel <7.3|7.2.13|PATH>', 'Debian kernel version (major.minor: the newest), or a bzImage you built', '7.3')
     .option('--modules <DIR>', 'modules for --kernel PATH (INSTALL_MOD_PATH root or lib/modules/<release>)')
-    .option('--tree <DIR|debian:VER>', 'build the kernel from a source tree first (see `build`)')
+    .option('--tree <DIR|debian:VER>', 'build the kernel from a source tree first (see `build`); not with --kernel')
     .option('--fragments <LIST>', 'with --tree: kconfig fragments (names in kconfig/ or paths; "+debug" adds)')
-    .option('--modules-only', 'with --tree: rebuild drivers/dax against Debian\'s headers, boot Debian\'s kernel')
-    .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem) or a JSON file', DEFAULT_TOPOLOGY)
-    .option('--suite <NAME...>', 'suite(s) to run, or "all"', ['smoke'])
-    .option('--boot-args <ARGS>', 'extra kernel command line arguments', '')
-    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
-    .option('--results-dir <DIR>', 'where run directories are written', path.join(projectRoot, 'results'))
-    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
-    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .option('--modules-only', 'with --tree: rebuild drivers/dax against Debian\'s headers, boot Debian\'s kernel');
+  guestOptions(run, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all"', results: '<run-id>' })
     .option('--jobs <N>', 'guests to run in parallel (one suite session each)', positiveInt, 1)
-    .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
     .option('--retries <N>', 'rerun a failed test up to N times (a later pass is reported as flaky)', nonNegativeInt, 0)
     .addOption(
       new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices([
@@ -92,62 +157,78 @@ function program(): Command {
       ]),
     )
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
-    .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', positiveInt)
-    .action(async (o) => {
-      const cacheDir = resolveCacheDir(o.cacheDir);
-      if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
+    .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', tcpPort)
+    .option('--list', 'print the sessions and tests the run would execute, without booting (no kernel fetched)')
+    .option('--json', 'print the run\'s summary.json on stdout instead of the result lines (progress stays on stderr)')
+    .action(async (o, command: Command) => {
+      await checkRunKernel(o, command.getOptionValueSource('kernel') === 'cli');
+      await checkTopology(o.topology);
+      if (o.list) return printList(await listRun({ topology: o.topology, suites: o.suite, bootArgs: o.bootArgs, match: o.match, variant: o.variant }), o.json);
+      if (o.knownIssues) await checkInputFile(o.knownIssues, '--known-issues');
+      const guestRun = await guestRunOptions(o);
       const prepared = o.tree
-        ? await prepareKernelFromTree({ cacheDir, tree: o.tree, fragments: o.fragments, modulesOnly: o.modulesOnly })
+        ? await prepareKernelFromTree({ cacheDir: guestRun.cacheDir, tree: o.tree, fragments: o.fragments, modulesOnly: o.modulesOnly })
         : undefined;
-      const knownIssues = await loadKnownIssues(o.knownIssues);
-      const { exitCode, summary, dir } = await runOnce({
+      const result = await runOnce({
+        ...guestRun,
         prepared,
         kernel: prepared ? `${prepared.tree.spec}${prepared.mode === 'modules-only' ? '+modules' : ''}` : o.kernel,
         modules: o.modules,
-        topology: o.topology,
-        suites: o.suite,
-        bootArgs: o.bootArgs,
-        cacheDir,
-        resultsDir: path.resolve(o.resultsDir),
-        accel: o.accel,
-        bootTimeoutSec: o.bootTimeout,
-        match: o.match,
         variant: o.variant,
         jobs: o.jobs,
-        knownIssues,
+        knownIssues: await loadKnownIssues(o.knownIssues),
         retries: o.retries,
         sshPort: o.sshPort,
       });
-      const c = summary.counts;
-      process.stdout.write(`results: ${dir}\n`);
-      if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
-      process.stdout.write(`${countsLine(c)}\n`);
-      process.exitCode = exitCode;
+      printRun(result, o.json);
     });
+}
 
+function printRun({ exitCode, summary, dir }: Awaited<ReturnType<typeof runOnce>>, json: boolean | undefined): void {
+  process.exitCode = exitCode;
+  if (json) {
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(`results: ${dir}\n`);
+  if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
+  process.stdout.write(`${countsLine(summary.counts)}\n`);
+}
+
+function printList(listed: Awaited<ReturnType<typeof listRun>>, json: boolean | undefined): void {
+  process.stdout.write(json ? `${JSON.stringify(listed, null, 2)}\n` : formatList(listed));
+}
+
+function addMatrixCommands(cli: Command): void {
   cli
     .command('matrix')
     .description('run every kernel x topology cell of a matrix file (or one shard of it); combined results')
     .argument('<file>', 'matrix JSON file (see examples/matrix-nightly.json)')
     .option('--shard <K/N>', 'run only shard K of N (cells sorted by id, every N-th from the K-th)')
-    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
-    .option('--results-dir <DIR>', 'where the matrix directory is written', path.join(projectRoot, 'results'))
+    .option('--cache-dir <DIR>', 'download, build and image cache (default as for run)')
+    .option('--results-dir <DIR>', 'where the matrix-<stamp> directory is written', path.join(projectRoot, 'results'))
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
     .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
+    .option('--list', 'print each cell\'s sessions and tests (of this shard), without booting')
+    .option('--json', 'print the matrix summary.json on stdout instead of the result lines')
     .action(async (file: string, o) => {
+      const shard = o.shard === undefined ? undefined : parseShard(o.shard);
+      await checkInputFile(file, 'matrix file');
+      if (o.list) return printMatrixList(file, shard, o.json);
+      if (o.knownIssues) await checkInputFile(o.knownIssues, '--known-issues');
       const { exitCode, summary, dir } = await runMatrix({
         file,
-        shard: o.shard === undefined ? undefined : parseShard(o.shard),
-        resultsDir: path.resolve(o.resultsDir),
-        cacheDir: resolveCacheDir(o.cacheDir),
+        shard,
+        resultsDir: await resultsDirOf(o.resultsDir),
+        cacheDir: await cacheDirOf(o.cacheDir),
         accel: o.accel,
         bootTimeoutSec: o.bootTimeout,
         knownIssuesFile: o.knownIssues,
         jobs: o.jobs,
       });
-      printMatrix(dir, summary);
+      printMatrix(dir, summary, o.json);
       process.exitCode = exitCode;
     });
 
@@ -156,6 +237,7 @@ function program(): Command {
     .description('join matrix or shard result directories into one summary, JUnit, KTAP and HTML report')
     .argument('<dirs...>', 'matrix result directories (one per shard)')
     .requiredOption('--out <DIR>', 'directory to write the merged results to (new or empty)')
+    .option('--json', 'print the merged summary.json on stdout instead of the result lines')
     .action(async (dirs: string[], o) => {
       const merged = await mergeResults(dirs, o.out).catch((error) => {
         if (!(error instanceof ShardsRefused)) throw error;
@@ -164,10 +246,30 @@ function program(): Command {
         process.exitCode = 2;
       });
       if (!merged) return;
-      printMatrix(merged.dir, merged.summary);
+      printMatrix(merged.dir, merged.summary, o.json);
       process.exitCode = merged.exitCode;
     });
+}
 
+/** Each cell of the matrix (or shard) with its sessions and tests; topologies are listed once. */
+async function printMatrixList(file: string, shard: ReturnType<typeof parseShard> | undefined, json: boolean | undefined): Promise<void> {
+  const { config, cells } = await loadMatrixConfig(file);
+  const byTopology = new Map<string, Awaited<ReturnType<typeof listRun>>>();
+  const listed = [];
+  for (const cell of shardCells(cells, shard)) {
+    if (!byTopology.has(cell.topology)) {
+      byTopology.set(cell.topology, await listRun({ topology: cell.topology, suites: config.suites, bootArgs: config.bootArgs }));
+    }
+    listed.push({ cell: cell.id, kernel: cell.kernel.label, topology: cell.topologyName, sessions: byTopology.get(cell.topology) ?? [] });
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify(listed, null, 2)}\n`);
+    return;
+  }
+  for (const c of listed) process.stdout.write(`cell ${c.cell}:\n${formatList(c.sessions).trimEnd().replace(/^/gm, '  ')}\n`);
+}
+
+function addBuildCommand(cli: Command): void {
   cli
     .command('build')
     .description('build a kernel (or, with --modules-only, drivers/dax against Debian\'s headers) from a source tree')
@@ -175,10 +277,10 @@ function program(): Command {
     .option('--fragments <LIST>', 'kconfig fragments: names in kconfig/ or paths, comma-separated; "+debug" adds to the defaults')
     .option('--modules-only', 'build only drivers/dax with M= against Debian\'s linux-headers (in a sid build root)')
     .option('--build-dir <DIR>', 'O= directory (default: one per tree in the cache)')
-    .option('--cache-dir <DIR>', 'download and build cache (env DAX_HARNESS_CACHE)')
+    .option('--cache-dir <DIR>', 'download and build cache (default as for run)')
     .action(async (o) => {
       const prepared = await prepareKernelFromTree({
-        cacheDir: resolveCacheDir(o.cacheDir),
+        cacheDir: await cacheDirOf(o.cacheDir),
         tree: o.tree,
         fragments: o.fragments,
         modulesOnly: o.modulesOnly,
@@ -189,23 +291,27 @@ function program(): Command {
         `${JSON.stringify({ mode: prepared.mode, tree: prepared.tree.dir, built: prepared.built, seconds: prepared.seconds, release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot, rebuiltModules: prepared.modules?.map((m) => m.name), source: kernel.source }, null, 2)}\n`,
       );
     });
+}
 
+function addTreeCommands(cli: Command): void {
   const dev = cli
     .command('dev')
     .description('boot once; on each change under drivers/dax, drivers/cxl or drivers/nvdimm rebuild, reload in the guest, rerun')
     .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree you edit')
     .option('--modules-only', 'build modules against Debian\'s headers and boot Debian\'s kernel (no kernel build)')
     .option('--fragments <LIST>', 'kconfig fragments for a full build')
-    .option('--exit-after <N>', 'stop after N rebuild iterations (default: run until Ctrl-C)', nonNegativeInt, 0);
-  guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s) to rerun on every change', results: 'dev-*' }).action(async (o) => {
+    .addOption(new Option('--exit-after <N>', 'stop after N rebuild iterations').argParser(nonNegativeInt).default(0, 'run until Ctrl-C'));
+  guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all", rerun on every change', results: 'dev-<stamp>' }).action(
+    async (o) => {
       process.exitCode = await runDevLoop({
         tree: o.tree,
         modulesOnly: o.modulesOnly === true,
         fragments: o.fragments,
-        ...guestRunOptions(o),
+        ...(await guestRunOptions(o)),
         exitAfter: o.exitAfter,
       });
-    });
+    },
+  );
 
   const series = cli
     .command('series')
@@ -216,52 +322,93 @@ function program(): Command {
     .option('--modules-only', 'build drivers/dax (and any module directory the series touches) against Debian\'s headers')
     .option('--fragments <LIST>', 'kconfig fragments for full builds')
     .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1);
-  guestOptions(series, { suites: ['all'], suiteHelp: 'suite(s), "suite/file" or "all"', results: 'series-*' }).action(async (o) => {
+  // A series is judged on every suite (a regression may be anywhere), so its default is "all".
+  guestOptions(series, { suites: ['all'], suiteHelp: 'suite(s), "suite/file" or "all" (a series is judged on every suite)', results: 'series-<stamp>' }).action(
+    async (o) => {
+      await checkMbox(o.mbox);
       const { exitCode, dir } = await runSeries({
         tree: o.tree,
         base: o.base,
         mbox: o.mbox,
         modulesOnly: o.modulesOnly === true,
         fragments: o.fragments,
-        ...guestRunOptions(o),
+        ...(await guestRunOptions(o)),
         jobs: o.jobs,
       });
       process.stdout.write(await readFile(path.join(dir, 'comparison.txt'), 'utf8'));
       process.stdout.write(`results: ${dir}\n`);
       process.exitCode = exitCode;
-    });
+    },
+  );
+}
 
+function addReproCommand(cli: Command): void {
   cli
     .command('repro')
     .description('rerun a run from its repro.json: its failed tests, or the one named')
     .argument('<results-dir>', 'a run directory (results/<run-id>, or results/latest)')
     .option('--test <NAME>', 'the test to rerun (default: every failed test)')
-    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .option('--cache-dir <DIR>', 'download and image cache (default as for run)')
     .option('--results-dir <DIR>', 'where the new run directory is written', path.join(projectRoot, 'results'))
     .action(async (from: string, o) => {
+      await checkInputDir(from, 'run directory');
       const { exitCode, summary, dir, tests } = await reproRun(path.resolve(from), {
         test: o.test,
-        cacheDir: resolveCacheDir(o.cacheDir),
-        resultsDir: path.resolve(o.resultsDir),
+        cacheDir: await cacheDirOf(o.cacheDir),
+        resultsDir: await resultsDirOf(o.resultsDir),
       });
-      const c = summary.counts;
       process.stdout.write(`rerun of ${tests.length} test(s) from ${from}: ${tests.join('; ')}\n`);
       process.stdout.write(`results: ${dir}\n`);
       if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
-      process.stdout.write(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
+      process.stdout.write(`${countsLine(summary.counts)}\n`);
       process.exitCode = exitCode;
     });
+}
 
-  const kernel = cli.command('kernel').description('kernels from Debian\'s archive');
+function addKernelCommand(cli: Command): void {
+  const kernel = cli
+    .command('kernel')
+    .description('kernels from Debian\'s archive')
+    .usage('fetch <version> [options]')
+    .argument('[subcommand]')
+    .action((sub: string | undefined) => {
+      throw new UsageError(sub ? `unknown kernel subcommand "${sub}" (known: fetch)` : 'kernel needs a subcommand: fetch <version>');
+    });
   kernel
     .command('fetch')
     .description('download and unpack Debian\'s kernel and modules for a version (cached)')
-    .argument('<version>', 'e.g. 7.3 (experimental) or 7.2 (sid)')
-    .option('--cache-dir <DIR>', 'download cache (env DAX_HARNESS_CACHE)')
+    .argument('<version>', 'e.g. 7.3 (experimental), 7.2 (sid\'s newest 7.2) or 7.2.13')
+    .option('--cache-dir <DIR>', 'download cache (default as for run)')
     .action(async (version: string, o) => {
-      const k = await fetchDebianKernel(resolveCacheDir(o.cacheDir), version);
+      const k = await fetchDebianKernel(await cacheDirOf(o.cacheDir), version);
       process.stdout.write(`${JSON.stringify({ release: k.release, vmlinuz: k.vmlinuz, modules: k.modulesRoot, source: k.source }, null, 2)}\n`);
     });
+}
+
+export function program(): Command {
+  const cli = new Command('dax-harness')
+    .description('QEMU-backed tests for dax/kmem whole-device memory hotplug on CXL and pmem')
+    .option('-q, --quiet', 'no progress or test output on stderr: only errors and warnings')
+    .option('-v, --verbose', 'more progress: QEMU and ava command lines')
+    .option('-V, --version', 'print the version (package.json, and git describe in a clone)')
+    // Commander's own errors (unknown option, bad value) as one line like every other error.
+    .configureOutput({ outputError: (message, write) => write(`dax-harness: ${message.trim()} (run with --help for usage)\n`) })
+    .exitOverride()
+    .hook('preAction', () => {
+      const { quiet, verbose } = cli.opts();
+      if (quiet && verbose) throw new UsageError('--quiet and --verbose contradict each other: give one');
+      setVerbosity(quiet ? 'quiet' : verbose ? 'verbose' : 'normal');
+    });
+  cli.on('option:version', () => {
+    process.stdout.write(`${versionText()}\n`);
+    process.exit(0);
+  });
+  addRunCommand(cli);
+  addMatrixCommands(cli);
+  addBuildCommand(cli);
+  addTreeCommands(cli);
+  addReproCommand(cli);
+  addKernelCommand(cli);
 
   cli
     .command('triage')
@@ -278,7 +425,11 @@ function program(): Command {
   return cli;
 }
 
-function printMatrix(dir: string, summary: Awaited<ReturnType<typeof runMatrix>>['summary']): void {
+function printMatrix(dir: string, summary: Awaited<ReturnType<typeof runMatrix>>['summary'], json?: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    return;
+  }
   process.stdout.write(`results: ${dir}\n`);
   for (const c of summary.cells) {
     const error = c.error ? ` (${c.error.split('\n')[0]})` : '';
@@ -301,8 +452,8 @@ export async function main(argv: string[]): Promise<void> {
     // Interrupted: the signal handler reports and sets the exit status (130/143).
     if (interruptedBy()) return;
     if (error instanceof CommanderError) {
-      // Commander has printed its message; --help and --version are not errors.
-      process.exitCode = error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : 2;
+      // Commander has printed its message; --help is not an error.
+      process.exitCode = error.code === 'commander.helpDisplayed' || error.code === 'commander.help' ? 0 : 2;
       return;
     }
     const kind = error instanceof UsageError ? 'error' : error instanceof InfraError ? 'infrastructure error' : 'internal error';

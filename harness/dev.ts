@@ -13,7 +13,8 @@ import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
-import { progress, step } from './progress.js';
+import { progress, step, warn } from './progress.js';
+import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
@@ -131,7 +132,8 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   // swapped while it holds memory: the dev guest boots with hotplugged memory left offline
   // unless the suite or the user picks a policy.
   const policy = /memhp_default_state=/.test(`${options.bootArgs} ${bootArgs}`) ? '' : 'memhp_default_state=offline';
-  const cmdline = [BASE_CMDLINE, policy, options.bootArgs, bootArgs].filter(Boolean).join(' ');
+  const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, [policy, bootArgs].filter(Boolean).join(' '), options.bootArgs);
+  for (const w of overrideWarnings([{ session: 1, overridden }])) warn(w);
   // Bad input (no such tree) is refused before anything is written.
   const tree = await resolveTree(options.cacheDir, options.tree);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errorMessage, UsageError } from './errors.js';
+import { checkInputDir, checkInputFile } from './inputs.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { localKernel } from './kernel/kernel.js';
 import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knownissues.js';
@@ -15,7 +16,7 @@ import type { TestRecord } from './results/record.js';
 import { copyShardFiles, listShardFiles, readShardSummary, type ShardEntry, ShardProblem, ShardsRefused } from './results/shard.js';
 import { countsLine, countTests, type RunStatus, type RunSummary } from './results/summary.js';
 import { runOnce } from './run.js';
-import { listSuites } from './suites.js';
+import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
 import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
 
@@ -196,7 +197,9 @@ export function validateMatrixConfig(
   });
   const suites = list('suites').map((s, i) => {
     if (typeof s !== 'string') return fail(`suites[${i}] must be a string`);
-    if (s !== 'all' && !known.suites.includes(s)) fail(`suites[${i}]: unknown suite "${s}" (known: ${known.suites.join(', ')}, all)`);
+    // "suite/file" narrows a suite to one test file, as on the command line (checked by loadMatrixConfig).
+    const suite = s.split('/')[0] ?? s;
+    if (s !== 'all' && !known.suites.includes(suite)) fail(`suites[${i}]: unknown suite "${suite}" (known: ${known.suites.join(', ')}, all)`);
     return s;
   });
   if (raw.jobs !== undefined && (!Number.isInteger(raw.jobs) || (raw.jobs as number) < 1)) fail('"jobs" must be a positive integer');
@@ -224,16 +227,19 @@ export function validateMatrixConfig(
 }
 
 export async function loadMatrixConfig(file: string): Promise<{ config: MatrixConfig; cells: PlannedCell[] }> {
-  const text = await readFile(file, 'utf8').catch(() => {
-    throw new UsageError(`cannot read matrix file ${file}`);
-  });
+  await checkInputFile(file, 'matrix file');
+  const text = await readFile(file, 'utf8');
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (error) {
     throw new UsageError(`matrix ${path.basename(file)}: not valid JSON (${errorMessage(error).split('\n')[0]})`);
   }
-  return validateMatrixConfig(raw, file, { topologies: await listTopologies(), suites: await listSuites() });
+  const planned = validateMatrixConfig(raw, file, { topologies: await listTopologies(), suites: await listSuites() });
+  await planSuites(planned.config.suites).catch((error: unknown) => {
+    throw new UsageError(`matrix ${path.basename(file)}: suites: ${errorMessage(error)}`);
+  });
+  return planned;
 }
 
 export interface Shard {
@@ -519,6 +525,7 @@ async function loadShards(inputs: string[]): Promise<{ loaded: { dir: string; in
   const loaded: { dir: string; input: string; summary: MatrixSummary }[] = [];
   const refused = new Map<string, string>();
   for (const input of inputs) {
+    await checkInputDir(input, 'result directory');
     const dir = path.resolve(input);
     try {
       loaded.push({ dir, input, summary: await readShardSummary(dir) });

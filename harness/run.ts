@@ -9,6 +9,7 @@ import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
 import { Guest } from './guest.js';
+import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
 import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
@@ -17,7 +18,7 @@ import { kernelEntry } from './kernel/pvh.js';
 import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
-import { progress, step } from './progress.js';
+import { detail, progress, step, toolOutput, warn } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
 import { runHtmlReport } from './results/html.js';
 import { toJUnit } from './results/junit.js';
@@ -240,6 +241,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
     // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
     const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
     const machine = Machine.start([...args, '-name', name], spec.consolePath);
+    detail(`qemu: ${machine.commandLine.join(' ')}`);
     onStart?.(machine);
     try {
       const booted = await waitForGuest(spec, machine, sshPort);
@@ -484,14 +486,15 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     const retries = options.retries ?? 0;
     // Each session's command line and topology: sessions where both are equal can share a guest.
     const plans = sessions.map((session) => {
-      const cmdline = [BASE_CMDLINE, options.bootArgs, session.bootArgs].filter(Boolean).join(' ');
+      const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, session.bootArgs, options.bootArgs);
       const env = Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`);
       const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}${env.length ? ` (${env.join(' ')})` : ''}`;
       // A session for one backing boots only that backing's devices: nothing else to disturb.
       const only = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
       const sessionTopology = only ? restrictTopology(topology, only) : topology;
-      return { cmdline, label, only, topology: sessionTopology, key: `${cmdline}\n${JSON.stringify(sessionTopology)}` };
+      return { cmdline, overridden, label, only, topology: sessionTopology, key: `${cmdline}\n${JSON.stringify(sessionTopology)}` };
     });
+    for (const w of overrideWarnings(plans.map((p, i) => ({ session: i + 1, overridden: p.overridden })))) warn(w);
     let guestCount = 0;
     const contextFor = (slot: GuestSlot, cmdline: string, extra: Partial<RunContext>): RunContext => ({
       ssh: {
@@ -829,6 +832,7 @@ export async function runAva(
   dir: string,
   match: string[],
   qemuExited: Promise<unknown>,
+  echo = true,
 ): Promise<{ exitCode: number; tail: string }> {
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
@@ -846,7 +850,8 @@ export async function runAva(
     all: true,
     stdin: 'ignore',
   });
-  child.all?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  detail(`ava: ${avaArgs.slice(1).join(' ')}`);
+  if (echo) child.all?.on('data', (chunk: Buffer) => toolOutput(chunk));
   // If QEMU dies, the remaining tests can only time out one by one: give the worker a moment
   // to record the test it was in, then stop ava (a process we started, by its PID).
   let stopTimer: NodeJS.Timeout | undefined;

@@ -22,21 +22,31 @@ export function pickKernelPackage(names: string[], version: string): string | un
   return matches.at(-1);
 }
 
+/** A Debian kernel version: major.minor (the newest of that series) or a release like 7.2.13. */
 export function isKernelVersion(spec: string): boolean {
-  return /^\d+\.\d+$/.test(spec);
+  return /^\d+\.\d+(?:\.\d+)?$/.test(spec);
+}
+
+/** The versions the archive has, as --kernel takes them: "7.3", "7.2.13" (the +debN suffix dropped). */
+export function availableKernelVersions(names: string[]): string[] {
+  const re = new RegExp(`^linux-binary-(\\d+\\.\\d+(?:\\.\\d+)?)(?:\\+deb\\d+)?-${FLAVOUR}$`);
+  const versions = new Set(names.flatMap((n) => re.exec(n)?.[1] ?? []));
+  return [...versions].sort((a, b) => b.localeCompare(a, 'en', { numeric: true }));
 }
 
 /** Downloads (once) and unpacks Debian's kernel and modules for a version; returns the kernel. */
 export async function fetchDebianKernel(cacheDir: string, version: string): Promise<Kernel> {
-  if (!isKernelVersion(version)) throw new UsageError(`unknown kernel "${version}": give a version like 7.3 or a path`);
+  if (!isKernelVersion(version)) throw new UsageError(`unknown kernel "${version}": give a version like 7.3 or 7.2.13, or a path`);
   const apt = new HarnessApt(cacheDir);
   await step('apt: package lists', () => apt.update());
   const resolved = await apt.memo(`kernel:${version}`, async () => {
     const names = await apt.packageNames('linux-binary-');
     const binary = pickKernelPackage(names, version);
     if (!binary) {
-      const have = [...new Set(names.map((n) => /^linux-binary-(\d+\.\d+)/.exec(n)?.[1]).filter(Boolean))];
-      throw new UsageError(`no Debian kernel ${version} in sid or experimental (available: ${have.join(', ') || 'none'})`);
+      const have = availableKernelVersions(names);
+      throw new UsageError(
+        `no Debian kernel ${version} in sid or experimental (available: ${have.join(', ') || 'none'}; major.minor picks the newest of a series)`,
+      );
     }
     const modulesPkg = binary.replace(/^linux-binary-/, 'linux-modules-');
     const suite = await apt.suiteOf(binary);

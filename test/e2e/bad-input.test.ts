@@ -1,9 +1,22 @@
-import { readdir, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readlink, symlink, truncate, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
+import { projectRoot } from '../../harness/paths.js';
 import { isOneLineError, runCli, tempResultsDir } from './helpers.js';
+
+const scratch = await mkdtemp(path.join(tmpdir(), 'dax-harness-bad-input-'));
+const bigTopology = path.join(scratch, 'big.json');
+await writeFile(bigTopology, '');
+await truncate(bigTopology, 17 * 1024 * 1024);
+const matrixOf = async (name: string, suites: string[]) => {
+  const file = path.join(scratch, name);
+  await writeFile(file, JSON.stringify({ kernels: ['7.3'], topologies: ['cxl'], suites }));
+  return file;
+};
+const badSuiteMatrix = await matrixOf('bad-file.json', ['hotplug/nosuch']);
 
 const cases: [string, string[], RegExp][] = [
   ['unknown kernel version', ['run', '--kernel', '9.9'], /no Debian kernel 9\.9 in sid or experimental \(available: .*7\.3/],
@@ -16,17 +29,41 @@ const cases: [string, string[], RegExp][] = [
   ['bad debian tree spec', ['build', '--tree', 'debian:seven'], /bad tree "debian:seven": give debian:<major>\.<minor>/],
   ['unknown config fragment', ['build', '--tree', 'debian:7.3', '--fragments', '+nosuch'], /unknown config fragment "nosuch"/],
   ['dev on a missing tree', ['dev', '--tree', '/nonexistent-tree', '--modules-only'], /\/nonexistent-tree is not a kernel source tree/],
-  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /series \/nonexistent\.mbox does not exist/],
+  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /--mbox \/nonexistent\.mbox does not exist/],
   ['--modules-only without --tree', ['run', '--modules-only'], /--fragments and --modules-only need --tree/],
+  // Issue 14: each of these was an internal error, a wrong reason, or silently ignored.
+  ['--kernel naming a directory', ['run', '--kernel', '/tmp'], /--kernel \/tmp is a directory, not a file/],
+  ['--kernel neither a version nor a file', ['run', '--kernel', '7.x'], /--kernel 7\.x does not exist and is not a Debian version \(give one like 7\.3 or 7\.2\.13/],
+  ['a Debian release the archive lacks', ['run', '--kernel', '7.2.99'], /no Debian kernel 7\.2\.99 in sid or experimental \(available: .*7\.2\.\d+/],
+  ['--ssh-port out of range', ['run', '--ssh-port', '70000'], /--ssh-port <PORT>' argument '70000' is invalid\. must be a TCP port, 1 to 65535/],
+  ['--cache-dir naming a file', ['run', '--cache-dir', '/etc/hostname'], /--cache-dir \/etc\/hostname is a file, not a directory/],
+  ['--cache-dir below a file', ['run', '--cache-dir', '/etc/hostname/cache'], /--cache-dir \/etc\/hostname\/cache cannot be made: a part of its path is a file/],
+  ['--known-issues missing', ['run', '--known-issues', '/nonexistent.json'], /--known-issues \/nonexistent\.json does not exist/],
+  ['--known-issues a directory', ['run', '--known-issues', '/etc'], /--known-issues \/etc is a directory, not a file/],
+  ['--topology file too large', ['run', '--topology', bigTopology], /--topology .*big\.json is too large \(17825792 bytes; at most 16777216\)/],
+  ['--kernel together with --tree', ['run', '--tree', 'debian:7.3', '--kernel', '7.2'], /--kernel 7\.2 and --tree both choose the kernel: give one/],
+  ['--modules with a Debian version', ['run', '--kernel', '7.3', '--modules', '/tmp'], /--modules goes with --kernel PATH: Debian's kernel 7\.3 brings its own modules/],
+  ['--modules with the default kernel', ['run', '--modules', '/tmp'], /--modules goes with --kernel PATH/],
+  ['--quiet with --verbose', ['run', '--quiet', '--verbose'], /--quiet and --verbose contradict each other/],
+  ['matrix of a suite file that does not exist', ['matrix', badSuiteMatrix], /matrix bad-file\.json: suites: suite hotplug has no test file nosuch\.test\.ts/],
+  ['merge of a missing directory', ['merge', '/nonexistent-shard', '--out', path.join(scratch, 'merged')], /result directory \/nonexistent-shard does not exist/],
+  ['kernel without a subcommand', ['kernel'], /kernel needs a subcommand: fetch <version>/],
+  ['kernel with an unknown subcommand', ['kernel', 'frob'], /unknown kernel subcommand "frob" \(known: fetch\)/],
+  ['repro of a missing run directory', ['repro', '/nonexistent-run'], /run directory \/nonexistent-run does not exist/],
 ];
 
 for (const [name, args, message] of cases) {
-  test(`bad input: ${name} -> one line, exit 2`, async (t) => {
-    const extra = args[0] === 'run' ? ['--results-dir', await tempResultsDir()] : [];
-    const run = await runCli([...args, ...extra]);
+  test(`bad input: ${name} -> one line, exit 2, no run directory, latest not moved`, async (t) => {
+    const results = await tempResultsDir();
+    await mkdir(path.join(results, 'previous-run'));
+    await symlink('previous-run', path.join(results, 'latest'));
+    const writes = ['run', 'matrix', 'repro'].includes(args[0] ?? '');
+    const run = await runCli([...args, ...(writes ? ['--results-dir', results] : [])]);
     t.is(run.exitCode, 2, run.all);
     t.true(isOneLineError(run.stderr), run.stderr);
     t.regex(run.stderr, message);
+    t.deepEqual((await readdir(results)).sort(), ['latest', 'previous-run']);
+    t.is(await readlink(path.join(results, 'latest')), 'previous-run');
   });
 }
 
@@ -49,7 +86,7 @@ test('unknown option: commander names it, exit 2', async (t) => {
 test('--help exits 0 and lists the run options', async (t) => {
   const run = await runCli(['run', '--help']);
   t.is(run.exitCode, 0);
-  t.regex(run.stdout, /--kernel <7\.3\|7\.2\|PATH>/);
+  t.regex(run.stdout, /--kernel <7\.3\|7\.2\.13\|PATH>/);
   t.regex(run.stdout, /--topology/);
 });
 
@@ -70,4 +107,34 @@ test('an SSH port already in use: one line, exit 2, no run directory, no QEMU st
   } finally {
     server.close();
   }
+});
+
+test('DAX_HARNESS_CACHE naming a file: the error names the variable; nothing written', async (t) => {
+  const results = await tempResultsDir();
+  const run = await runCli(['run', '--results-dir', results], { env: { DAX_HARNESS_CACHE: '/etc/hostname' } });
+  t.is(run.exitCode, 2, run.all);
+  t.true(isOneLineError(run.stderr), run.stderr);
+  t.regex(run.stderr, /DAX_HARNESS_CACHE \/etc\/hostname is a file, not a directory/);
+  t.deepEqual(await readdir(results), []);
+});
+
+test('--version: package.json version plus git describe', async (t) => {
+  const { version } = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+  const run = await runCli(['--version']);
+  t.is(run.exitCode, 0, run.all);
+  t.regex(run.stdout.trim(), new RegExp(`^dax-harness ${version.replace(/\./g, '\\.')} \\(git [0-9a-z.-]+\\)$`));
+});
+
+test('dev --exit-after shows one default', async (t) => {
+  const run = await runCli(['dev', '--help']);
+  t.is(run.exitCode, 0);
+  const text = run.stdout.replace(/\s+/g, ' ');
+  t.regex(text, /--exit-after <N> stop after N rebuild iterations \(default: run until Ctrl-C\)/);
+  t.notRegex(text, /default: 0/);
+});
+
+test('a Debian release like 7.2.13 is a version, not a path (the cached 7.2 kernel)', async (t) => {
+  const run = await runCli(['kernel', 'fetch', '7.2.13']);
+  t.is(run.exitCode, 0, run.all);
+  t.regex(JSON.parse(run.stdout).release, /^7\.2\.13\+deb\d+-amd64$/);
 });

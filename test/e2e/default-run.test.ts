@@ -44,6 +44,13 @@ test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every resul
   t.regex(readFileSync(path.join(runDir, 'dmesg.txt'), 'utf8'), /kmem dax\d+\.\d+/);
   t.true(existsSync(path.join(runDir, 'report.txt')));
 
+  // run --list names exactly the tests this run executed (same suite files, no guest).
+  const listing = await runCli(['run', '--list', '--json']);
+  t.is(listing.exitCode, 0, listing.all);
+  const listed = (JSON.parse(listing.stdout) as { tests: { file: string; name: string }[] }[]).flatMap((s) => s.tests);
+  const key = (x: { file: string; name: string }) => `${x.file}|${x.name}`;
+  t.deepEqual(listed.map(key).sort(), summary.tests.map(key).sort());
+
   const port = /hostfwd=tcp:127\.0\.0\.1:(\d+)/.exec(summary.qemu?.commandLine?.join(' ') ?? '')?.[1];
   t.truthy(port);
   t.deepEqual(qemuProcesses(`hostfwd=tcp:127.0.0.1:${port}-`), [], 'QEMU left running after the harness exited');

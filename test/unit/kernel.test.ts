@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
-import { isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
+import { availableKernelVersions, isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
 import { localKernel, readBzImageVersion } from '../../harness/kernel/kernel.js';
 import { parseQemuVersion, versionAtLeast } from '../../harness/machine.js';
 
@@ -25,10 +25,22 @@ test('Debian kernel package for a version: generic flavour, newest ABI', (t) => 
   t.is(pickKernelPackage(NAMES, '7.'), undefined);
 });
 
+test('a Debian release like 7.2.13 picks exactly that package; 7.2.1 is not 7.2.13', (t) => {
+  t.is(pickKernelPackage(NAMES, '7.2.13'), 'linux-binary-7.2.13+deb14-amd64');
+  t.is(pickKernelPackage(NAMES, '7.2.9'), 'linux-binary-7.2.9+deb14-amd64');
+  t.is(pickKernelPackage(NAMES, '7.2.1'), undefined);
+});
+
+test('the versions an error lists are the ones --kernel takes (generic flavour, newest first)', (t) => {
+  t.deepEqual(availableKernelVersions(NAMES), ['7.3', '7.2.13', '7.2.9']);
+});
+
 test('kernel specs: versions vs paths', (t) => {
   t.true(isKernelVersion('7.3'));
   t.false(isKernelVersion('./bzImage'));
-  t.false(isKernelVersion('7.3.1'));
+  t.true(isKernelVersion('7.2.13'));
+  t.false(isKernelVersion('7.2.13.1'));
+  t.false(isKernelVersion('7'));
 });
 
 test('bzImage version string is read from the setup header; other files are refused', async (t) => {

@@ -1,0 +1,50 @@
+/**
+ * The kernel command line of a guest, in one place for run, dev and --list: the harness's
+ * base, then the session's own arguments (a suite's boot policy, e.g. memhp_default_state=),
+ * then the user's --boot-args.
+ *
+ * The user's arguments win: the kernel takes the last value of a repeated parameter, and a
+ * session argument the user also sets is dropped, so the line holds the one value that
+ * applies (suites read the policy from the command line). Each dropped session argument is
+ * returned so the caller can warn that the user changed what the suite asked for. The base
+ * (console=, panic=) is left alone: console= may rightly appear twice.
+ */
+export interface GuestCmdline {
+  cmdline: string;
+  /** Session arguments the user's --boot-args replaced. */
+  overridden: { session: string; user: string }[];
+}
+
+function words(args: string): string[] {
+  return args.split(/\s+/).filter(Boolean);
+}
+
+/** The parameter a command-line word sets: "memhp_default_state" for "memhp_default_state=offline". */
+function parameterOf(word: string): string {
+  return word.split('=')[0] ?? word;
+}
+
+export function guestCmdline(base: string, sessionArgs: string, userArgs: string): GuestCmdline {
+  const user = words(userArgs);
+  const userByParameter = new Map(user.map((w) => [parameterOf(w), w]));
+  const overridden: GuestCmdline['overridden'] = [];
+  const session = words(sessionArgs).filter((w) => {
+    const replacement = userByParameter.get(parameterOf(w));
+    if (replacement === undefined) return true;
+    if (replacement !== w) overridden.push({ session: w, user: replacement });
+    return false;
+  });
+  return { cmdline: [...words(base), ...session, ...user].join(' '), overridden };
+}
+
+/** One warning line per distinct replacement, naming the sessions (numbered from 1) it changed. */
+export function overrideWarnings(perSession: { session: number; overridden: GuestCmdline['overridden'] }[]): string[] {
+  const sessionsOf = new Map<string, number[]>();
+  for (const { session, overridden } of perSession) {
+    for (const o of overridden) {
+      const key = `--boot-args ${o.user} replaces the suite's ${o.session}`;
+      sessionsOf.set(key, [...(sessionsOf.get(key) ?? []), session]);
+    }
+  }
+  return [...sessionsOf].map(([what, sessions]) => `${what} (session ${sessions.join(', ')}): tests written for the suite's value may fail`);
+}
