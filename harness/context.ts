@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { DaxDevice } from './devices.js';
 import type { Variant } from './hotplug.js';
+import type { DeclaredDevice } from './topology.js';
 
 /**
  * What the runner hands to the ava workers that run a suite: how to reach the guest and what
@@ -11,6 +12,8 @@ export interface RunContext {
   kernel: { release: string; requested: string };
   variant: Variant;
   topology: string;
+  /** The dax devices the topology declares (one per CXL region, one per NVDIMM), by backing. */
+  declaredDevices?: DeclaredDevice[];
   devices: DaxDevice[];
   cmdline: string;
   consolePath: string;

@@ -22,6 +22,8 @@ export interface TestOptions {
   needsAttribute?: boolean;
   /** Skip unless the topology has a device of this backing. */
   backing?: Backing;
+  /** Skip unless the topology has at least this many dax devices of `backing` (a topology need). */
+  minDevices?: number;
   /** Reports this test provokes on purpose. */
   expectReports?: ExpectedReport[];
   /** Taint letters this test may add (e.g. 'W' with an expected WARN). */
@@ -144,6 +146,9 @@ function skipReason(options: TestOptions): string | undefined {
   if (context.noGuest) return context.noGuest;
   if (options.backing && devicesOf(options.backing).length === 0) {
     return `topology ${context.topology} has no ${options.backing} device`;
+  }
+  if (options.backing && options.minDevices && devicesOf(options.backing).length < options.minDevices) {
+    return `topology ${context.topology} has ${devicesOf(options.backing).length} ${options.backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
   }
   if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
   return undefined;
