@@ -1,5 +1,6 @@
 import { DeviceChecker } from '../../harness/devicecheck.js';
 import type { DaxDevice } from '../../harness/devices.js';
+import { isOnline } from '../../harness/expectations.js';
 import { devicesOf, guestTest, type TestKit } from '../../harness/fixture.js';
 import type { HotplugOp, HotplugState } from '../../harness/hotplug.js';
 import { reach } from '../../harness/steps.js';
@@ -20,8 +21,14 @@ const STEPS: { act: 0 | 1; op: HotplugOp; expect: [HotplugState, HotplugState] }
   { act: 1, op: 'unplug', expect: ['unplugged', 'unplugged'] },
 ];
 
+/** Checks both devices; a device's node MemTotal includes the other's memory when they share a node. */
 async function checkBoth(checkers: DeviceChecker[], states: HotplugState[], label: string): Promise<void> {
-  for (const [i, checker] of checkers.entries()) await checker.expectState(states[i] as HotplugState, label);
+  for (const [i, checker] of checkers.entries()) {
+    const other = checkers[1 - i] as DeviceChecker;
+    const shared = other.device.targetNode === checker.device.targetNode;
+    checker.neighboursOnlineKb = shared && isOnline(states[1 - i] as HotplugState) ? other.deviceKb : 0;
+    await checker.expectState(states[i] as HotplugState, label);
+  }
 }
 
 guestTest('cxl: acting on one dax device leaves another of the same backing alone', { backing: 'cxl', minDevices: 2, needsAttribute: true }, async (_t, kit: TestKit) => {
