@@ -215,6 +215,7 @@ if (!skipTopologies) {
   for (const [name, times] of perTopology) {
     report(`  ${name}`, `${s(median(times.ssh))} / ${s(median(times.ready))}`, median(times.ready) / baseReady);
   }
+  for (const lost of lostBoots.filter((l) => l.startsWith('topology '))) process.stdout.write(`  (lost: ${lost})\n`);
   process.stdout.write('\n');
 }
 
