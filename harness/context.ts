@@ -15,6 +15,8 @@ export interface RunContext {
   /** The dax devices the topology declares (one per CXL region, one per NVDIMM), by backing. */
   declaredDevices?: DeclaredDevice[];
   devices: DaxDevice[];
+  /** On-demand modules the guest image carries (e.g. fsdev_dax when the kernel has it). */
+  onDemandModules?: string[];
   cmdline: string;
   consolePath: string;
   /** JSON lines, one per finished test, appended by the workers. */

@@ -38,6 +38,12 @@ export class DeviceChecker {
     this.baseKb = v.nodeMemTotalKb - (isOnline(state) ? this.deviceKb : 0);
   }
 
+  /** Checks the node's MemTotal holds none of this device's memory (its base, once learnt). */
+  async expectNodeAtBase(name: string, nodeMemTotalKb: number): Promise<void> {
+    if (this.baseKb === undefined) this.kit.assert(name, nodeMemTotalKb >= 0, nodeMemTotalKb);
+    else this.kit.check(name, nodeMemTotalKb, this.baseKb + this.neighboursOnlineKb);
+  }
+
   /** Asserts every side of the device agrees with `state`; returns the view. */
   async expectState(state: HotplugState, label: string): Promise<DeviceView> {
     const { check, assert } = this.kit;

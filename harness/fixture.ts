@@ -24,6 +24,8 @@ export interface TestOptions {
   backing?: Backing;
   /** Skip unless the topology has at least this many dax devices of `backing` (a topology need). */
   minDevices?: number;
+  /** Skip unless the guest image carries this on-demand module (the kernel has it). */
+  needsModule?: string;
   /** Reports this test provokes on purpose. */
   expectReports?: ExpectedReport[];
   /** Taint letters this test may add (e.g. 'W' with an expected WARN). */
@@ -151,6 +153,9 @@ function skipReason(options: TestOptions): string | undefined {
     return `topology ${context.topology} has ${devicesOf(options.backing).length} ${options.backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
   }
   if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
+  if (options.needsModule && !(context.onDemandModules ?? []).includes(options.needsModule)) {
+    return `kernel ${context.kernel.release} has no ${options.needsModule} module (neither built in nor in its modules)`;
+  }
   return undefined;
 }
 

@@ -504,6 +504,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       topology: topology.name,
       declaredDevices: declaredDevices(topology),
       devices: slot.booted.devices,
+      onDemandModules: image.onDemand,
       cmdline,
       consolePath: slot.consolePath,
       testsFile,
