@@ -177,11 +177,12 @@ async function consoleLinesBetween(begin: string, end: string, timeoutMs: number
  * crashed QEMU 10.0 under TCG (SIGSEGV) on these machines. So no page may move while CXL
  * memory is online: a CXL device under test is unplugged first and put back afterwards.
  */
-async function quietOtherDevices(kit: TestKit, backing: Backing): Promise<void> {
+async function quietOtherDevices(kit: TestKit): Promise<void> {
   if (!kit.driver.hasAttribute) return;
   const stateOf = (d: DaxDevice) => kit.driver.read(d.name).catch(() => 'unbound');
   const others: DaxDevice[] = [];
-  for (const other of context.devices.filter((d) => d.backing !== backing)) {
+  // Every other device, of either backing: two regions of one CXL window are two devices too.
+  for (const other of context.devices.filter((d) => d.name !== kit.device.name)) {
     if (!['unplugged', 'unbound'].includes(await stateOf(other))) others.push(other);
   }
   if (others.length === 0) return;
@@ -260,7 +261,7 @@ export function guestTest(
           t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
         },
       };
-      if (options.backing && options.exclusive) await quietOtherDevices(kit, options.backing);
+      if (options.backing && options.exclusive) await quietOtherDevices(kit);
       await body(t, kit);
     } catch (error) {
       threw = true;
