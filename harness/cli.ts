@@ -112,7 +112,7 @@ async function checkTopology(topology: string): Promise<void> {
 /** Options every command that boots guests and runs suites takes, in one place. */
 function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp: string; results: string }): Command {
   return command
-    .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem) or a JSON file', DEFAULT_TOPOLOGY)
+    .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem, cxl-hb-interleave, cxl-switch, cxl-two-regions) or a JSON file', DEFAULT_TOPOLOGY)
     .option('--suite <NAME...>', defaults.suiteHelp, defaults.suites)
     .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
     .option('--boot-args <ARGS>', 'extra kernel command line arguments; they win over a suite\'s own (warned)', '')

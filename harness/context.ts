@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { DaxDevice } from './devices.js';
 import type { Variant } from './hotplug.js';
+import type { DeclaredDevice } from './topology.js';
 
 /**
  * What the runner hands to the ava workers that run a suite: how to reach the guest and what
@@ -11,7 +12,11 @@ export interface RunContext {
   kernel: { release: string; requested: string };
   variant: Variant;
   topology: string;
+  /** The dax devices the topology declares (one per CXL region, one per NVDIMM), by backing. */
+  declaredDevices?: DeclaredDevice[];
   devices: DaxDevice[];
+  /** On-demand modules the guest image carries (e.g. fsdev_dax when the kernel has it). */
+  onDemandModules?: string[];
   cmdline: string;
   consolePath: string;
   /** JSON lines, one per finished test, appended by the workers. */

@@ -2,7 +2,7 @@ import type { Guest } from './guest.js';
 import { InfraError } from './errors.js';
 import { progress } from './progress.js';
 import { blocksForRange } from './sysfs.js';
-import type { Topology } from './topology.js';
+import { type CxlRegion, cxlWindows, sizeBytes, type Topology } from './topology.js';
 
 export type Backing = 'cxl' | 'pmem';
 
@@ -106,8 +106,81 @@ const SETTLE_PROBES = [
 ].join('\n');
 
 /**
- * Makes the topology's dax devices and binds them to kmem: a RAM region per CXL memdev
- * (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
+ * The guest's devices do not match what the topology declares (a region missing, interleaved
+ * the wrong way, a memdev absent): a harness or topology problem found at boot, never a test
+ * failure.
+ */
+export class TopologyError extends InfraError {
+  override name = 'TopologyError';
+  constructor(message: string) {
+    super(`topology error: ${message}`);
+  }
+}
+
+/** `cxl list -M` -> serial number -> memdev name (QEMU's sn= of each type-3 device). */
+export function memdevsBySerial(listing: string): Map<number, string> {
+  const parsed = JSON.parse(listing.trim() || '[]') as { memdev: string; serial?: number }[];
+  return new Map(parsed.flatMap((m) => (m.serial === undefined ? [] : [[Number(m.serial), m.memdev] as [number, string]])));
+}
+
+function regionBytes(topology: Topology, region: CxlRegion): number {
+  return region.devices.reduce((sum, n) => sum + sizeBytes(topology.cxl.find((d) => d.name === n)?.size ?? '0K'), 0);
+}
+
+/** What `cxl create-region` printed about the region it made, as far as the checks need. */
+interface CreatedRegion {
+  region?: string;
+  interleave_ways?: number;
+  interleave_granularity?: number;
+  mappings?: { position: number; memdev: string }[];
+}
+
+/**
+ * The region cxl create-region made, against the declared one: interleave ways, granularity
+ * and the set of memdevs. Returns a one-line description; throws a TopologyError on mismatch.
+ */
+export function checkCreatedRegion(region: CxlRegion, expectedMemdevs: string[], printed: string): string {
+  let created: CreatedRegion;
+  try {
+    const json = printed.slice(printed.indexOf('{'), printed.lastIndexOf('}') + 1);
+    created = JSON.parse(json) as CreatedRegion;
+  } catch {
+    throw new TopologyError(`region ${region.name}: cxl create-region printed no region: ${printed.trim().split('\n').slice(-2).join(' / ')}`);
+  }
+  const ways = created.interleave_ways;
+  if (ways !== region.devices.length) {
+    throw new TopologyError(`region ${region.name}: ${created.region ?? 'region'} interleaves ${ways} way(s), the topology declares ${region.devices.length}`);
+  }
+  if (region.granularity && created.interleave_granularity !== region.granularity) {
+    throw new TopologyError(`region ${region.name}: granularity ${created.interleave_granularity}, the topology declares ${region.granularity}`);
+  }
+  const got = (created.mappings ?? []).map((m) => m.memdev).sort();
+  if (got.join(' ') !== [...expectedMemdevs].sort().join(' ')) {
+    throw new TopologyError(`region ${region.name}: ${created.region} maps ${got.join(', ') || 'no memdev'}, expected ${expectedMemdevs.join(', ')}`);
+  }
+  return `${created.region}: ${ways} way(s)${created.interleave_granularity ? ` x ${created.interleave_granularity} B` : ''} over ${got.join(', ')}`;
+}
+
+/** Creates one declared CXL RAM region in its window's root decoder and checks it. */
+async function createCxlRegion(guest: Guest, topology: Topology, region: CxlRegion, memdevs: Map<number, string>, window: number): Promise<string> {
+  const names = region.devices.map((name) => {
+    const memdev = memdevs.get(topology.cxl.findIndex((d) => d.name === name) + 1);
+    if (!memdev) throw new TopologyError(`CXL device ${name} has no memdev in the guest (serials seen: ${[...memdevs.keys()].join(', ') || 'none'})`);
+    return memdev;
+  });
+  const ways = region.devices.length;
+  progress(`devices: CXL region ${region.name} (${names.join(' + ')}, decoder0.${window}, ${ways} way(s))`);
+  const options = [`-d decoder0.${window}`, `-w ${ways}`, ...(region.granularity ? [`-g ${region.granularity}`] : [])];
+  const created = await guest.exec(`cxl create-region -m -t ram ${options.join(' ')} ${names.join(' ')}`, { timeoutMs: 120_000 });
+  if (created.code !== 0) {
+    throw new TopologyError(`cxl create-region for ${region.name} failed (exit ${created.code}): ${(created.stderr || created.stdout).trim().split('\n').slice(-3).join(' / ')}`);
+  }
+  return checkCreatedRegion(region, names, created.stdout);
+}
+
+/**
+ * Makes the topology's dax devices and binds them to kmem: a RAM region per declared CXL
+ * region (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
  * fresh labels, a devdax namespace moved from device_dax to kmem, leaving onlining to the
  * kernel's policy. Returns the devices matched to the topology.
  */
@@ -118,14 +191,18 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
   // just turning active ("regions active, abort label write").
   await step(guest, 'bus probes to settle', SETTLE_PROBES);
   const before = new Set((await inspectDaxDevices(guest)).map((d) => d.name));
-  for (const [i, cxl] of topology.cxl.entries()) {
-    progress(`devices: CXL region for ${cxl.name} (mem${i})`);
-    await step(guest, `cxl create-region for ${cxl.name}`, `cxl create-region -m -t ram -d decoder0.0 mem${i}`);
+  const memdevs = topology.cxl.length > 0 ? memdevsBySerial(await step(guest, 'CXL memdevs', 'cxl list -M')) : new Map<number, string>();
+  const windows = cxlWindows(topology);
+  for (const region of topology.cxlRegions) {
+    const made1 = await createCxlRegion(guest, topology, region, memdevs, windows.findIndex((w) => w.regions.includes(region.name)));
     const fresh = (await inspectDaxDevices(guest)).filter((d) => d.backing === 'cxl' && !before.has(d.name));
     const device = fresh[0];
-    if (!device) throw new InfraError(`device setup: no dax device appeared for CXL device ${cxl.name}`);
+    if (!device) throw new TopologyError(`no dax device appeared for CXL region ${region.name} (${made1})`);
+    if (device.sizeBytes !== regionBytes(topology, region)) {
+      throw new TopologyError(`region ${region.name}: dax device ${device.name} is ${device.sizeBytes} bytes, the region's devices hold ${regionBytes(topology, region)}`);
+    }
     before.add(device.name);
-    made.push({ ...device, source: cxl.name });
+    made.push({ ...device, source: region.name });
   }
   const nfit = topology.pmem.length > 0 ? nfitRegions(await step(guest, 'NVDIMM regions', 'ndctl list -b ACPI.NFIT -R -D')) : [];
   for (const [i, pmem] of topology.pmem.entries()) {

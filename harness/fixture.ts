@@ -22,6 +22,10 @@ export interface TestOptions {
   needsAttribute?: boolean;
   /** Skip unless the topology has a device of this backing. */
   backing?: Backing;
+  /** Skip unless the topology has at least this many dax devices of `backing` (a topology need). */
+  minDevices?: number;
+  /** Skip unless the guest image carries this on-demand module (the kernel has it). */
+  needsModule?: string;
   /** Reports this test provokes on purpose. */
   expectReports?: ExpectedReport[];
   /** Taint letters this test may add (e.g. 'W' with an expected WARN). */
@@ -145,7 +149,13 @@ function skipReason(options: TestOptions): string | undefined {
   if (options.backing && devicesOf(options.backing).length === 0) {
     return `topology ${context.topology} has no ${options.backing} device`;
   }
+  if (options.backing && options.minDevices && devicesOf(options.backing).length < options.minDevices) {
+    return `topology ${context.topology} has ${devicesOf(options.backing).length} ${options.backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
+  }
   if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
+  if (options.needsModule && !(context.onDemandModules ?? []).includes(options.needsModule)) {
+    return `kernel ${context.kernel.release} has no ${options.needsModule} module (neither built in nor in its modules)`;
+  }
   return undefined;
 }
 
@@ -167,11 +177,12 @@ async function consoleLinesBetween(begin: string, end: string, timeoutMs: number
  * crashed QEMU 10.0 under TCG (SIGSEGV) on these machines. So no page may move while CXL
  * memory is online: a CXL device under test is unplugged first and put back afterwards.
  */
-async function quietOtherDevices(kit: TestKit, backing: Backing): Promise<void> {
+async function quietOtherDevices(kit: TestKit): Promise<void> {
   if (!kit.driver.hasAttribute) return;
   const stateOf = (d: DaxDevice) => kit.driver.read(d.name).catch(() => 'unbound');
   const others: DaxDevice[] = [];
-  for (const other of context.devices.filter((d) => d.backing !== backing)) {
+  // Every other device, of either backing: two regions of one CXL window are two devices too.
+  for (const other of context.devices.filter((d) => d.name !== kit.device.name)) {
     if (!['unplugged', 'unbound'].includes(await stateOf(other))) others.push(other);
   }
   if (others.length === 0) return;
@@ -250,7 +261,7 @@ export function guestTest(
           t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
         },
       };
-      if (options.backing && options.exclusive) await quietOtherDevices(kit, options.backing);
+      if (options.backing && options.exclusive) await quietOtherDevices(kit);
       await body(t, kit);
     } catch (error) {
       threw = true;

@@ -34,6 +34,22 @@ export interface ModuleGroups {
   always?: string[];
   cxl?: string[];
   pmem?: string[];
+  /**
+   * Carried in the image when the kernel has them, never loaded at boot: the tests that need
+   * one load it (fsdev_dax) and skip, naming it, on a kernel without it.
+   */
+  onDemand?: string[];
+}
+
+/** An image's modules list file: one module per line, on-demand ones marked with a leading "?". */
+export function parseModulesList(text: string): { modules: string[]; onDemand: string[] } {
+  const lines = text.split('\n').filter(Boolean);
+  return { modules: lines.filter((l) => !l.startsWith('?')), onDemand: lines.filter((l) => l.startsWith('?')).map((l) => l.slice(1)) };
+}
+
+/** A recipe's on-demand modules (see ModuleGroups.onDemand). */
+export function recipeOnDemandModules(recipe: Pick<ImageRecipe, 'modules'>): string[] {
+  return Array.isArray(recipe.modules) ? [] : (recipe.modules.onDemand ?? []);
 }
 
 /** Which backings the guest has: picks a recipe's module groups. */
@@ -80,6 +96,8 @@ export interface GuestImage {
   sizeBytes: number;
   /** Modules the init loads, in order. */
   modules: string[];
+  /** On-demand modules the image carries (the kernel has them); tests load them. */
+  onDemand: string[];
   keys?: SshKeys;
   cached: boolean;
 }
@@ -149,8 +167,8 @@ async function copyBinariesWithLibraries(guestRoot: string, binaries: string[], 
   }
 }
 
-async function copyModules(kernel: Kernel, requested: string[], stage: string): Promise<string[]> {
-  if (requested.length === 0) return [];
+async function copyModules(kernel: Kernel, requested: string[], stage: string, onDemand: string[] = []): Promise<{ loadable: string[]; onDemand: string[] }> {
+  if (requested.length === 0) return { loadable: [], onDemand: [] };
   await ensureDepmod(kernel.modulesRoot, kernel.release);
   const src = modulesDir(kernel.modulesRoot, kernel.release);
   const deps = parseModulesDep(await readFile(path.join(src, 'modules.dep'), 'utf8'));
@@ -163,7 +181,9 @@ async function copyModules(kernel: Kernel, requested: string[], stage: string): 
     );
   }
   const dest = path.join(stage, 'usr/lib/modules', kernel.release);
-  for (const rel of closure.files) {
+  // On-demand modules the kernel lacks are simply left out (their tests skip).
+  const extra = moduleClosure(onDemand, deps, builtin);
+  for (const rel of new Set([...closure.files, ...extra.files])) {
     const out = path.join(dest, rel.replace(/\.(xz|zst|gz)$/, ''));
     await mkdir(path.dirname(out), { recursive: true });
     // Decompressed: busybox cannot read compressed modules and the guest needs no decompressor.
@@ -177,7 +197,7 @@ async function copyModules(kernel: Kernel, requested: string[], stage: string): 
     if (existsSync(path.join(src, f))) await copyFile(path.join(src, f), path.join(dest, f));
   }
   await execa('depmod', ['-b', stage, kernel.release]);
-  return closure.loadable;
+  return { loadable: closure.loadable, onDemand: [...extra.loadable, ...extra.builtin] };
 }
 
 /** Identity of the kernel's modules: content of modules.dep plus size and mtime of the files. */
@@ -203,6 +223,7 @@ async function modulesIdentity(kernel: Kernel, requested: string[]): Promise<str
 export async function buildImage(cacheDir: string, recipeName: string, kernel: Kernel, options: ImageOptions = {}): Promise<GuestImage> {
   const { recipe, dir } = await loadRecipe(recipeName);
   const wanted = recipeModules(recipe, options.backings);
+  const onDemand = recipeOnDemandModules(recipe);
   const compression = options.compression ?? 'gzip';
   const initText = await readFile(path.join(dir, recipe.init), 'utf8');
   const userspace = recipe.packages.length > 0 ? await guestUserspace(cacheDir, recipe.packages) : undefined;
@@ -218,7 +239,7 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
         initText,
         `${busybox.size}:${busybox.mtimeMs}`,
         ...(userspace?.ids ?? []),
-        await modulesIdentity(kernel, wanted),
+        await modulesIdentity(kernel, [...wanted, ...onDemand]),
         compression,
         keys?.clientPublicKey ?? '',
         keys?.hostPublicKey ?? '',
@@ -230,8 +251,8 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
   const out = path.join(imagesDir, `${recipeName}-${kernel.release}-${hash}.cpio${compression === 'gzip' ? '.gz' : ''}`);
   const modulesListFile = `${out}.modules`;
   if (existsSync(out) && existsSync(modulesListFile)) {
-    const modules = (await readFile(modulesListFile, 'utf8')).split('\n').filter(Boolean);
-    return { path: out, recipe: recipeName, hash, sizeBytes: (await stat(out)).size, modules, keys, cached: true };
+    const { modules, onDemand } = parseModulesList(await readFile(modulesListFile, 'utf8'));
+    return { path: out, recipe: recipeName, hash, sizeBytes: (await stat(out)).size, modules, onDemand, keys, cached: true };
   }
   progress(`image ${recipeName} for ${kernel.release}: building (inputs changed or not cached)`);
   const stage = path.join(imagesDir, `.stage-${hash}-${process.pid}`);
@@ -262,8 +283,8 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
         }
       }
     }
-    const modules = await step(`image ${recipeName}: modules from modules.dep`, () =>
-      copyModules(kernel, wanted, stage),
+    const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules from modules.dep`, () =>
+      copyModules(kernel, wanted, stage, onDemand),
     );
     // One group per line: init runs a modprobe per line, side by side (the cxl and the
     // nvdimm stacks probe independently, and the guest has two vCPUs).
@@ -289,10 +310,10 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
       }),
     );
     await rename(tmp, out);
-    await writeFile(modulesListFile, `${modules.join('\n')}\n`);
+    await writeFile(modulesListFile, `${[...modules, ...carried.map((m) => `?${m}`)].join('\n')}\n`);
     const sizeBytes = (await stat(out)).size;
     progress(`image ${recipeName}: ${(sizeBytes / 1048576).toFixed(1)} MiB, ${modules.length} modules to load`);
-    return { path: out, recipe: recipeName, hash, sizeBytes, modules, keys, cached: false };
+    return { path: out, recipe: recipeName, hash, sizeBytes, modules, onDemand: carried, keys, cached: false };
   } finally {
     await rm(stage, { recursive: true, force: true });
   }

@@ -11,6 +11,11 @@ export interface DeviceView {
   blocks: Record<number, { state: string; validZones: string }>;
   /** "System RAM (kmem)" ranges inside the device's ranges. */
   kmemRanges: { start: string; end: string }[];
+  /**
+   * /proc/iomem entries inside the device's ranges named after the device: the reservation a
+   * bound driver holds (kmem, device_dax and fsdev_dax all request the range by device name).
+   */
+  reservedRanges: number;
   /** MemTotal of the device's target node, kB (0 when the node has no memory). */
   nodeMemTotalKb: number;
   taint: number;
@@ -42,6 +47,7 @@ export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: st
     attribute: attr.trim() === '<absent>' ? undefined : attr.trim(),
     blocks: {},
     kmemRanges: [],
+    reservedRanges: 0,
     nodeMemTotalKb: parseMeminfo(meminfo).MemTotal ?? 0,
     taint: Number(taint.trim()),
   };
@@ -54,6 +60,7 @@ export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: st
     for (const e of kmemRangesWithin(entries, BigInt(r.start), BigInt(r.end))) {
       view.kmemRanges.push({ start: `0x${e.start.toString(16)}`, end: `0x${e.end.toString(16)}` });
     }
+    view.reservedRanges += entries.filter((e) => e.name === device.name && e.start >= BigInt(r.start) && e.end <= BigInt(r.end)).length;
   }
   return view;
 }

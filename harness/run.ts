@@ -28,7 +28,7 @@ import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary } from './results/summary.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
 import { type GuestSession, planSuites } from './suites.js';
-import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
+import { declaredDevices, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
 import { triage } from './triage.js';
 
 export interface RunOptions {
@@ -506,7 +506,9 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       kernel: { release: kernel.release, requested: options.kernel },
       variant: slot.booted.variant,
       topology: topology.name,
+      declaredDevices: declaredDevices(topology),
       devices: slot.booted.devices,
+      onDemandModules: image.onDemand,
       cmdline,
       consolePath: slot.consolePath,
       testsFile,

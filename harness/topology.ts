@@ -13,8 +13,31 @@ export interface Topology {
   description: string;
   cpus: number;
   memory: { boot: string; max: string; slots: number };
-  cxl: { name: string; size: string }[];
+  cxl: CxlDevice[];
+  /**
+   * The CXL RAM regions the harness creates, each one dax device. A device named by no region
+   * gets a region of its own (interleave 1), so simple topologies need not list any.
+   */
+  cxlRegions: CxlRegion[];
   pmem: { name: string; size: string; labelSize: string }[];
+}
+
+/** A CXL type-3 volatile memory device and where it sits. */
+export interface CxlDevice {
+  name: string;
+  size: string;
+  /** Index of its host bridge (pxb-cxl); default 0. */
+  hostBridge?: number;
+  /** Behind the CXL switch (upstream + downstream port) under its host bridge's root port. */
+  switch?: boolean;
+}
+
+/** A RAM region interleaved across `devices` (in interleave position order). */
+export interface CxlRegion {
+  name: string;
+  devices: string[];
+  /** Interleave granularity in bytes (cxl create-region -g); the kernel's default when absent. */
+  granularity?: number;
 }
 
 export const DEFAULT_TOPOLOGY = 'cxl-pmem';
@@ -68,14 +91,51 @@ export function validateTopology(name: string, raw: unknown): Topology {
   for (const d of pmem) {
     if (!SIZE.test(String(d.labelSize))) fail(`device ${d.name}: labelSize must be like 128K`);
   }
+  for (const d of cxl) {
+    if (d.hostBridge !== undefined && !(Number.isInteger(d.hostBridge) && d.hostBridge >= 0 && d.hostBridge < 4)) {
+      fail(`device ${d.name}: "hostBridge" must be 0 to 3`);
+    }
+    if (d.switch !== undefined && typeof d.switch !== 'boolean') fail(`device ${d.name}: "switch" must be true or false`);
+  }
   return {
     name,
     description: String(t.description ?? ''),
     cpus: t.cpus as number,
     memory: memory as Topology['memory'],
     cxl,
+    cxlRegions: validateRegions(cxl, t.cxlRegions, fail),
     pmem,
   };
+}
+
+const GRANULARITIES = [256, 512, 1024, 2048, 4096, 8192, 16384];
+
+/**
+ * The declared regions, checked (each device in at most one region, interleave ways a power
+ * of two, devices of one region the same size), plus a region of its own for every device
+ * no region names.
+ */
+function validateRegions(cxl: CxlDevice[], raw: unknown, fail: (what: string) => never): CxlRegion[] {
+  if (raw !== undefined && !Array.isArray(raw)) fail('"cxlRegions" must be a list');
+  const declared = (raw ?? []) as CxlRegion[];
+  const byName = new Map(cxl.map((d) => [d.name, d]));
+  const used = new Set<string>();
+  for (const r of declared) {
+    if (typeof r.name !== 'string' || !/^[a-z][a-z0-9-]*$/.test(r.name)) fail(`region name ${JSON.stringify(r.name)} is not a simple id`);
+    if (!Array.isArray(r.devices) || r.devices.length === 0) fail(`region ${r.name}: "devices" must list CXL devices`);
+    if (![1, 2, 4, 8].includes(r.devices.length)) fail(`region ${r.name}: ${r.devices.length} devices: interleave ways must be 1, 2, 4 or 8`);
+    for (const name of r.devices) {
+      if (!byName.has(name)) fail(`region ${r.name}: no CXL device named ${JSON.stringify(name)}`);
+      if (used.has(name)) fail(`region ${r.name}: device ${name} is in another region already`);
+      used.add(name);
+    }
+    if (new Set(r.devices.map((n) => byName.get(n)?.size)).size > 1) fail(`region ${r.name}: its devices must all have the same size`);
+    if (r.granularity !== undefined && !GRANULARITIES.includes(r.granularity)) {
+      fail(`region ${r.name}: granularity must be one of ${GRANULARITIES.join(', ')}`);
+    }
+  }
+  const own = cxl.filter((d) => !used.has(d.name)).map((d) => ({ name: d.name, devices: [d.name] }));
+  return [...declared.map((r) => ({ name: r.name, devices: [...r.devices], ...(r.granularity ? { granularity: r.granularity } : {}) })), ...own];
 }
 
 /** The same machine with only one backing's devices (for sessions dedicated to it). */
@@ -83,6 +143,7 @@ export function restrictTopology(topology: Topology, backing: 'cxl' | 'pmem'): T
   return {
     ...topology,
     cxl: backing === 'cxl' ? topology.cxl : [],
+    cxlRegions: backing === 'cxl' ? topology.cxlRegions : [],
     pmem: backing === 'pmem' ? topology.pmem : [],
   };
 }
@@ -149,20 +210,7 @@ export function qemuArgs(spec: MachineSpec): string[] {
     '-netdev', `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
     '-device', 'virtio-net-pci,netdev=net0',
   ];
-  if (t.cxl.length > 0) {
-    args.push('-device', 'pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1');
-    t.cxl.forEach((d, i) => {
-      args.push(
-        '-object', `memory-backend-ram,id=${d.name}-mem,share=on,size=${d.size}`,
-        '-device', `cxl-rp,port=${i},bus=cxl.1,id=cxl-rp${i},chassis=0,slot=${2 + i}`,
-        '-device', `cxl-type3,bus=cxl-rp${i},volatile-memdev=${d.name}-mem,id=${d.name}`,
-      );
-    });
-    const total = t.cxl.reduce((sum, d) => sum + sizeBytes(d.size), 0);
-    // The window must be a multiple of 256 MiB and hold all devices; 4G leaves room to grow.
-    const windowGiB = Math.max(4, Math.ceil(total / 1024 ** 3));
-    args.push('-M', `cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=${windowGiB}G`);
-  }
+  if (t.cxl.length > 0) args.push(...cxlArgs(t));
   for (const d of t.pmem) {
     args.push(
       '-object', `memory-backend-file,id=${d.name}-mem,share=on,mem-path=${qemuOptionValue(pmemBackingFile(spec.workDir, d.name))},size=${d.size},align=128M`,
@@ -170,4 +218,96 @@ export function qemuArgs(spec: MachineSpec): string[] {
     );
   }
   return args;
+}
+
+export interface DeclaredDevice {
+  backing: 'cxl' | 'pmem';
+  /** The CXL region or NVDIMM it comes from (DaxDevice.source). */
+  source: string;
+}
+
+/** The dax devices a topology promises: one per CXL region and one per NVDIMM. */
+export function declaredDevices(t: Topology): DeclaredDevice[] {
+  return [
+    ...t.cxlRegions.map((r) => ({ backing: 'cxl' as const, source: r.name })),
+    ...t.pmem.map((p) => ({ backing: 'pmem' as const, source: p.name })),
+  ];
+}
+
+/** Host bridge of a CXL device (0 when the topology does not say). */
+export function hostBridgeOf(device: CxlDevice): number {
+  return device.hostBridge ?? 0;
+}
+
+/**
+ * The CXL part of the machine: host bridges (pxb-cxl), a root port per device directly under
+ * its host bridge, a switch (one root port, an upstream port, a downstream port per device)
+ * for devices marked `switch`, the type-3 devices with a serial number each (the guest's
+ * memN names follow probe order; the serial ties a memdev to its topology device), and the
+ * fixed memory windows: one per set of host bridges a region spans, interleaved across them.
+ */
+function cxlArgs(t: Topology): string[] {
+  const args: string[] = [];
+  const bridges = [...new Set(t.cxl.map(hostBridgeOf))].sort((a, b) => a - b);
+  // Bus numbers: each host bridge takes a range of 40 for its ports and switch.
+  for (const h of bridges) args.push('-device', `pxb-cxl,bus_nr=${12 + 40 * h},bus=pcie.0,id=cxl.${h + 1}`);
+  let slot = 2;
+  for (const h of bridges.filter((b) => t.cxl.some((d) => d.switch && hostBridgeOf(d) === b))) {
+    args.push(
+      '-device', `cxl-rp,port=${t.cxl.length + h},bus=cxl.${h + 1},id=cxl-rp-sw${h},chassis=0,slot=${t.cxl.length + 2 + h}`,
+      '-device', `cxl-upstream,bus=cxl-rp-sw${h},id=cxl-us${h}`,
+    );
+  }
+  t.cxl.forEach((d, i) => {
+    const h = hostBridgeOf(d);
+    const port = d.switch
+      ? ['-device', `cxl-downstream,port=${i},bus=cxl-us${h},id=cxl-dsp${i},chassis=0,slot=${slot++}`]
+      : ['-device', `cxl-rp,port=${i},bus=cxl.${h + 1},id=cxl-rp${i},chassis=0,slot=${slot++}`];
+    args.push(
+      '-object', `memory-backend-ram,id=${d.name}-mem,share=on,size=${d.size}`,
+      ...port,
+      '-device', `cxl-type3,bus=${d.switch ? `cxl-dsp${i}` : `cxl-rp${i}`},volatile-memdev=${d.name}-mem,id=${d.name},sn=${i + 1}`,
+    );
+  });
+  const windows = cxlWindows(t);
+  const options = windows.flatMap((w, n) => [
+    ...w.bridges.map((h, j) => `cxl-fmw.${n}.targets.${j}=cxl.${h + 1}`),
+    `cxl-fmw.${n}.size=${w.sizeGiB}G`,
+    ...(w.granularity ? [`cxl-fmw.${n}.interleave-granularity=${w.granularity / 1024}k`] : []),
+  ]);
+  args.push('-M', options.join(','));
+  return args;
+}
+
+export interface CxlWindow {
+  /** Host bridges the window interleaves across, in target order. */
+  bridges: number[];
+  sizeGiB: number;
+  granularity?: number;
+  /** Regions created in this window (root decoder decoder0.<index>). */
+  regions: string[];
+}
+
+/**
+ * One fixed memory window per distinct set of host bridges the regions span, in the order
+ * regions are declared: the guest's root decoders decoder0.0, decoder0.1, ... follow it.
+ * A window holds all its regions (a multiple of 256 MiB per host bridge; 4G leaves room).
+ */
+export function cxlWindows(t: Topology): CxlWindow[] {
+  const byName = new Map(t.cxl.map((d) => [d.name, d]));
+  const windows: CxlWindow[] = [];
+  for (const r of t.cxlRegions) {
+    const devices = r.devices.map((n) => byName.get(n) as CxlDevice);
+    const bridges = [...new Set(devices.map(hostBridgeOf))];
+    const key = bridges.join(',');
+    let w = windows.find((x) => x.bridges.join(',') === key);
+    if (!w) {
+      w = { bridges, sizeGiB: 0, regions: [], ...(bridges.length > 1 && r.granularity ? { granularity: r.granularity } : {}) };
+      windows.push(w);
+    }
+    w.regions.push(r.name);
+    w.sizeGiB += devices.reduce((sum, d) => sum + sizeBytes(d.size), 0) / 1024 ** 3;
+  }
+  for (const w of windows) w.sizeGiB = Math.max(4, Math.ceil(w.sizeGiB));
+  return windows;
 }

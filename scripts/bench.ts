@@ -8,7 +8,7 @@
  * every line, then rep 2, ...) so a change in the host's load hits every line alike.
  *
  *   --kernel 7.3 (default)   --reps N (boots per figure, default 3)
- *   --lean-reps N (boots per lean-boot line, default 5)   --skip-suites
+ *   --lean-reps N (boots per lean-boot line, default 5)   --skip-suites   --skip-topologies
  */
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,7 @@ import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE, bootGuest, resolveKernel, runOnce, shutdownGuest } from '../harness/run.js';
-import { loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
+import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -34,6 +34,7 @@ const reps = Number(flag('--reps', '3'));
 // The lean-boot table compares small differences (0.3 to 3 s) between interleaved boots.
 const leanReps = Number(flag('--lean-reps', '5'));
 const skipSuites = argv.includes('--skip-suites');
+const skipTopologies = argv.includes('--skip-topologies');
 const cacheDir = resolveCacheDir();
 const figures: Record<string, unknown> = {};
 
@@ -186,6 +187,37 @@ report('QEMU peak RSS per guest', `${(rssKb / 1024).toFixed(0)} MiB`);
 const plainImage = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology), compression: 'none' });
 report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`);
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
+
+// Boot cost per shipped topology: QEMU start to SSH, and to every region and dax device made
+// and checked, interleaved (rep 1 of every topology, then rep 2, ...), against cxl-pmem.
+if (!skipTopologies) {
+  const names = await listTopologies();
+  const perTopology = new Map(names.map((n) => [n, { ssh: [] as number[], ready: [] as number[] }]));
+  for (let i = 0; i < reps; i++) {
+    for (const name of names) {
+      const t = await loadTopology(name);
+      const img = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(t) });
+      const t0 = Date.now();
+      let booted: Awaited<ReturnType<typeof bootGuest>> | undefined;
+      try {
+        booted = await bootGuest({ kernel, kernelImage: entry.path, image: img, topology: t, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=offline`, consolePath: path.join(work, `topo-${name}-${i}.log`), workDir: path.join(work, `topo-${name}-${i}`), bootTimeoutSec: 300 });
+        perTopology.get(name)?.ready.push(Date.now() - t0);
+        perTopology.get(name)?.ssh.push(booted.bootToSshSeconds * 1000);
+      } catch (error) {
+        lostBoots.push(`topology ${name}, boot ${i + 1}: ${String(error).split('\n')[0]}`);
+      } finally {
+        if (booted) await shutdownGuest(booted);
+      }
+    }
+  }
+  const baseReady = median(perTopology.get('cxl-pmem')?.ready ?? []);
+  process.stdout.write(`\nboot per topology: QEMU start to SSH / to devices ready, median of ${reps}; ratio against cxl-pmem\n`);
+  for (const [name, times] of perTopology) {
+    report(`  ${name}`, `${s(median(times.ssh))} / ${s(median(times.ready))}`, median(times.ready) / baseReady);
+  }
+  for (const lost of lostBoots.filter((l) => l.startsWith('topology '))) process.stdout.write(`  (lost: ${lost})\n`);
+  process.stdout.write('\n');
+}
 
 // A second, cached run against its own warm boot, and the full suites serial vs --jobs 2.
 const results = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-results-'));

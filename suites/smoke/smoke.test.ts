@@ -4,8 +4,8 @@ import { triage } from '../../harness/triage.js';
 import { taintLetters, taintMask } from '../../harness/sysfs.js';
 
 /**
- * Smoke: the guest runs the kernel asked for, each backing of the topology produced one
- * kmem-bound dax device whose memory blocks exist, the hotplug attribute (where the kernel
+ * Smoke: the guest runs the kernel asked for, each CXL region and NVDIMM of the topology
+ * produced one kmem-bound dax device whose memory blocks exist, the hotplug attribute (where the kernel
  * has one) reads a valid value that agrees with the blocks, and the kernel log is clean.
  */
 const context = runContext();
@@ -18,9 +18,12 @@ guestTest('kernel release is the one requested', {}, async (_t, { guest, check }
 });
 
 for (const backing of ['cxl', 'pmem'] as const) {
-  guestTest(`${backing}: one dax device bound to kmem`, { backing }, async (_t, { guest, device, check, assert }) => {
+  guestTest(`${backing}: one dax device per declared region, bound to kmem`, { backing }, async (_t, { guest, device, check, assert }) => {
     const devices = context.devices.filter((d) => d.backing === backing);
-    check(`number of ${backing} dax devices`, devices.length, 1);
+    const declared = (context.declaredDevices ?? []).filter((d) => d.backing === backing).map((d) => d.source);
+    check(`${backing} dax devices by the region or NVDIMM they come from`, devices.map((d) => d.source).sort(), declared.sort());
+    const listed = (await guest.run(`ls -d /sys/bus/dax/drivers/kmem/dax* 2>/dev/null | xargs -n1 basename`)).split('\n').filter(Boolean);
+    for (const d of devices) assert(`${d.name} listed under /sys/bus/dax/drivers/kmem`, listed.includes(d.name), listed);
     const driver = (await guest.run(`basename "$(readlink /sys/bus/dax/devices/${device.name}/driver)"`)).trim();
     check(`${device.name} driver`, driver, 'kmem');
     const node = Number((await guest.run(`cat /sys/bus/dax/devices/${device.name}/target_node`)).trim());

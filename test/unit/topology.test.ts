@@ -1,6 +1,6 @@
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
-import { listTopologies, loadTopology, qemuArgs, restrictTopology, sizeBytes, validateTopology } from '../../harness/topology.js';
+import { cxlWindows, declaredDevices, listTopologies, loadTopology, qemuArgs, restrictTopology, sizeBytes, validateTopology } from '../../harness/topology.js';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd', cmdline: 'console=ttyS0', sshPort: 2222, workDir: '/w' };
 
@@ -9,7 +9,7 @@ function value(args: string[], flag: string): string[] {
 }
 
 test('the three topologies load and cxl-pmem has both backings', async (t) => {
-  t.deepEqual(await listTopologies(), ['cxl', 'cxl-pmem', 'pmem']);
+  t.deepEqual(await listTopologies(), ['cxl', 'cxl-hb-interleave', 'cxl-pmem', 'cxl-switch', 'cxl-two-regions', 'pmem']);
   const both = await loadTopology('cxl-pmem');
   t.is(both.cxl.length, 1);
   t.is(both.pmem.length, 1);
@@ -28,7 +28,7 @@ test('cxl topology: host bridge, root port, type-3 volatile device and a fixed m
   const devices = value(args, '-device');
   t.true(devices.includes('pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1'));
   t.true(devices.includes('cxl-rp,port=0,bus=cxl.1,id=cxl-rp0,chassis=0,slot=2'));
-  t.true(devices.includes('cxl-type3,bus=cxl-rp0,volatile-memdev=cxl-vmem0-mem,id=cxl-vmem0'));
+  t.true(devices.includes('cxl-type3,bus=cxl-rp0,volatile-memdev=cxl-vmem0-mem,id=cxl-vmem0,sn=1'));
   t.deepEqual(value(args, '-object'), ['memory-backend-ram,id=cxl-vmem0-mem,share=on,size=512M']);
   t.false(args.some((a) => a.includes('nvdimm')));
 });
@@ -89,7 +89,7 @@ test('two CXL devices get two root ports and a window that holds both', (t) => {
     ],
   });
   const args = qemuArgs({ ...base, topology, accel: 'tcg' });
-  t.true(value(args, '-device').includes('cxl-type3,bus=cxl-rp1,volatile-memdev=b-mem,id=b'));
+  t.true(value(args, '-device').includes('cxl-type3,bus=cxl-rp1,volatile-memdev=b-mem,id=b,sn=2'));
   t.true(value(args, '-M').includes('cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=6G'));
 });
 
@@ -106,7 +106,7 @@ test('bad topologies are rejected with a UsageError that names the problem', asy
     const error = t.throws(() => validateTopology('x', raw), { instanceOf: UsageError });
     t.regex(error?.message ?? '', message);
   }
-  await t.throwsAsync(loadTopology('nope'), { instanceOf: UsageError, message: /unknown topology "nope" \(known: cxl, cxl-pmem, pmem\)/ });
+  await t.throwsAsync(loadTopology('nope'), { instanceOf: UsageError, message: /unknown topology "nope" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/ });
 });
 
 test('sizes', (t) => {
@@ -123,4 +123,73 @@ test('a one-backing session boots the same machine with only that backing', asyn
   const args = qemuArgs({ ...base, topology: restrictTopology(both, 'pmem'), accel: 'tcg' });
   t.false(args.some((a) => a.includes('cxl')));
   t.true(args.some((a) => a.startsWith('nvdimm,')));
+});
+
+test('cxl-hb-interleave: two host bridges, one window targeting both with the region granularity', async (t) => {
+  const topology = await loadTopology('cxl-hb-interleave');
+  const args = qemuArgs({ ...base, topology, accel: 'tcg' });
+  const devices = value(args, '-device');
+  t.true(devices.includes('pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1'));
+  t.true(devices.includes('pxb-cxl,bus_nr=52,bus=pcie.0,id=cxl.2'));
+  t.true(devices.includes('cxl-rp,port=1,bus=cxl.2,id=cxl-rp1,chassis=0,slot=3'));
+  t.true(value(args, '-M').includes('cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.targets.1=cxl.2,cxl-fmw.0.size=4G,cxl-fmw.0.interleave-granularity=4k'));
+  t.deepEqual(declaredDevices(topology), [{ backing: 'cxl', source: 'cxl-hb-x2' }]);
+});
+
+test('cxl-switch: one root port, an upstream port and a downstream port per device', async (t) => {
+  const args = qemuArgs({ ...base, topology: await loadTopology('cxl-switch'), accel: 'tcg' });
+  const devices = value(args, '-device');
+  t.true(devices.includes('cxl-rp,port=2,bus=cxl.1,id=cxl-rp-sw0,chassis=0,slot=4'));
+  t.true(devices.includes('cxl-upstream,bus=cxl-rp-sw0,id=cxl-us0'));
+  t.true(devices.includes('cxl-downstream,port=0,bus=cxl-us0,id=cxl-dsp0,chassis=0,slot=2'));
+  t.true(devices.includes('cxl-type3,bus=cxl-dsp1,volatile-memdev=cxl-vmem1-mem,id=cxl-vmem1,sn=2'));
+  t.false(devices.some((d) => d.startsWith('cxl-rp,port=0')));
+  // PCIe slots are unique across root and downstream ports.
+  const slots = devices.flatMap((d) => /slot=(\d+)/.exec(d)?.[1] ?? []);
+  t.is(new Set(slots).size, slots.length);
+});
+
+test('a device no region names gets a region of its own; windows follow the host-bridge sets', (t) => {
+  const topology = validateTopology('mixed', {
+    cpus: 2,
+    memory: { boot: '2G', max: '16G', slots: 4 },
+    cxl: [
+      { name: 'a', size: '1G', hostBridge: 0 },
+      { name: 'b', size: '1G', hostBridge: 1 },
+      { name: 'c', size: '512M', hostBridge: 0 },
+    ],
+    cxlRegions: [{ name: 'ab', devices: ['a', 'b'], granularity: 1024 }],
+  });
+  t.deepEqual(topology.cxlRegions, [
+    { name: 'ab', devices: ['a', 'b'], granularity: 1024 },
+    { name: 'c', devices: ['c'] },
+  ]);
+  t.deepEqual(cxlWindows(topology), [
+    { bridges: [0, 1], sizeGiB: 4, granularity: 1024, regions: ['ab'] },
+    { bridges: [0], sizeGiB: 4, regions: ['c'] },
+  ]);
+  const m = value(qemuArgs({ ...base, topology, accel: 'tcg' }), '-M');
+  t.true(m.includes('cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.targets.1=cxl.2,cxl-fmw.0.size=4G,cxl-fmw.0.interleave-granularity=1k,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=4G'));
+});
+
+test('bad regions are rejected with the region and the problem named', (t) => {
+  const machine = { cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 } };
+  const two = [
+    { name: 'a', size: '1G' },
+    { name: 'b', size: '1G' },
+    { name: 'c', size: '512M' },
+  ];
+  const bad: [unknown, RegExp][] = [
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'zz'] }] }, /region r: no CXL device named "zz"/],
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b', 'c'] }] }, /region r: 3 devices: interleave ways must be 1, 2, 4 or 8/],
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'c'] }] }, /region r: its devices must all have the same size/],
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a'] }, { name: 's', devices: ['a'] }] }, /region s: device a is in another region already/],
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b'], granularity: 3000 }] }, /region r: granularity must be one of/],
+    [{ ...machine, cxl: [{ name: 'a', size: '1G', hostBridge: 9 }] }, /device a: "hostBridge" must be 0 to 3/],
+    [{ ...machine, cxl: two, cxlRegions: {} }, /"cxlRegions" must be a list/],
+  ];
+  for (const [raw, message] of bad) {
+    const error = t.throws(() => validateTopology('x', raw), { instanceOf: UsageError });
+    t.regex(error?.message ?? '', message);
+  }
 });
