@@ -189,7 +189,7 @@ async function quietOtherDevices(kit: TestKit, backing: Backing): Promise<void> 
 /** Reports in lines, with reports seen twice (dmesg and console) kept once. */
 function triageAll(...sources: string[][]) {
   const seen = new Set<string>();
-  return sources.flatMap(triage).filter((r) => {
+  return sources.flatMap((lines) => triage(lines)).filter((r) => {
     const key = `${r.kind}|${r.title}|${r.text}`;
     if (seen.has(key)) return false;
     seen.add(key);

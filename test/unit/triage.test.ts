@@ -256,11 +256,11 @@ test('lockdep circular locking dependency (kernel/locking/lockdep.c)', (t) => {
   const reports = triage(log);
   t.deepEqual(
     reports.map((r) => [r.kind, r.title, r.line]),
-    [['lockdep', 'lockdep: possible circular locking dependency detected', 3]],
+    [['lockdep', 'lockdep: possible circular locking dependency detected in offline_and_remove_memory', 3]],
   );
   t.deepEqual(
     triage(stamp(['=====================================', 'WARNING: kworker/u8:2/87 still has locks held!', '7.3-amd64 #1 Not tainted'])).map((r) => r.title),
-    ['lockdep: still has locks held'],
+    ['lockdep: still has locks held in corrupted'],
   );
   t.deepEqual(
     triage(stamp(['=====================================================', 'WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected'])).map((r) => r.kind),
@@ -332,8 +332,8 @@ test('hung task in I/O wait of a kworker (kernel/hung_task.c): titled by functio
   ]);
   const reports = triage(log);
   t.deepEqual(reports.map((r) => [r.kind, r.title, r.line]), [['hung task', 'hung task in writeback_iter', 1]]);
-  // Without its call trace (a cut log), the comm names it.
-  t.deepEqual(triage(stamp(['INFO: task cxl:129 blocked for more than 120 seconds.'])).map((r) => r.title), ['hung task: cxl']);
+  // Without its call trace (a cut log) the title says so; the comm would differ from run to run.
+  t.deepEqual(triage(stamp(['INFO: task cxl:129 blocked for more than 120 seconds.'])).map((r) => r.title), ['hung task in corrupted']);
 });
 
 test('soft lockup and hard lockup (kernel/watchdog.c)', (t) => {
@@ -456,10 +456,11 @@ test('other BUG: lines get titles without their run-specific details', (t) => {
     ]),
   ).map((r) => r.title);
   t.deepEqual(titles, [
-    'BUG: workqueue lockup in unknown',
-    'BUG: spinlock bad magic in unknown',
-    'BUG: scheduling while atomic in unknown',
-    'BUG: sleeping function called from invalid context in unknown',
+    // A workqueue lockup has no stack of its own; the others were cut before their call trace.
+    'BUG: workqueue lockup',
+    'BUG: spinlock bad magic in corrupted',
+    'BUG: scheduling while atomic in corrupted',
+    'BUG: sleeping function called from invalid context in corrupted',
   ]);
   for (const title of titles) assertStable(t, title);
 });
