@@ -62,7 +62,13 @@ export const CORRUPTED = 'corrupted';
 
 /** "dev_dax_kmem_remove+0x12/0x34 [kmem]" -> "dev_dax_kmem_remove" */
 export function functionName(text: string): string | undefined {
-  return /([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/.exec(text)?.[1];
+  const name = /([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/.exec(text)?.[1];
+  return name && withoutCompilerSuffix(name);
+}
+
+/** "provoke_usercopy.cold", "foo.isra.0", "bar.constprop.3": the function's name without the compiler's split-off suffix, the same in every build. */
+function withoutCompilerSuffix(name: string): string {
+  return name.replace(/\.(?:cold|isra|constprop|part|llvm|lto_priv)(?:\.\w+)*$/, '');
 }
 
 /** Frames that only say how a report was printed, never where the bug is. */
@@ -107,7 +113,8 @@ export function reportFunction(w: LineWindow, header: number, search: FrameSearc
     for (const text of lines()) if (text.startsWith('RIP: ')) return functionName(text);
   }
   for (const text of lines()) {
-    const frame = FRAME.exec(text)?.[1];
+    const raw = FRAME.exec(text)?.[1];
+    const frame = raw && withoutCompilerSuffix(raw);
     if (frame && !PRINTING_FRAME.test(frame) && !search.skip?.test(frame)) return frame;
   }
   return undefined;
@@ -272,6 +279,12 @@ const checkRules: Rule[] = [
     title: (_m, w, i) => `BUG: bad usercopy ${traced(w, i, /^(?:_copy_\w+|copy_\w+|\w*usercopy\w*)$/)}`,
   },
   {
+    kind: 'usercopy',
+    // mm/maccess.c __copy_overflow(): "Buffer overflow detected (16 < 4096)!", the WARN() of copy_to/from_user's size check.
+    pattern: /^Buffer overflow detected \(\d+ < \d+\)!/,
+    title: (_m, w, i) => `usercopy: buffer overflow detected ${traced(w, i, /^(?:__copy_overflow|copy_overflow|check_copy_size|_copy_\w+|copy_\w+)$/)}`,
+  },
+  {
     kind: 'ODEBUG',
     // lib/debugobjects.c: "ODEBUG: free active (active state 0) object: ffff... object type: timer_list hint: foo+0x0/0x10"
     pattern: /^ODEBUG: (\w+(?: \w+)?) .*object type: (\S+)(?: hint: (\S+))?/,
@@ -327,7 +340,8 @@ const faultRules: Rule[] = [
   {
     kind: 'stack overflow',
     // arch/x86: "BUG: stack guard page was hit at ... (stack is ...)" then "kernel stack overflow (double-fault): 0000 [#1]".
-    pattern: /^BUG: stack guard page was hit at/,
+    // 7.3: "BUG: TASK stack guard page was hit at ..." (the stack's kind named) then "Oops: stack guard page: 0000 [#1]".
+    pattern: /^BUG: (?:\w+ )?stack guard page was hit at/,
     title: (_m, w, i) => `BUG: stack guard page was hit ${fault(w, i)}`,
   },
   {
@@ -432,7 +446,8 @@ const warnRules: Rule[] = [
     //   oldest:  "WARNING: at drivers/foo.c:12 foo+0x1/0x2()"
     pattern: WARN_HEADER,
     title: (m, w, i) => `WARNING ${inFn(functionName(m[2] ?? '') ?? reportFunction(w, i, { rip: true, window: 40 }))}`,
-    continues: ['list corruption', 'refcount', 'usercopy', 'ODEBUG'],
+    // 7.3's SLUB debugging WARNs in object_err() after its own report.
+    continues: ['list corruption', 'refcount', 'usercopy', 'ODEBUG', 'SLUB'],
   },
   {
     kind: 'WARNING',

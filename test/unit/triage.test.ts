@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { type CrashReport, isExpected, MAX_LINE_CHARS, stripTimestamp, TriageStream, triage, WINDOW_AHEAD, WINDOW_BEHIND } from '../../harness/triage.js';
 
@@ -813,4 +813,73 @@ test('snapshot() sees reports still inside the look-ahead window without ending 
   const early = stream.snapshot().map((r) => r.kind);
   t.deepEqual(early, ['WARNING', 'panic']);
   t.deepEqual(stream.end().map((r) => r.kind), early);
+});
+
+// --- real reports provoked with a module on Debian's 7.3 (test/fixtures/README.md) ----------
+
+const PROVOKED: [file: string, reports: [kind: string, title: string][]][] = [
+  ['provoke-warn-7.3.log', [['WARNING', 'WARNING in provoke_warn']]],
+  ['provoke-warn-7.3-run2.log', [['WARNING', 'WARNING in provoke_warn']]],
+  ['provoke-refcount-7.3.log', [['refcount', 'refcount_t: decrement hit 0; leaking memory in provoke_refcount']]],
+  ['provoke-list-add-corruption-7.3.log', [['list corruption', 'list_add corruption in provoke_list_add']]],
+  ['provoke-divide-error-7.3.log', [['divide error', 'divide error in provoke_divide']]],
+  ['provoke-divide-error-7.3-run2.log', [['divide error', 'divide error in provoke_divide']]],
+  ['provoke-null-deref-7.3.log', [['BUG', 'BUG: kernel NULL pointer dereference in provoke_null']]],
+  ['provoke-gpf-7.3.log', [['GPF', 'general protection fault in provoke_gpf']]],
+  ['provoke-kernel-bug-7.3.log', [['BUG', 'kernel BUG in provoke_bug']]],
+  ['provoke-copy-overflow-7.3.log', [['usercopy', 'usercopy: buffer overflow detected in provoke_usercopy']]],
+  ['provoke-slub-double-free-7.3.log', [['SLUB', 'SLUB: Object already free in provoke_double_free']]],
+  [
+    'provoke-stack-overflow-panic-7.3.log',
+    [
+      ['stack overflow', 'BUG: stack guard page was hit in provoke_recurse'],
+      ['panic', 'panic: Fatal exception in interrupt'],
+    ],
+  ],
+];
+
+for (const [file, expected] of PROVOKED) {
+  test(`real 7.3 report provoked by a module: ${file}`, (t) => {
+    const reports = triage(fixture(file));
+    t.deepEqual(
+      reports.map((r) => [r.kind, r.title]),
+      expected,
+    );
+    for (const r of reports) assertStable(t, r.title);
+  });
+}
+
+/** Every fixture: clean-* must give nothing, every other one at least one report. */
+function fixtureCorpus(): { name: string; log: string; crash: boolean }[] {
+  return readdirSync(new URL('../fixtures/', import.meta.url))
+    .filter((name) => name.endsWith('.log'))
+    .map((name) => ({ name, log: fixture(name), crash: !name.startsWith('clean-') }));
+}
+
+/** The same log with another writer's line after every kernel line of its first report's trace (a busy console). */
+function interleaved(log: string): string {
+  const lines = log.split('\n');
+  const first = triage(log)[0]?.line ?? 1;
+  return lines.flatMap((l, i) => (i >= first && i < first + 40 ? [l, `dropbear[201]: Child connection from 10.0.2.2:${40000 + i}\r`] : [l])).join('\n');
+}
+
+/** The log cut two lines after its first report's header (the guest died, the console lost the rest). */
+function cutShort(log: string): string {
+  const first = triage(log)[0]?.line ?? 1;
+  return log.split('\n').slice(0, first + 2).join('\n');
+}
+
+test('corpus: every real crash log detected, also interleaved and cut short; no report in the clean logs', (t) => {
+  const corpus = fixtureCorpus();
+  const crashes = corpus.filter((c) => c.crash).flatMap((c) => [c, { ...c, name: `${c.name} (interleaved)`, log: interleaved(c.log) }, { ...c, name: `${c.name} (cut short)`, log: cutShort(c.log) }]);
+  const missed = crashes.filter((c) => triage(c.log).length === 0).map((c) => c.name);
+  const falsePositives = corpus.filter((c) => !c.crash && triage(c.log).length > 0).map((c) => c.name);
+  t.log(`detected ${crashes.length - missed.length}/${crashes.length} crash logs; ${falsePositives.length} false positives in ${corpus.length - crashes.length / 3} clean logs`);
+  t.true(crashes.length >= 3 * 15);
+  t.deepEqual(missed, []);
+  t.deepEqual(falsePositives, []);
+  // Interleaving must not change what a report is called when its lines are all there.
+  for (const c of corpus.filter((x) => x.crash)) {
+    t.is(triage(interleaved(c.log))[0]?.title, triage(c.log)[0]?.title, c.name);
+  }
 });
