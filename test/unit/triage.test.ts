@@ -830,6 +830,13 @@ const PROVOKED: [file: string, reports: [kind: string, title: string][]][] = [
   ['provoke-copy-overflow-7.3.log', [['usercopy', 'usercopy: buffer overflow detected in provoke_usercopy']]],
   ['provoke-slub-double-free-7.3.log', [['SLUB', 'SLUB: Object already free in provoke_double_free']]],
   [
+    'provoke-softlockup-rcu-stall-7.3.log',
+    [
+      ['RCU stall', 'RCU stall (rcu_preempt) in provoke_softlockup'],
+      ['soft lockup', 'soft lockup in provoke_softlockup'],
+    ],
+  ],
+  [
     'provoke-stack-overflow-panic-7.3.log',
     [
       ['stack overflow', 'BUG: stack guard page was hit in provoke_recurse'],
