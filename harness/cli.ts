@@ -20,7 +20,7 @@ import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
-import { triage } from './triage.js';
+import { openLog, triageReadable } from './triage-read.js';
 
 /**
  * Exit status: 0 all passed, 1 a test failed (or triage found reports), 2 bad usage or an
@@ -413,12 +413,17 @@ export function program(): Command {
   cli
     .command('triage')
     .description('print the kernel crash reports in a console or dmesg log as JSON; exit 1 if any')
-    .argument('<file>', 'console.log or dmesg.txt')
-    .action(async (file: string) => {
-      const text = await readFile(file, 'utf8').catch(() => {
-        throw new UsageError(`cannot read ${file}`);
+    .argument('<file>', 'console.log or dmesg.txt; - reads standard input')
+    .option('--single-boot', 'the log is one machine\'s console: a second kernel boot banner is an unexpected reboot')
+    .action(async (file: string, o: { singleBoot?: boolean }) => {
+      const input = await openLog(file);
+      const name = file === '-' ? 'standard input' : file;
+      const result = await triageReadable(input, name, { singleBoot: o.singleBoot }).catch((error: unknown) => {
+        throw error instanceof UsageError ? error : new UsageError(`cannot read ${name}: ${errorMessage(error)}`);
       });
-      const reports = triage(text).map(({ kind, title, line }) => ({ kind, title, line }));
+      if (result.bytes === 0) process.stderr.write(`dax-harness: note: ${name} is empty: nothing to triage\n`);
+      if (result.omitted > 0) process.stderr.write(`dax-harness: note: ${result.omitted} more report(s) past the first ${result.reports.length} not listed\n`);
+      const reports = result.reports.map(({ kind, title, line }) => ({ kind, title, line }));
       process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
       process.exitCode = reports.length > 0 ? 1 : 0;
     });

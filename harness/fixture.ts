@@ -1,4 +1,4 @@
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, fstatSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
@@ -97,10 +97,36 @@ async function killStuckGuest(title: string, why: string): Promise<void> {
 }
 
 function consoleTail(count: number): string {
+  const size = consoleSize();
+  return readConsoleFrom(Math.max(0, size - 256 * 1024)).replace(/\r/g, '').trimEnd().split('\n').slice(-count).join('\n');
+}
+
+/** A test's share of console.log is read, never the whole run's: at most this much, its end kept. */
+const CONSOLE_SLICE_MAX = 16 * 1024 * 1024;
+
+/** Bytes in console.log now: where the next test's lines start. */
+function consoleSize(): number {
   try {
-    return readFileSync(context.consolePath, 'utf8').replace(/\r/g, '').trimEnd().split('\n').slice(-count).join('\n');
+    return statSync(context.consolePath).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** console.log from byte `from` to its end (the last CONSOLE_SLICE_MAX bytes of that at most). */
+function readConsoleFrom(from: number): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(context.consolePath, 'r');
+    const size = fstatSync(fd).size;
+    const start = Math.max(from, size - CONSOLE_SLICE_MAX);
+    const buffer = Buffer.alloc(Math.max(0, size - start));
+    readSync(fd, buffer, 0, buffer.length, start);
+    return buffer.toString('utf8');
   } catch {
     return '';
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -159,14 +185,16 @@ function skipReason(options: TestOptions): string | undefined {
   return undefined;
 }
 
-async function consoleLinesBetween(begin: string, end: string, timeoutMs: number): Promise<string[]> {
+/** This test's console lines: from its begin marker (or `fromByte`, read before the marker was written) to its end marker. */
+async function consoleLinesBetween(begin: string, end: string, timeoutMs: number, fromByte: number): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
-    const lines = readFileSync(context.consolePath, 'utf8').split('\n');
-    const from = lines.findIndex((l) => l.includes(begin));
+    const lines = readConsoleFrom(fromByte).split('\n');
+    // Everything read is this test's: a begin marker cut off by the size cap starts at the slice.
+    const from = Math.max(0, lines.findIndex((l) => l.includes(begin)));
     const to = lines.findIndex((l) => l.includes(end));
-    if (from >= 0 && to >= 0) return lines.slice(from, to + 1);
-    if (Date.now() > deadline) return from >= 0 ? lines.slice(from) : [];
+    if (to >= 0) return lines.slice(from, to + 1);
+    if (Date.now() > deadline) return lines.slice(from);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -200,7 +228,7 @@ async function quietOtherDevices(kit: TestKit): Promise<void> {
 /** Reports in lines, with reports seen twice (dmesg and console) kept once. */
 function triageAll(...sources: string[][]) {
   const seen = new Set<string>();
-  return sources.flatMap(triage).filter((r) => {
+  return sources.flatMap((lines) => triage(lines)).filter((r) => {
     const key = `${r.kind}|${r.title}|${r.text}`;
     if (seen.has(key)) return false;
     seen.add(key);
@@ -240,8 +268,10 @@ export function guestTest(
     const end = `dax-harness: test-end ${id}`;
     let g: Guest | undefined;
     let threw = false;
+    let consoleStart = consoleSize();
     try {
       g = await connected();
+      consoleStart = consoleSize();
       await g.run(`echo '${begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
       record.taintBefore = Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
       const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
@@ -283,7 +313,7 @@ export function guestTest(
       const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
       const from = dmesgLines.findIndex((l) => l.includes(begin));
       // The console holds what reached it even when the guest stopped answering.
-      const consoleLines = await consoleLinesBetween(begin, end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000);
+      const consoleLines = await consoleLinesBetween(begin, end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000, consoleStart);
       const expected = options.expectReports ?? [];
       record.reports = triageAll(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines).map((r) => ({
         ...r,

@@ -1,5 +1,6 @@
 import { createServer } from 'node:net';
-import { existsSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -29,7 +30,7 @@ import { countTests, type RunSummary } from './results/summary.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { declaredDevices, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
-import { triage } from './triage.js';
+import type { CrashReport } from './triage.js';
 
 export interface RunOptions {
   /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
@@ -350,7 +351,9 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     tests: [],
     guests: [],
   };
-  const consoleLines: string[] = [];
+  // Reports of retired guests' consoles, numbered as lines of their consoles one after another.
+  const consoleReports: CrashReport[] = [];
+  let consoleLinesSeen = 0;
   const running = new Set<Machine>();
   const workDir = path.join(options.cacheDir, 'work', runId);
 
@@ -445,7 +448,14 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     summary.status = status;
     summary.exitCode = exitCode;
     summary.finishedAt = new Date().toISOString();
-    summary.consoleReports = triage([...consoleLines, ...[...running].flatMap((m) => m.console.lines)]);
+    // Guests still running at the end: their reports after the retired ones'.
+    let offset = consoleLinesSeen;
+    const runningReports = [...running].flatMap((m) => {
+      const reports = m.console.reports(offset);
+      offset += m.console.lineCount;
+      return reports;
+    });
+    summary.consoleReports = [...consoleReports, ...runningReports];
     await writeResultFiles(true);
     // Written once: a later interrupt (of the next matrix cell) must not rewrite a finished run.
     finished = true;
@@ -580,9 +590,11 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       await shutdownGuest(slot.booted);
       running.delete(slot.booted.machine);
       noteConsoleError(slot.booted.machine);
-      consoleLines.push(...slot.booted.machine.console.lines);
+      consoleReports.push(...slot.booted.machine.console.reports(consoleLinesSeen));
+      consoleLinesSeen += slot.booted.machine.console.lineCount;
       if (slot.consolePath !== consolePath) {
-        await resultWrite(appendFile(consolePath, await readFile(slot.consolePath, 'utf8')));
+        // Streamed: a guest's console can be far larger than memory should hold.
+        await resultWrite(pipeline(createReadStream(slot.consolePath), createWriteStream(consolePath, { flags: 'a' })));
         await rm(slot.consolePath, { force: true });
       }
     };
@@ -705,7 +717,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         // death), never passing it off as the running test's own failure.
         const machine = g.booted.machine;
         const exit = machine.exitInfo ?? { code: null, signal: null, stderr: '' };
-        const panic = triage(machine.console.lines).find((r) => r.kind === 'panic');
+        const panic = machine.console.reports().find((r) => r.kind === 'panic');
         const killed = existsSync(guestKilledFile) ? (JSON.parse(await readFile(guestKilledFile, 'utf8')) as { test: string; reason: string }) : undefined;
         const victim = [...recorded.values()].filter((r) => r.status === 'fail').at(-1);
         let how: string;
