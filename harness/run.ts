@@ -1,11 +1,12 @@
 import { createServer } from 'node:net';
 import { existsSync, statSync } from 'node:fs';
-import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
+import { replaceSymlink, writeAtomic } from './atomic-file.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
 import { Guest } from './guest.js';
@@ -71,11 +72,6 @@ function runIdFor(kernel: string, topology: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
   const label = path.basename(kernel).replace(/[^A-Za-z0-9.+-]/g, '_');
   return `${stamp}-${label}-${topology}-${process.pid}`;
-}
-
-async function writeAtomic(file: string, text: string): Promise<void> {
-  await writeFile(`${file}.tmp`, text);
-  await rename(`${file}.tmp`, file);
 }
 
 export async function readRawRecords(file: string): Promise<TestRecord[]> {
@@ -330,8 +326,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   });
   const latest = path.join(options.resultsDir, 'latest');
   const previousLatest = await readlink(latest).catch(() => undefined);
-  await rm(latest, { force: true });
-  await symlink(runId, latest).catch(() => undefined);
+  await replaceSymlink(runId, latest).catch(() => undefined);
   const testsFile = path.join(dir, 'tests.jsonl');
   const consolePath = path.join(dir, 'console.log');
   const summary: RunSummary = {
@@ -807,8 +802,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     if (error instanceof UsageError) {
       // Bad input (e.g. a kernel version Debian does not have): leave no half-written run.
       await rm(dir, { recursive: true, force: true });
-      await rm(latest, { force: true });
-      if (previousLatest) await symlink(previousLatest, latest).catch(() => undefined);
+      if (previousLatest) await replaceSymlink(previousLatest, latest).catch(() => undefined);
+      else await rm(latest, { force: true });
       throw error;
     }
     summary.error = errorMessage(error);
