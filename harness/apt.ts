@@ -239,7 +239,7 @@ export async function extractDebs(debs: string[], dir: string, finish?: (root: s
   const names = debs.map((d) => path.basename(d));
   await populateEntry(
     dir,
-    `unpacking ${names.join(' ')}`,
+    `unpacking ${names[0]}${names.length > 1 ? ` and ${names.length - 1} more package(s)` : ''}`,
     () => existsSync(path.join(dir, '.extracted')),
     async (tmp) => {
       await mkdir(tmp, { recursive: true });

@@ -15,6 +15,7 @@ import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { triage } from './triage.js';
+import { warmCache } from './warm-cache.js';
 
 /**
  * Exit status: 0 all passed, 1 a test failed (or triage found reports), 2 bad usage or an
@@ -243,6 +244,18 @@ function program(): Command {
       if (summary.error) process.stdout.write(`error: ${summary.error.split('\n')[0]}\n`);
       process.stdout.write(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
       process.exitCode = exitCode;
+    });
+
+  cli
+    .command('prepare')
+    .description('fill the cache for `run` without booting: kernel, images, SSH keys, PVH entry (CI warm-up)')
+    .option('--kernel <7.3|7.2|PATH>', 'Debian kernel version, or a bzImage you built', '7.3')
+    .option('--modules <DIR>', 'modules for --kernel PATH')
+    .option('--topology <NAME|FILE>', 'topology whose guest image to build', DEFAULT_TOPOLOGY)
+    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .action(async (o) => {
+      const warm = await warmCache({ cacheDir: resolveCacheDir(o.cacheDir), kernel: o.kernel, modules: o.modules, topology: o.topology });
+      process.stdout.write(`${JSON.stringify(warm, null, 2)}\n`);
     });
 
   const kernel = cli.command('kernel').description('kernels from Debian\'s archive');
