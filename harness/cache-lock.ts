@@ -32,7 +32,9 @@ export interface HeldLock {
 /** Starts flock(1) on `lockFile`; resolves once it holds the lock, or with the exit code it gave up with. */
 function startFlock(lockFile: string, wait: boolean): Promise<{ child: ChildProcess } | { exitCode: number; stderr: string }> {
   const args = [...(wait ? [] : ['--nonblock', '--conflict-exit-code', String(CONFLICT)]), '--exclusive', lockFile, '-c', 'echo locked; exec cat'];
-  const child = spawn('flock', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // Its own process group: a Ctrl-C meant for the harness must not drop the lock while the
+  // harness still finishes up; the closed pipe ends it when the harness is gone.
+  const child = spawn('flock', args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();

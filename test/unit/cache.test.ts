@@ -9,7 +9,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { HarnessApt } from '../../harness/apt.js';
 import { readJsonState } from '../../harness/atomic-file.js';
-import { sweepStaleTemps } from '../../harness/cache-lock.js';
+import { lockEntry, sweepStaleTemps, tryLockEntry } from '../../harness/cache-lock.js';
 import { ensureKeys } from '../../harness/keys.js';
 import type { Kernel } from '../../harness/kernel/kernel.js';
 import { kernelEntry, loadSegmentsOutside } from '../../harness/kernel/pvh.js';
@@ -167,6 +167,17 @@ test('stale temporaries are told by their lock: one whose lock is held stays, on
   t.true(existsSync(`${live}.stage`));
   t.false(existsSync(stale));
   t.false(existsSync(`${stale}.stage`));
+});
+
+test('a lock is dropped when its holder is killed with SIGKILL', async (t) => {
+  const entry = path.join(await tempDir(), 'entry');
+  const holder = spawn(process.execPath, ['--import', 'tsx', RACE_CHILD, 'hold', entry], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise((resolve) => holder.stdout.once('data', resolve));
+  t.is(await tryLockEntry(entry), undefined, 'held while the holder lives');
+  holder.kill('SIGKILL');
+  const lock = await lockEntry(entry, 'a test');
+  await lock.release();
+  t.pass();
 });
 
 /** Captures what is written to stderr while `body` runs. */
