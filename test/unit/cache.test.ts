@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { HarnessApt } from '../../harness/apt.js';
 import { readJsonState } from '../../harness/atomic-file.js';
@@ -19,8 +19,11 @@ const RACE_CHILD = path.join(projectRoot, 'test/unit/helpers/cache-race.ts');
 const TRIALS = 20;
 const FILES = 400;
 
-function tempDir(): Promise<string> {
-  return mkdtemp(path.join(tmpdir(), 'dax-harness-cache-test-'));
+/** A scratch directory removed when the test ends. */
+async function tempDir(t: ExecutionContext): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dax-harness-cache-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** A .deb of FILES small files, each holding its own name. */
@@ -88,7 +91,7 @@ function raceSide(op: string, work: string, side: string): Promise<SideResult> {
 
 test('two processes unpacking the same package at once: both succeed and the tree is whole (20 trials)', async (t) => {
   t.timeout(300_000);
-  const work = await tempDir();
+  const work = await tempDir(t);
   await makeDeb(work);
   const [a, b] = await Promise.all([raceSide('extract', work, 'a'), raceSide('extract', work, 'b')]);
   t.deepEqual([...a.lines, ...b.lines].filter((l) => l.error), []);
@@ -108,7 +111,7 @@ test('two processes unpacking the same package at once: both succeed and the tre
 
 test('two processes making the SSH keys at once: one set, and both return it (20 trials)', async (t) => {
   t.timeout(300_000);
-  const work = await tempDir();
+  const work = await tempDir(t);
   await makeFakeGuestRoot(path.join(work, 'guest'));
   const [a, b] = await Promise.all([raceSide('keys', work, 'a'), raceSide('keys', work, 'b')]);
   t.deepEqual([...a.lines, ...b.lines].filter((l) => l.error), []);
@@ -130,7 +133,7 @@ test('two processes making the SSH keys at once: one set, and both return it (20
 });
 
 test('a half-made key set left by a killed harness is replaced, and its temporary removed', async (t) => {
-  const cache = await tempDir();
+  const cache = await tempDir(t);
   await makeFakeGuestRoot(path.join(cache, 'guest'));
   // What a harness killed between dropbearkey and the rename left (the old layout) ...
   await mkdir(path.join(cache, 'keys'));
@@ -150,7 +153,7 @@ async function holdLock(entry: string): Promise<() => void> {
 }
 
 test('stale temporaries are told by their lock: one whose lock is held stays, one whose lock is free goes', async (t) => {
-  const dir = await tempDir();
+  const dir = await tempDir(t);
   const live = path.join(dir, 'guest-7.3-live.cpio.gz.tmp-00000000000000aa');
   const stale = path.join(dir, 'guest-7.3-dead.cpio.gz.tmp-00000000000000bb');
   await mkdir(`${live}.stage`, { recursive: true });
@@ -170,7 +173,7 @@ test('stale temporaries are told by their lock: one whose lock is held stays, on
 });
 
 test('a lock is dropped when its holder is killed with SIGKILL', async (t) => {
-  const entry = path.join(await tempDir(), 'entry');
+  const entry = path.join(await tempDir(t), 'entry');
   const holder = spawn(process.execPath, ['--import', 'tsx', RACE_CHILD, 'hold', entry], { stdio: ['ignore', 'pipe', 'ignore'] });
   await new Promise((resolve) => holder.stdout.once('data', resolve));
   t.is(await tryLockEntry(entry), undefined, 'held while the holder lives');
@@ -197,7 +200,7 @@ async function captureStderr(body: () => Promise<void>): Promise<string> {
 }
 
 test.serial('a corrupt state file is rebuilt with a warning, not fatal', async (t) => {
-  const cache = await tempDir();
+  const cache = await tempDir(t);
   const apt = new HarnessApt(cache);
   await mkdir(path.join(apt.root, 'state'), { recursive: true });
   await writeFile(path.join(apt.root, 'state/updated'), 'stamp');
@@ -274,7 +277,7 @@ async function withKilledGzip(dir: string, body: () => Promise<void>): Promise<v
 
 for (const noteAt of ['early', 'late'] as const) {
   test.serial(`a decompressor killed mid-way does not poison the PVH cache (PVH note ${noteAt} in the vmlinux)`, async (t) => {
-    const dir = await tempDir();
+    const dir = await tempDir(t);
     const vmlinux = fakeVmlinux(noteAt);
     const vmlinuz = path.join(dir, 'vmlinuz');
     const size = Buffer.alloc(4);
@@ -302,7 +305,7 @@ test('a vmlinux is whole only when every PT_LOAD segment lies inside the file', 
 });
 
 test('the cache directory is made 0700', async (t) => {
-  const parent = await tempDir();
+  const parent = await tempDir(t);
   t.is((await stat(resolveCacheDir(path.join(parent, 'new'))).then((s) => s.mode)) & 0o777, 0o700);
   await mkdir(path.join(parent, 'old'), { mode: 0o755 });
   t.is((await stat(resolveCacheDir(path.join(parent, 'old')))).mode & 0o777, 0o700);
