@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
+import { readJsonState, writeAtomic } from './atomic-file.js';
+import { populateEntry, withEntryLock } from './cache-lock.js';
 import { InfraError, UsageError } from './errors.js';
 import { progress } from './progress.js';
 
@@ -41,57 +44,87 @@ export class HarnessApt {
       '-o', 'Acquire::Languages=none',
       '-o', 'APT::Architecture=amd64',
       '-o', 'APT::Architectures=amd64',
-      '-o', 'Debug::NoLocking=true',
       '-o', 'APT::Sandbox::User=root',
     ];
   }
 
+  /** The harness's apt configuration files and their content. */
+  private get configFiles(): [string, string][] {
+    return [
+      [
+        'sources.list',
+        `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main\n` + `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main\n`,
+      ],
+      ['preferences', ''],
+    ];
+  }
+
+  private async configWritten(): Promise<boolean> {
+    for (const [name, text] of this.configFiles) {
+      if ((await readFile(path.join(this.root, name), 'utf8').catch(() => undefined)) !== text) return false;
+    }
+    return existsSync(path.join(this.root, 'state/status'));
+  }
+
+  /** Writes the configuration (atomically: another process's apt may be reading it). */
   private async writeConfig(): Promise<void> {
     const r = this.root;
     for (const dir of ['sources.list.d', 'preferences.d', 'state/lists/partial', 'cache/archives/partial']) {
       await mkdir(path.join(r, dir), { recursive: true });
     }
-    await writeFile(
-      path.join(r, 'sources.list'),
-      `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main\n` +
-        `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main\n`,
-    );
-    await writeFile(path.join(r, 'preferences'), '');
-    if (!existsSync(path.join(r, 'state/status'))) await writeFile(path.join(r, 'state/status'), '');
+    if (await this.configWritten()) return;
+    for (const [name, text] of this.configFiles) await writeAtomic(path.join(r, name), text);
+    if (!existsSync(path.join(r, 'state/status'))) await writeAtomic(path.join(r, 'state/status'), '');
   }
 
-  /** Refreshes the package lists when missing or older than a day; otherwise touches no network. */
-  async update(force = false): Promise<void> {
-    await this.writeConfig();
+  private async listsFresh(): Promise<boolean> {
     const stamp = path.join(this.root, 'state/updated');
-    if (!force && existsSync(stamp)) {
-      const age = Date.now() - (await stat(stamp)).mtimeMs;
-      if (age < LISTS_MAX_AGE_MS) return;
-    }
-    progress('apt: refreshing sid and experimental package lists (harness apt config)');
-    const result = await execa('apt-get', [...this.options, '-q', 'update'], { reject: false, all: true });
-    if (result.exitCode !== 0 || /^(E|Err):/m.test(result.all ?? '')) {
-      const line = (result.all ?? '').split('\n').find((l) => /^(E|Err):/.test(l)) ?? `exit ${result.exitCode}`;
-      throw new InfraError(`apt-get update failed: ${line.trim()}`, result.all);
-    }
-    await writeFile(stamp, new Date().toISOString());
+    const made = await stat(stamp).catch(() => undefined);
+    return made !== undefined && Date.now() - made.mtimeMs < LISTS_MAX_AGE_MS && (await this.configWritten());
+  }
+
+  /**
+   * Refreshes the package lists when missing or older than a day; otherwise touches no network.
+   * The apt state is one cache entry: one process refreshes it while the others wait.
+   */
+  async update(force = false): Promise<void> {
+    if (!force && (await this.listsFresh())) return;
+    await withEntryLock(path.join(this.root, 'state'), 'refreshing the apt package lists', async () => {
+      await this.writeConfig();
+      if (!force && (await this.listsFresh())) return;
+      progress('apt: refreshing sid and experimental package lists (harness apt config)');
+      const result = await execa('apt-get', [...this.options, '-q', 'update'], { reject: false, all: true });
+      if (result.exitCode !== 0 || /^(E|Err):/m.test(result.all ?? '')) {
+        const line = (result.all ?? '').split('\n').find((l) => /^(E|Err):/.test(l)) ?? `exit ${result.exitCode}`;
+        throw new InfraError(`apt-get update failed: ${line.trim()}`, result.all);
+      }
+      await writeAtomic(path.join(this.root, 'state/updated'), new Date().toISOString());
+    });
   }
 
   /**
    * Caches an answer derived from the package lists until the lists are refreshed, so a warm
-   * run makes no apt-cache calls (each costs about a second on sid's lists).
+   * run makes no apt-cache calls (each costs about a second on sid's lists). Under a lock: one
+   * process computes a missing answer while the others wait for it.
    */
   async memo<T>(key: string, compute: () => Promise<T>): Promise<T> {
-    const stamp = await readFile(path.join(this.root, 'state/updated'), 'utf8').catch(() => '');
     const file = path.join(this.root, 'resolved.json');
-    const table = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as Record<string, { stamp: string; value: T }>;
-    const hit = table[key];
-    if (stamp && hit && hit.stamp === stamp) return hit.value;
-    const value = await compute();
-    table[key] = { stamp, value };
-    await writeFile(`${file}.${process.pid}`, JSON.stringify(table));
-    await rename(`${file}.${process.pid}`, file);
-    return value;
+    const lookup = async () => {
+      const stamp = await readFile(path.join(this.root, 'state/updated'), 'utf8').catch(() => '');
+      const table = (await readJsonState<Record<string, { stamp: string; value: T }>>(file)) ?? {};
+      const hit = table[key];
+      return { stamp, table, hit: stamp && hit && hit.stamp === stamp ? hit : undefined };
+    };
+    const first = await lookup();
+    if (first.hit) return first.hit.value;
+    return withEntryLock(file, `resolving ${key} in the package lists`, async () => {
+      const { stamp, table, hit } = await lookup();
+      if (hit) return hit.value;
+      const value = await compute();
+      table[key] = { stamp, value };
+      await writeAtomic(file, JSON.stringify(table));
+      return value;
+    });
   }
 
   /** Package names starting with a prefix. */
@@ -150,29 +183,20 @@ export class HarnessApt {
     return [...found].sort();
   }
 
-  /** Downloads packages into dir; files already there are not fetched again. Returns .deb paths. */
+  /**
+   * Downloads packages into dir; files already there are not fetched again. Returns .deb paths.
+   * Under the lock of dir; each download goes to this process's own scratch directory first,
+   * so an interrupted download never looks complete.
+   */
   async download(packages: PackageRef[], dir: string): Promise<string[]> {
     await mkdir(dir, { recursive: true });
     const expected = (p: PackageRef) => `${p.name}_${p.version.replace(/:/g, '%3a')}_`;
-    const have = await readdir(dir);
-    const missing = packages.filter((p) => !have.some((f) => f.startsWith(expected(p)) && f.endsWith('.deb')));
-    if (missing.length > 0) {
-      progress(`apt: downloading ${missing.length} package(s): ${missing.map((p) => p.name).join(' ')}`);
-      // Download into a scratch dir first so an interrupted download never looks complete.
-      const partial = path.join(dir, '.partial');
-      await rm(partial, { recursive: true, force: true });
-      await mkdir(partial, { recursive: true });
-      const result = await execa(
-        'apt-get',
-        [...this.options, '-q', 'download', ...missing.map((p) => `${p.name}=${p.version}`)],
-        { cwd: partial, reject: false, all: true },
-      );
-      if (result.exitCode !== 0) {
-        const line = (result.all ?? '').split('\n').find((l) => /^E:/.test(l)) ?? `exit ${result.exitCode}`;
-        throw new InfraError(`apt-get download failed: ${line.trim()}`, result.all);
-      }
-      for (const f of await readdir(partial)) await rename(path.join(partial, f), path.join(dir, f));
-      await rm(partial, { recursive: true, force: true });
+    const missingFrom = (have: string[]) => packages.filter((p) => !have.some((f) => f.startsWith(expected(p)) && f.endsWith('.deb')));
+    if (missingFrom(await readdir(dir)).length > 0) {
+      await withEntryLock(dir, `downloading into ${dir}`, async () => {
+        const missing = missingFrom(await readdir(dir));
+        if (missing.length > 0) await this.fetchInto(missing, dir);
+      });
     }
     const all = await readdir(dir);
     return packages.map((p) => {
@@ -181,14 +205,47 @@ export class HarnessApt {
       return path.join(dir, file);
     });
   }
+
+  /** apt-get download into a scratch directory of dir, then each .deb renamed in (hold dir's lock). */
+  private async fetchInto(missing: PackageRef[], dir: string): Promise<void> {
+    progress(`apt: downloading ${missing.length} package(s): ${missing.map((p) => p.name).join(' ')}`);
+    // Scratch directories left by a killed download: stale, since this process holds the lock.
+    for (const f of await readdir(dir)) if (f.startsWith('.partial')) await rm(path.join(dir, f), { recursive: true, force: true });
+    const partial = path.join(dir, `.partial-${randomBytes(8).toString('hex')}`);
+    await mkdir(partial);
+    try {
+      const result = await execa('apt-get', [...this.options, '-q', 'download', ...missing.map((p) => `${p.name}=${p.version}`)], {
+        cwd: partial,
+        reject: false,
+        all: true,
+      });
+      if (result.exitCode !== 0) {
+        const line = (result.all ?? '').split('\n').find((l) => /^E:/.test(l)) ?? `exit ${result.exitCode}`;
+        throw new InfraError(`apt-get download failed: ${line.trim()}`, result.all);
+      }
+      for (const f of await readdir(partial)) if (f.endsWith('.deb')) await rename(path.join(partial, f), path.join(dir, f));
+    } finally {
+      await rm(partial, { recursive: true, force: true });
+    }
+  }
 }
 
-/** Extracts .deb files into dir once; a stamp file marks a finished extraction. */
-export async function extractDebs(debs: string[], dir: string): Promise<void> {
-  const stamp = path.join(dir, '.extracted');
-  if (existsSync(stamp)) return;
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  for (const deb of debs) await execa('dpkg-deb', ['-x', deb, dir]);
-  await writeFile(stamp, debs.map((d) => path.basename(d)).join('\n'));
+/**
+ * Extracts .deb files into dir once, under dir's lock, into a temporary renamed to dir when
+ * complete (a stamp inside names the packages). `finish` runs on the temporary before the
+ * rename (e.g. depmod), so it is part of the entry other processes see.
+ */
+export async function extractDebs(debs: string[], dir: string, finish?: (root: string) => Promise<void>): Promise<void> {
+  const names = debs.map((d) => path.basename(d));
+  await populateEntry(
+    dir,
+    `unpacking ${names[0]}${names.length > 1 ? ` and ${names.length - 1} more package(s)` : ''}`,
+    () => existsSync(path.join(dir, '.extracted')),
+    async (tmp) => {
+      await mkdir(tmp, { recursive: true });
+      for (const deb of debs) await execa('dpkg-deb', ['-x', deb, tmp]);
+      await finish?.(tmp);
+      await writeFile(path.join(tmp, '.extracted'), names.join('\n'));
+    },
+  );
 }

@@ -21,6 +21,7 @@ import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { openLog, triageReadable } from './triage-read.js';
+import { warmCache } from './warm-cache.js';
 
 /**
  * Exit status: 0 all passed, 1 a test failed (or triage found reports), 2 bad usage or an
@@ -365,6 +366,20 @@ function addReproCommand(cli: Command): void {
     });
 }
 
+function addPrepareCommand(cli: Command): void {
+  cli
+    .command('prepare')
+    .description('fill the cache for `run` without booting: kernel, images, SSH keys, PVH entry (CI warm-up)')
+    .option('--kernel <7.3|7.2|PATH>', 'Debian kernel version, or a bzImage you built', '7.3')
+    .option('--modules <DIR>', 'modules for --kernel PATH')
+    .option('--topology <NAME|FILE>', 'topology whose guest image to build', DEFAULT_TOPOLOGY)
+    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .action(async (o) => {
+      const warm = await warmCache({ cacheDir: await cacheDirOf(o.cacheDir), kernel: o.kernel, modules: o.modules, topology: o.topology });
+      process.stdout.write(`${JSON.stringify(warm, null, 2)}\n`);
+    });
+}
+
 function addKernelCommand(cli: Command): void {
   const kernel = cli
     .command('kernel')
@@ -408,6 +423,7 @@ export function program(): Command {
   addBuildCommand(cli);
   addTreeCommands(cli);
   addReproCommand(cli);
+  addPrepareCommand(cli);
   addKernelCommand(cli);
 
   cli

@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { extractDebs, HarnessApt } from './apt.js';
+import { writeAtomic } from './atomic-file.js';
+import { populateEntry, sweepStaleTemps } from './cache-lock.js';
 import { InfraError, UsageError } from './errors.js';
 import { ensureDepmod, type Kernel, modulesDir } from './kernel/kernel.js';
 import { ensureKeys, type SshKeys } from './keys.js';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './modules.js';
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
-import { processAlive } from './reaper.js';
 import type { Topology } from './topology.js';
 
 /** A recipe in images/<name>/recipe.json. */
@@ -247,84 +248,109 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
     )
     .digest('hex')
     .slice(0, 20);
-  const imagesDir = path.join(cacheDir, 'images');
-  const out = path.join(imagesDir, `${recipeName}-${kernel.release}-${hash}.cpio${compression === 'gzip' ? '.gz' : ''}`);
+  const out = path.join(cacheDir, 'images', `${recipeName}-${kernel.release}-${hash}.cpio${compression === 'gzip' ? '.gz' : ''}`);
   const modulesListFile = `${out}.modules`;
-  if (existsSync(out) && existsSync(modulesListFile)) {
-    const { modules, onDemand } = parseModulesList(await readFile(modulesListFile, 'utf8'));
-    return { path: out, recipe: recipeName, hash, sizeBytes: (await stat(out)).size, modules, onDemand, keys, cached: true };
-  }
-  progress(`image ${recipeName} for ${kernel.release}: building (inputs changed or not cached)`);
-  const stage = path.join(imagesDir, `.stage-${hash}-${process.pid}`);
-  await rm(stage, { recursive: true, force: true });
-  try {
-    for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc/dax-harness', 'usr/bin', 'usr/sbin', 'usr/lib/x86_64-linux-gnu', 'lib64']) {
-      await mkdir(path.join(stage, d), { recursive: true });
-    }
-    await symlink('usr/lib', path.join(stage, 'lib'));
-    await copyFile(BUSYBOX, path.join(stage, 'bin/busybox'));
-    const { stdout: applets } = await execa(BUSYBOX, ['--list']);
-    for (const applet of applets.split('\n').filter(Boolean)) {
-      if (applet !== 'busybox') await symlink('busybox', path.join(stage, 'bin', applet));
-    }
-    if (userspace) {
-      await step(`image ${recipeName}: tools and shared libraries`, () =>
-        copyBinariesWithLibraries(userspace.root, recipe.binaries, stage),
-      );
-      // kmod's modprobe family replaces busybox's applets on PATH, for programs that exec them.
-      // busybox's own shell still runs its applets first (Debian builds it with
-      // FEATURE_PREFER_APPLETS): `modprobe` in init and in test scripts is busybox's, and
-      // /usr/sbin/modprobe is kmod's (softdeps, modprobe.d).
-      if (recipe.binaries.includes('usr/bin/kmod')) {
-        for (const a of ['modprobe', 'insmod', 'rmmod', 'lsmod', 'modinfo', 'depmod']) {
-          await rm(path.join(stage, 'bin', a), { force: true });
-          await rm(path.join(stage, 'sbin', a), { force: true });
-          await symlink('../bin/kmod', path.join(stage, 'usr/sbin', a));
-        }
+  const built = await populateEntry(
+    out,
+    `building image ${recipeName} for ${kernel.release}`,
+    () => existsSync(out) && existsSync(modulesListFile),
+    async (tmp) => {
+      progress(`image ${recipeName} for ${kernel.release}: building (inputs changed or not cached)`);
+      const stage = `${tmp}.stage`;
+      try {
+        const { loadable, carried } = await fillStage(stage, { recipeName, recipe, initText, userspace, keys, kernel, wanted, onDemand, backings: options.backings });
+        await packStage(stage, tmp, recipeName, compression);
+        await writeAtomic(modulesListFile, `${[...loadable, ...carried.map((m) => `?${m}`)].join('\n')}\n`);
+      } finally {
+        await rm(stage, { recursive: true, force: true });
       }
-    }
-    const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules from modules.dep`, () =>
-      copyModules(kernel, wanted, stage, onDemand),
-    );
-    // One group per line: init runs a modprobe per line, side by side (the cxl and the
-    // nvdimm stacks probe independently, and the guest has two vCPUs).
-    const groupLines = recipeModuleGroups(recipe, options.backings).map((g) => g.filter((m) => modules.includes(m)).join(' '));
-    await writeFile(path.join(stage, 'etc/dax-harness/modules'), `${groupLines.filter(Boolean).join('\n')}\n`);
-    await writeFile(path.join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-    await writeFile(path.join(stage, 'etc/group'), 'root:x:0:\n');
-    await writeFile(path.join(stage, 'etc/shells'), '/bin/sh\n');
-    if (keys) {
-      await mkdir(path.join(stage, 'root/.ssh'), { recursive: true, mode: 0o700 });
-      await writeFile(path.join(stage, 'root/.ssh/authorized_keys'), `${keys.clientPublicKey}\n`, { mode: 0o600 });
-      await mkdir(path.join(stage, 'etc/dropbear'), { recursive: true });
-      await copyFile(keys.hostKeyPath, path.join(stage, 'etc/dropbear/dropbear_ed25519_host_key'));
-    }
-    await writeFile(path.join(stage, 'init'), initText);
-    await chmod(path.join(stage, 'init'), 0o755);
-    await chmod(path.join(stage, 'root'), 0o700);
-    const tmp = `${out}.tmp-${process.pid}`;
-    const compress = compression === 'gzip' ? ' | gzip -1' : '';
-    await step(`image ${recipeName}: cpio${compress ? ' + gzip' : ''}`, () =>
-      execa('sh', ['-c', `find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet${compress} > "$1"`, 'sh', tmp], {
-        cwd: stage,
-      }),
-    );
-    await rename(tmp, out);
-    await writeFile(modulesListFile, `${[...modules, ...carried.map((m) => `?${m}`)].join('\n')}\n`);
-    const sizeBytes = (await stat(out)).size;
-    progress(`image ${recipeName}: ${(sizeBytes / 1048576).toFixed(1)} MiB, ${modules.length} modules to load`);
-    return { path: out, recipe: recipeName, hash, sizeBytes, modules, onDemand: carried, keys, cached: false };
-  } finally {
-    await rm(stage, { recursive: true, force: true });
-  }
+    },
+  );
+  // An image an older harness cached is 0644: it holds the guest's host private key.
+  if (!built) await chmod(out, 0o600).catch(() => undefined);
+  const { modules, onDemand: carried } = parseModulesList(await readFile(modulesListFile, 'utf8'));
+  const sizeBytes = (await stat(out)).size;
+  if (built) progress(`image ${recipeName}: ${(sizeBytes / 1048576).toFixed(1)} MiB, ${modules.length} modules to load`);
+  return { path: out, recipe: recipeName, hash, sizeBytes, modules, onDemand: carried, keys, cached: !built };
 }
 
-/** Removes stale staging directories left by a killed build. */
-export async function cleanStaleStages(cacheDir: string): Promise<void> {
-  const dir = path.join(cacheDir, 'images');
-  if (!existsSync(dir)) return;
-  for (const f of await readdir(dir)) {
-    const pid = /^\.stage-\w+-(\d+)$/.exec(f)?.[1];
-    if (pid && !processAlive(Number(pid))) await rm(path.join(dir, f), { recursive: true, force: true });
+interface StageInputs {
+  recipeName: string;
+  recipe: ImageRecipe;
+  initText: string;
+  userspace?: { root: string };
+  keys?: SshKeys;
+  kernel: Kernel;
+  wanted: string[];
+  /** Recipe modules carried when the kernel has them, not loaded at boot. */
+  onDemand: string[];
+  backings?: Backings;
+}
+
+/** Fills the staging directory with the image's tree; returns the modules init loads and the on-demand ones carried. */
+async function fillStage(stage: string, inputs: StageInputs): Promise<{ loadable: string[]; carried: string[] }> {
+  const { recipeName, recipe, userspace, keys } = inputs;
+  for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc/dax-harness', 'usr/bin', 'usr/sbin', 'usr/lib/x86_64-linux-gnu', 'lib64']) {
+    await mkdir(path.join(stage, d), { recursive: true });
   }
+  await symlink('usr/lib', path.join(stage, 'lib'));
+  await copyFile(BUSYBOX, path.join(stage, 'bin/busybox'));
+  const { stdout: applets } = await execa(BUSYBOX, ['--list']);
+  for (const applet of applets.split('\n').filter(Boolean)) {
+    if (applet !== 'busybox') await symlink('busybox', path.join(stage, 'bin', applet));
+  }
+  if (userspace) {
+    await step(`image ${recipeName}: tools and shared libraries`, () => copyBinariesWithLibraries(userspace.root, recipe.binaries, stage));
+    // kmod's modprobe family replaces busybox's applets on PATH, for programs that exec them.
+    // busybox's own shell still runs its applets first (Debian builds it with
+    // FEATURE_PREFER_APPLETS): `modprobe` in init and in test scripts is busybox's, and
+    // /usr/sbin/modprobe is kmod's (softdeps, modprobe.d).
+    if (recipe.binaries.includes('usr/bin/kmod')) {
+      for (const a of ['modprobe', 'insmod', 'rmmod', 'lsmod', 'modinfo', 'depmod']) {
+        await rm(path.join(stage, 'bin', a), { force: true });
+        await rm(path.join(stage, 'sbin', a), { force: true });
+        await symlink('../bin/kmod', path.join(stage, 'usr/sbin', a));
+      }
+    }
+  }
+  const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules from modules.dep`, () =>
+    copyModules(inputs.kernel, inputs.wanted, stage, inputs.onDemand),
+  );
+  // One group per line: init runs a modprobe per line, side by side (the cxl and the
+  // nvdimm stacks probe independently, and the guest has two vCPUs).
+  const groupLines = recipeModuleGroups(recipe, inputs.backings).map((g) => g.filter((m) => modules.includes(m)).join(' '));
+  await writeFile(path.join(stage, 'etc/dax-harness/modules'), `${groupLines.filter(Boolean).join('\n')}\n`);
+  await writeFile(path.join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+  await writeFile(path.join(stage, 'etc/group'), 'root:x:0:\n');
+  await writeFile(path.join(stage, 'etc/shells'), '/bin/sh\n');
+  if (keys) {
+    await mkdir(path.join(stage, 'root/.ssh'), { recursive: true, mode: 0o700 });
+    await writeFile(path.join(stage, 'root/.ssh/authorized_keys'), `${keys.clientPublicKey}\n`, { mode: 0o600 });
+    await mkdir(path.join(stage, 'etc/dropbear'), { recursive: true });
+    await copyFile(keys.hostKeyPath, path.join(stage, 'etc/dropbear/dropbear_ed25519_host_key'));
+  }
+  await writeFile(path.join(stage, 'init'), inputs.initText);
+  await chmod(path.join(stage, 'init'), 0o755);
+  await chmod(path.join(stage, 'root'), 0o700);
+  return { loadable: modules, carried };
+}
+
+/**
+ * Packs the staging directory into the cpio archive `file`, mode 0600: the archive holds the
+ * guest's SSH host private key.
+ */
+async function packStage(stage: string, file: string, recipeName: string, compression: ImageCompression): Promise<void> {
+  const compress = compression === 'gzip' ? ' | gzip -1' : '';
+  await step(`image ${recipeName}: cpio${compress ? ' + gzip' : ''}`, () =>
+    execa('sh', ['-c', `umask 077; find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet${compress} > "$1"`, 'sh', file], { cwd: stage }),
+  );
+  await chmod(file, 0o600);
+}
+
+/**
+ * Removes temporaries a killed harness left in the cache's images and PVH directories (those
+ * whose entry's lock nobody holds).
+ */
+export async function cleanStaleStages(cacheDir: string): Promise<void> {
+  for (const dir of ['images', 'pvh']) await sweepStaleTemps(path.join(cacheDir, dir));
 }

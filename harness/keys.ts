@@ -3,6 +3,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import ssh2 from 'ssh2';
+import { populateEntry } from './cache-lock.js';
 
 /**
  * SSH keys, generated once per cache directory and never committed: the client key the
@@ -27,25 +28,39 @@ async function runGuestTool(guestRoot: string, tool: string, args: string[]) {
   return execa(path.join(lib, 'ld-linux-x86-64.so.2'), ['--library-path', lib, path.join(guestRoot, tool), ...args]);
 }
 
+const CLIENT_KEY = 'client_ed25519';
+const HOST_KEY = 'dropbear_ed25519_host_key';
+const KEY_FILES = [CLIENT_KEY, `${CLIENT_KEY}.pub`, HOST_KEY, `${HOST_KEY}.pub`];
+
+/** Makes the client and host keys as one set in `dir` (a fresh directory, renamed into place whole). */
+async function makeKeySet(dir: string, guestRoot: string): Promise<void> {
+  await mkdir(dir, { mode: 0o700 });
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dax-harness' });
+  await writeFile(path.join(dir, `${CLIENT_KEY}.pub`), `${pair.public}\n`);
+  await writeFile(path.join(dir, CLIENT_KEY), pair.private, { mode: 0o600 });
+  const hostKeyPath = path.join(dir, HOST_KEY);
+  await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-t', 'ed25519', '-f', hostKeyPath]);
+  await chmod(hostKeyPath, 0o600);
+  const { stdout } = await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-y', '-f', hostKeyPath]);
+  const pub = stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
+  if (!pub) throw new Error('dropbearkey printed no ssh-ed25519 public key');
+  await writeFile(`${hostKeyPath}.pub`, `${pub.trim()}\n`);
+}
+
+/**
+ * The cache's keys, made once as a set (under the cache lock of keys/, renamed into place
+ * whole): a guest image and the host key pinned for it always come from the same set.
+ */
 export async function ensureKeys(cacheDir: string, guestRoot: string): Promise<SshKeys> {
   const dir = path.join(cacheDir, 'keys');
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const clientPrivateKeyPath = path.join(dir, 'client_ed25519');
-  if (!existsSync(clientPrivateKeyPath)) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'dax-harness' });
-    await writeFile(`${clientPrivateKeyPath}.pub`, `${pair.public}\n`);
-    await writeFile(clientPrivateKeyPath, pair.private, { mode: 0o600 });
-  }
-  const hostKeyPath = path.join(dir, 'dropbear_ed25519_host_key');
-  if (!existsSync(hostKeyPath)) {
-    await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-t', 'ed25519', '-f', `${hostKeyPath}.tmp`]);
-    const { stdout } = await runGuestTool(guestRoot, 'usr/bin/dropbearkey', ['-y', '-f', `${hostKeyPath}.tmp`]);
-    const pub = stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
-    if (!pub) throw new Error('dropbearkey printed no ssh-ed25519 public key');
-    await writeFile(`${hostKeyPath}.pub`, `${pub.trim()}\n`);
-    await execa('mv', [`${hostKeyPath}.tmp`, hostKeyPath]);
-    await chmod(hostKeyPath, 0o600);
-  }
+  await populateEntry(
+    dir,
+    'creating the SSH keys',
+    () => KEY_FILES.every((f) => existsSync(path.join(dir, f))),
+    (tmp) => makeKeySet(tmp, guestRoot),
+  );
+  const clientPrivateKeyPath = path.join(dir, CLIENT_KEY);
+  const hostKeyPath = path.join(dir, HOST_KEY);
   return {
     clientPrivateKey: await readFile(clientPrivateKeyPath, 'utf8'),
     clientPrivateKeyPath,

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { readJsonState, writeAtomic } from './atomic-file.js';
 import { ConsoleLog } from './console.js';
 import { InfraError } from './errors.js';
 import { progress } from './progress.js';
@@ -160,10 +161,8 @@ export async function chooseAccelerator(
   const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
   const cacheFile = path.join(cacheDir, 'kvm-probe.json');
   const key = `${bootId}/${qemu.version}`;
-  if (!forced && existsSync(cacheFile)) {
-    const cached = JSON.parse(await readFile(cacheFile, 'utf8')) as { key: string; choice: AcceleratorChoice };
-    if (cached.key === key) return { ...cached.choice, reason: `${cached.choice.reason} (probe cached for this host boot)` };
-  }
+  const cached = forced ? undefined : await readJsonState<{ key: string; choice: AcceleratorChoice }>(cacheFile);
+  if (cached?.key === key && cached.choice?.accel) return { ...cached.choice, reason: `${cached.choice.reason} (probe cached for this host boot)` };
   progress('accelerator: probing KVM with a tiny guest');
   const machine = Machine.start([
     '-accel', 'kvm', '-cpu', 'host', '-M', 'q35', '-m', '256M', '-display', 'none', '-monitor', 'none',
@@ -184,6 +183,6 @@ export async function chooseAccelerator(
     choice = { accel: 'tcg', reason: `KVM probe guest did not boot (${why.slice(0, 160)}); using TCG` };
   }
   if (forced === 'kvm' && choice.accel !== 'kvm') throw new InfraError(`--accel kvm: ${choice.reason}`);
-  await writeFile(cacheFile, JSON.stringify({ key, choice }));
+  await writeAtomic(cacheFile, JSON.stringify({ key, choice }));
   return choice;
 }

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, } from 'node:fs/promises';
 import path from 'node:path';
+import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
 import { checkInputDir, checkInputFile } from './inputs.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
@@ -274,11 +275,6 @@ export function matrixStatus(cells: MatrixCell[], plannedIds: string[]): { statu
   }
   if (cells.some((c) => c.counts.failed > 0 || c.status === 'fail')) return { status: 'fail', exitCode: 1 };
   return { status: 'pass', exitCode: 0 };
-}
-
-async function writeAtomic(file: string, text: string): Promise<void> {
-  await writeFile(`${file}.tmp`, text);
-  await rename(`${file}.tmp`, file);
 }
 
 async function readJson<T>(file: string): Promise<T | undefined> {

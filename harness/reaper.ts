@@ -58,13 +58,3 @@ function install(): void {
     });
   }
 }
-
-/** Whether a process (e.g. the harness that left a staging directory) is still alive. */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

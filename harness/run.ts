@@ -1,12 +1,13 @@
 import { createServer } from 'node:net';
 import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { appendFile, mkdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
+import { replaceSymlink, writeAtomic } from './atomic-file.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
 import { Guest } from './guest.js';
@@ -74,11 +75,6 @@ function runIdFor(kernel: string, topology: string): string {
   // Plain names only: a run id is one path component, and merge accepts no other.
   const plain = (text: string) => text.replace(/[^A-Za-z0-9.+-]/g, '_');
   return `${stamp}-${plain(path.basename(kernel))}-${plain(topology)}-${process.pid}`;
-}
-
-async function writeAtomic(file: string, text: string): Promise<void> {
-  await writeFile(`${file}.tmp`, text);
-  await rename(`${file}.tmp`, file);
 }
 
 export async function readRawRecords(file: string): Promise<TestRecord[]> {
@@ -334,8 +330,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   });
   const latest = path.join(options.resultsDir, 'latest');
   const previousLatest = await readlink(latest).catch(() => undefined);
-  await rm(latest, { force: true });
-  await symlink(runId, latest).catch(() => undefined);
+  await replaceSymlink(runId, latest).catch(() => undefined);
   const testsFile = path.join(dir, 'tests.jsonl');
   const consolePath = path.join(dir, 'console.log');
   const summary: RunSummary = {
@@ -825,8 +820,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     if (error instanceof UsageError) {
       // Bad input (e.g. a kernel version Debian does not have): leave no half-written run.
       await rm(dir, { recursive: true, force: true });
-      await rm(latest, { force: true });
-      if (previousLatest) await symlink(previousLatest, latest).catch(() => undefined);
+      if (previousLatest) await replaceSymlink(previousLatest, latest).catch(() => undefined);
+      else await rm(latest, { force: true });
       throw error;
     }
     summary.error = errorMessage(error);

@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type Result } from 'execa';
 import { ARCHIVE_URI } from '../apt.js';
+import { populateEntry } from '../cache-lock.js';
 import { InfraError } from '../errors.js';
 import { step } from '../progress.js';
-import { removeStaleTemps } from './tree.js';
 
 /**
  * A sid build root for building modules against Debian's own kernel headers. Debian's
@@ -33,10 +33,13 @@ export async function ensureBuildRoot(cacheDir: string, release: string, headers
   const dir = path.join(cacheDir, 'buildroots', id);
   const headers = `/usr/src/linux-headers-${release}`;
   const ready = path.join(dir, '.dax-harness-ready');
-  if (existsSync(ready)) return { dir, headers, release, headersVersion };
-  await mkdir(path.dirname(dir), { recursive: true });
-  await removeStaleTemps(path.dirname(dir));
-  const tmp = `${dir}.tmp-${process.pid}`;
+  await populateEntry(dir, `making the sid build root for ${release}`, () => existsSync(ready), (tmp) => makeBuildRoot(tmp, release, headersVersion));
+  return { dir, headers, release, headersVersion };
+}
+
+/** mmdebstrap of a sid root with the toolchain and the headers into `tmp`. */
+async function makeBuildRoot(tmp: string, release: string, headersVersion: string): Promise<void> {
+  const headers = `/usr/src/linux-headers-${release}`;
   const sources = [`deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main`, `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main`];
   const headersPkg = `linux-headers-${release}`;
   await step(`build root: mmdebstrap sid with ${headersPkg} ${headersVersion} (once)`, async () => {
@@ -64,9 +67,6 @@ export async function ensureBuildRoot(cacheDir: string, release: string, headers
     throw new InfraError(`build root has no ${headers}/Makefile after installing ${headersPkg}`);
   }
   await writeFile(path.join(tmp, '.dax-harness-ready'), `${headersPkg}=${headersVersion}\n`);
-  await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
-  return { dir, headers, release, headersVersion };
 }
 
 /**

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import { readJsonState, writeAtomic } from '../atomic-file.js';
+import { withEntryLock } from '../cache-lock.js';
 import { InfraError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
@@ -59,8 +61,13 @@ async function changedSince(tree: string, stampFile: string): Promise<string[]> 
  * changed since the last build. Modules are installed (stripped) under <out>/modules-install.
  */
 export async function buildKernel(options: KernelBuildOptions): Promise<KernelBuild> {
+  const out = options.outDir ? path.resolve(options.outDir) : buildDirFor(options.cacheDir, options.tree.dir);
+  // One make at a time in a build directory: another harness building the same tree waits.
+  return withEntryLock(out, `building ${options.tree.spec} in ${out}`, () => buildKernelIn(out, options));
+}
+
+async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<KernelBuild> {
   const { tree } = options;
-  const out = options.outDir ? path.resolve(options.outDir) : buildDirFor(options.cacheDir, tree.dir);
   await mkdir(out, { recursive: true });
   const stampFile = path.join(out, '.dax-harness-build.json');
   const installRoot = path.join(out, 'modules-install');
@@ -69,7 +76,7 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   const fragmentsHash = createHash('sha256').update(fragmentTexts.join('\n')).digest('hex').slice(0, 16);
   const started = Date.now();
   const ccache = (await execa('ccache', ['--version'], { reject: false })).exitCode === 0;
-  const previous: BuildStamp | undefined = existsSync(stampFile) ? JSON.parse(await readFile(stampFile, 'utf8')) : undefined;
+  const previous = await readJsonState<BuildStamp>(stampFile);
   if (previous && previous.fragmentsHash === fragmentsHash && existsSync(vmlinuz)) {
     const changed = await changedSince(tree.dir, stampFile);
     if (changed.length === 0) {
@@ -97,7 +104,7 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   const release = checkedRelease((await readFile(releaseFile, 'utf8')).trim(), releaseFile);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
-  await writeFile(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
+  await writeAtomic(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
   return { kernel: await builtKernel(tree, out, installRoot, release, options.fragments), outDir: out, built: true, seconds, ccache };
 }
 

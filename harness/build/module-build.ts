@@ -3,12 +3,13 @@ import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
+import { populateEntry, withEntryLock } from '../cache-lock.js';
 import { InfraError, UsageError } from '../errors.js';
 import { type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../modules.js';
 import { progress, step } from '../progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
-import { removeStaleTemps, type KernelTree } from './tree.js';
+import type { KernelTree } from './tree.js';
 
 /**
  * The module-only path: modules from a tree's drivers/dax (or drivers/cxl) built with M=
@@ -70,39 +71,43 @@ export async function buildModulesAgainstHeaders(options: {
   const treeId = createHash('sha256').update(options.tree.dir).digest('hex').slice(0, 12);
   const work = `/work/${treeId}`;
   const hostWork = path.join(root.dir, work.slice(1));
-  // drivers/dax includes ../cxl/cxl.h and ../nvdimm/pfn.h: all are copied; only `dirs` are built.
-  for (const dir of MODULE_DIRS) {
-    const src = path.join(options.tree.dir, dir);
-    if (!existsSync(src)) continue;
-    await mkdir(path.join(hostWork, dir), { recursive: true });
-    // Times are kept, so make rebuilds only what changed; build products are never deleted.
-    const r = await execa(
-      'rsync',
-      ['-a', '--delete', ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]), `${src}/`, path.join(hostWork, dir, '/')],
-      { reject: false, all: true },
-    );
-    if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
-  }
-  const modules: BuiltModule[] = [];
-  for (const dir of options.dirs) {
-    const tail: string[] = [];
-    const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
-      runInBuildRoot(root, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
-        tail.push(line);
-        if (tail.length > 30) tail.shift();
-        if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
-      }),
-    );
-    if (r.exitCode !== 0) {
-      const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
-      throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
+  // The build directory inside the build root is shared by every harness building this tree.
+  const modules = await withEntryLock(hostWork, `building modules of ${options.tree.spec}`, async () => {
+    // drivers/dax includes ../cxl/cxl.h and ../nvdimm/pfn.h: all are copied; only `dirs` are built.
+    for (const dir of MODULE_DIRS) {
+      const src = path.join(options.tree.dir, dir);
+      if (!existsSync(src)) continue;
+      await mkdir(path.join(hostWork, dir), { recursive: true });
+      // Times are kept, so make rebuilds only what changed; build products are never deleted.
+      const r = await execa(
+        'rsync',
+        ['-a', '--delete', ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]), `${src}/`, path.join(hostWork, dir, '/')],
+        { reject: false, all: true },
+      );
+      if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
     }
-    const { stdout } = await execa('find', [path.join(hostWork, dir), '-name', '*.ko']);
-    for (const file of stdout.split('\n').filter(Boolean).sort()) {
-      const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
-      modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
+    const modules: BuiltModule[] = [];
+    for (const dir of options.dirs) {
+      const tail: string[] = [];
+      const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
+        runInBuildRoot(root, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
+          tail.push(line);
+          if (tail.length > 30) tail.shift();
+          if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
+        }),
+      );
+      if (r.exitCode !== 0) {
+        const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
+        throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
+      }
+      const { stdout } = await execa('find', [path.join(hostWork, dir), '-name', '*.ko']);
+      for (const file of stdout.split('\n').filter(Boolean).sort()) {
+        const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
+        modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
+      }
     }
-  }
+    return modules;
+  });
   return { modules, seconds: (Date.now() - started) / 1000, root };
 }
 
@@ -127,10 +132,17 @@ export async function overlayKernel(cacheDir: string, kernel: Kernel, tree: Kern
     modules: modules.map((m) => ({ name: m.name, sha256: m.sha256 })),
   };
   const overlaid: Kernel = { ...kernel, modulesRoot: root, source };
-  if (existsSync(path.join(root, '.dax-harness-ready'))) return overlaid;
-  await mkdir(parent, { recursive: true });
-  await removeStaleTemps(parent);
-  const tmp = `${root}.tmp-${process.pid}`;
+  await populateEntry(
+    root,
+    `overlaying ${modules.length} module(s) on ${kernel.release}`,
+    () => existsSync(path.join(root, '.dax-harness-ready')),
+    (tmp) => fillOverlay(tmp, kernel, modules),
+  );
+  return overlaid;
+}
+
+/** Fills `tmp` with hard links of Debian's modules tree, the rebuilt modules in place of theirs. */
+async function fillOverlay(tmp: string, kernel: Kernel, modules: BuiltModule[]): Promise<void> {
   const srcDir = modulesDir(kernel.modulesRoot, kernel.release);
   const rel = path.relative(kernel.modulesRoot, srcDir);
   await mkdir(path.dirname(path.join(tmp, rel)), { recursive: true });
@@ -158,6 +170,4 @@ export async function overlayKernel(cacheDir: string, kernel: Kernel, tree: Kern
     await execa('depmod', ['-b', tmp, kernel.release]);
   }
   await writeFile(path.join(tmp, '.dax-harness-ready'), `${modules.map((m) => `${m.name} ${m.sha256}`).join('\n')}\n`);
-  await rename(tmp, root);
-  return overlaid;
 }

@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { extractDebs, HarnessApt } from '../apt.js';
+import { populateEntry } from '../cache-lock.js';
 import { InfraError, UsageError } from '../errors.js';
 import { step } from '../progress.js';
-import { processAlive } from '../reaper.js';
 
 /** A kernel source tree the harness builds from. */
 export interface KernelTree {
@@ -60,35 +60,34 @@ async function debianTree(cacheDir: string, version: string): Promise<KernelTree
   const id = `${pkg}_${ref.version}`.replace(/[^A-Za-z0-9._+-]/g, '_');
   const base = path.join(cacheDir, 'trees', id);
   const dir = path.join(base, 'linux');
-  if (!existsSync(path.join(dir, '.git/dax-harness-ready'))) {
-    const debs = await step(`tree debian:${version}: download ${pkg} ${ref.version}`, () =>
-      apt.download([ref], path.join(base, 'debs')),
-    );
-    const unpacked = path.join(base, 'deb');
-    await step(`tree debian:${version}: unpack the package`, () => extractDebs(debs, unpacked));
-    const tarballs = (await readdir(path.join(unpacked, 'usr/src'))).filter((f) => /^linux-source-.*\.tar\.(xz|gz|bz2|zst)$/.test(f));
-    if (tarballs.length !== 1) throw new InfraError(`${pkg} holds no single source tarball (found: ${tarballs.join(', ')})`);
-    await removeStaleTemps(path.dirname(dir));
-    const tmp = `${dir}.tmp-${process.pid}`;
-    await mkdir(tmp, { recursive: true });
-    await step(`tree debian:${version}: untar ${tarballs[0]}`, () =>
-      execa('tar', ['-xf', path.join(unpacked, 'usr/src', tarballs[0] as string), '-C', tmp, '--strip-components=1']),
-    );
-    // One commit holding Debian's source: `series` applies patches in worktrees of it and
-    // `dev` can tell edits from the pristine source.
-    await step(`tree debian:${version}: git commit of the pristine source`, async () => {
-      const git = (...args: string[]) => execa('git', ['-C', tmp, ...args], { env: GIT_IDENTITY });
-      await git('init', '-q', '-b', 'debian');
-      // -f: Debian's top-level .gitignore ignores everything at the top (its packaging repo's rule).
-      await git('add', '-A', '-f');
-      await git('commit', '-q', '--no-verify', '-m', `Debian ${pkg} ${ref.version}`);
-      await git('gc', '--auto', '-q');
-    });
-    await writeFile(path.join(tmp, '.git/dax-harness-ready'), `${pkg} ${ref.version}\n`);
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-    await rm(unpacked, { recursive: true, force: true });
-  }
+  await populateEntry(
+    dir,
+    `preparing the source tree ${pkg} ${ref.version}`,
+    () => existsSync(path.join(dir, '.git/dax-harness-ready')),
+    async (tmp) => {
+      const debs = await step(`tree debian:${version}: download ${pkg} ${ref.version}`, () => apt.download([ref], path.join(base, 'debs')));
+      const unpacked = path.join(base, 'deb');
+      await step(`tree debian:${version}: unpack the package`, () => extractDebs(debs, unpacked));
+      const tarballs = (await readdir(path.join(unpacked, 'usr/src'))).filter((f) => /^linux-source-.*\.tar\.(xz|gz|bz2|zst)$/.test(f));
+      if (tarballs.length !== 1) throw new InfraError(`${pkg} holds no single source tarball (found: ${tarballs.join(', ')})`);
+      await mkdir(tmp, { recursive: true });
+      await step(`tree debian:${version}: untar ${tarballs[0]}`, () =>
+        execa('tar', ['-xf', path.join(unpacked, 'usr/src', tarballs[0] as string), '-C', tmp, '--strip-components=1']),
+      );
+      // One commit holding Debian's source: `series` applies patches in worktrees of it and
+      // `dev` can tell edits from the pristine source.
+      await step(`tree debian:${version}: git commit of the pristine source`, async () => {
+        const git = (...args: string[]) => execa('git', ['-C', tmp, ...args], { env: GIT_IDENTITY });
+        await git('init', '-q', '-b', 'debian');
+        // -f: Debian's top-level .gitignore ignores everything at the top (its packaging repo's rule).
+        await git('add', '-A', '-f');
+        await git('commit', '-q', '--no-verify', '-m', `Debian ${pkg} ${ref.version}`);
+        await git('gc', '--auto', '-q');
+      });
+      await writeFile(path.join(tmp, '.git/dax-harness-ready'), `${pkg} ${ref.version}\n`);
+      await rm(unpacked, { recursive: true, force: true });
+    },
+  );
   const treeVersion = parseMakefileVersion(await readFile(path.join(dir, 'Makefile'), 'utf8')) ?? version;
   return { dir, spec: `debian:${version}`, version: treeVersion, debian: { package: pkg, version: ref.version } };
 }
@@ -100,12 +99,3 @@ export const GIT_IDENTITY = {
   GIT_COMMITTER_NAME: 'dax-harness',
   GIT_COMMITTER_EMAIL: 'dax-harness@localhost',
 };
-
-/** Removes `<name>.tmp-<pid>` directories that a killed harness left behind. */
-export async function removeStaleTemps(parent: string): Promise<void> {
-  if (!existsSync(parent)) return;
-  for (const f of await readdir(parent)) {
-    const pid = /\.tmp-(\d+)$/.exec(f)?.[1];
-    if (pid && !processAlive(Number(pid))) await rm(path.join(parent, f), { recursive: true, force: true });
-  }
-}

@@ -60,12 +60,19 @@ export async function fetchDebianKernel(cacheDir: string, version: string): Prom
     apt.download(packages, path.join(dir, 'debs')),
   );
   const root = path.join(dir, 'root');
-  await step(`kernel ${version}: unpack`, () => extractDebs(debs, root));
-  const moduleReleases = await readdir(path.join(root, 'usr/lib/modules'));
-  const release = moduleReleases.find((r) => existsSync(path.join(root, 'usr/lib/modules', r, 'vmlinuz')));
-  if (!release) throw new UsageError(`${binary} holds no usr/lib/modules/*/vmlinuz`);
+  // depmod runs on the unpacked tree before it is renamed into place: the cached tree is complete.
+  await step(`kernel ${version}: unpack`, () => extractDebs(debs, root, async (tmp) => ensureDepmod(tmp, await kernelRelease(tmp, binary))));
+  const release = await kernelRelease(root, binary);
   const vmlinuz = path.join(root, 'usr/lib/modules', release, 'vmlinuz');
   await readBzImageVersion(vmlinuz);
   await ensureDepmod(root, release);
   return { release, vmlinuz, modulesRoot: root, source: { kind: 'debian', spec: version, suite, packages } };
+}
+
+/** The release whose vmlinuz an unpacked linux-binary package holds. */
+async function kernelRelease(root: string, binary: string): Promise<string> {
+  const moduleReleases = await readdir(path.join(root, 'usr/lib/modules')).catch(() => [] as string[]);
+  const release = moduleReleases.find((r) => existsSync(path.join(root, 'usr/lib/modules', r, 'vmlinuz')));
+  if (!release) throw new UsageError(`${binary} holds no usr/lib/modules/*/vmlinuz`);
+  return release;
 }

@@ -67,7 +67,9 @@ export async function ensureDepmod(root: string, release: string): Promise<void>
   // bookworm's depmod -b looks under <root>/lib/modules; Debian's merged-/usr packages put
   // the modules in usr/lib, so give depmod the lib -> usr/lib link a real root would have.
   if (!existsSync(path.join(root, 'lib')) && existsSync(path.join(root, 'usr/lib/modules'))) {
-    await symlink('usr/lib', path.join(root, 'lib'));
+    await symlink('usr/lib', path.join(root, 'lib')).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error; // another harness made it meanwhile
+    });
   }
   await execa('depmod', ['-b', root, release]);
 }

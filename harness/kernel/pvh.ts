@@ -1,7 +1,9 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { tempNameFor, writeAtomic } from '../atomic-file.js';
+import { removeTempsOf, withEntryLock } from '../cache-lock.js';
 import { errorMessage } from '../errors.js';
 import { sha256File } from '../hash.js';
 import type { Kernel } from './kernel.js';
@@ -69,44 +71,102 @@ export function hasPvhNote(elf: Buffer): boolean {
 }
 
 /**
+ * Where the payload runs past the end of the file, when it does: every PT_LOAD segment's
+ * bytes must lie inside the file (a truncated vmlinux fails this).
+ */
+export function loadSegmentsOutside(elf: Buffer): string | undefined {
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) return 'not an ELF64 little-endian file';
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phentsize = elf.readUInt16LE(0x36);
+  const phnum = elf.readUInt16LE(0x38);
+  if (phoff + phnum * phentsize > elf.length) return 'program headers run past the end of the file';
+  for (let i = 0; i < phnum; i++) {
+    const ph = phoff + i * phentsize;
+    if (elf.readUInt32LE(ph) !== 1 /* PT_LOAD */) continue;
+    const end = Number(elf.readBigUInt64LE(ph + 8)) + Number(elf.readBigUInt64LE(ph + 32));
+    if (end > elf.length) return `PT_LOAD segment ${i} ends at byte ${end}, past the file's ${elf.length}`;
+  }
+  return undefined;
+}
+
+/** Runs the decompressor with the payload on stdin and its output into `file`. */
+function decompressInto(command: string[], payload: Buffer, file: string): Promise<{ ok: boolean; why: string }> {
+  const [program = '', ...args] = command;
+  return new Promise((resolve) => {
+    const fd = openSync(file, 'wx', 0o644);
+    const child = spawn(program, args, { stdio: ['pipe', fd, 'pipe'] });
+    closeSync(fd);
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.stdin?.on('error', () => undefined); // a decompressor that dies early closes its stdin
+    child.stdin?.end(payload);
+    child.once('error', (error) => resolve({ ok: false, why: `${program}: ${error.message}` }));
+    child.once('close', (code, signal) => {
+      const first = stderr.trim().split('\n')[0];
+      resolve({ ok: code === 0, why: `${program}: ${first || (signal ? `killed by ${signal}` : `exit ${code}`)}` });
+    });
+  });
+}
+
+type Extracted = { vmlinux: true } | { vmlinux: false; why: string; remember: boolean };
+
+/**
+ * Decompresses the bzImage's payload into `tmp` and judges it: a vmlinux with a PVH note is
+ * kept; anything learnt from a clean decompression (or the bzImage itself) is remembered; a
+ * failed or killed decompressor is not (it says nothing about the kernel).
+ */
+async function extractVmlinux(vmlinuz: string, tmp: string): Promise<Extracted> {
+  let payload: Buffer;
+  try {
+    payload = bzImagePayload(await readFile(vmlinuz));
+  } catch (error) {
+    return { vmlinux: false, why: errorMessage(error), remember: true };
+  }
+  const format = payloadFormat(payload);
+  if (!format) return { vmlinux: false, why: `unknown payload compression (magic ${payload.subarray(0, 4).toString('hex')})`, remember: true };
+  const run = await decompressInto(format.command, payload.subarray(0, payload.length - 4), tmp);
+  if (!run.ok) return { vmlinux: false, why: `${format.name} payload could not be decompressed (${run.why})`, remember: false };
+  const elf = await readFile(tmp);
+  const outside = loadSegmentsOutside(elf);
+  if (outside) return { vmlinux: false, why: `its decompressed vmlinux is not whole (${outside})`, remember: false };
+  if (!hasPvhNote(elf)) return { vmlinux: false, why: 'its vmlinux has no PVH entry note (CONFIG_PVH is off)', remember: true };
+  return { vmlinux: true };
+}
+
+/**
  * The image to boot `kernel` with: its vmlinux for a PVH entry when it has one (extracted once
- * and cached by the bzImage's hash), else the bzImage itself with the reason.
+ * and cached by the bzImage's hash, under the cache lock of that entry), else the bzImage
+ * itself with the reason.
  */
 export async function kernelEntry(cacheDir: string, kernel: Kernel): Promise<KernelEntry> {
   const fallback = (why: string): KernelEntry => ({ path: kernel.vmlinuz, entry: 'bzimage', why });
-  const dir = path.join(cacheDir, 'pvh');
   const id = (await sha256File(kernel.vmlinuz)).slice(0, 24);
-  const out = path.join(dir, `${kernel.release}-${id}.vmlinux`);
+  const out = path.join(cacheDir, 'pvh', `${kernel.release}-${id}.vmlinux`);
   const refusal = `${out}.no-pvh`;
-  if (existsSync(out)) return { path: out, entry: 'pvh' };
-  if (existsSync(refusal)) return fallback(await readFile(refusal, 'utf8'));
-  let why: string;
-  try {
-    const payload = bzImagePayload(await readFile(kernel.vmlinuz));
-    const format = payloadFormat(payload);
-    if (!format) {
-      why = `unknown payload compression (magic ${payload.subarray(0, 4).toString('hex')})`;
-    } else {
-      const [command = '', ...args] = format.command;
-      const result = await execa(command, args, { input: payload.subarray(0, payload.length - 4), encoding: 'buffer', reject: false, maxBuffer: 1 << 30 });
-      const elf = Buffer.from((result.stdout as Uint8Array | undefined) ?? new Uint8Array());
-      if (result.exitCode !== 0 && elf.length === 0) {
-        // A missing tool is this host's limit, not the kernel's: not remembered.
-        return fallback(`${format.name} payload could not be decompressed (${command}: ${Buffer.from((result.stderr as Uint8Array | undefined) ?? new Uint8Array()).toString().trim().split('\n')[0] || `exit ${result.exitCode}`})`);
-      }
-      if (hasPvhNote(elf)) {
-        await mkdir(dir, { recursive: true });
-        await writeFile(`${out}.tmp-${process.pid}`, elf);
-        await rename(`${out}.tmp-${process.pid}`, out);
+  const cached = async (): Promise<KernelEntry | undefined> => {
+    if (existsSync(out)) return { path: out, entry: 'pvh' };
+    if (existsSync(refusal)) return fallback(await readFile(refusal, 'utf8'));
+    return undefined;
+  };
+  const hit = await cached();
+  if (hit) return hit;
+  return withEntryLock(out, `extracting the PVH vmlinux of ${kernel.release}`, async () => {
+    const found = await cached();
+    if (found) return found;
+    await removeTempsOf(out);
+    const tmp = tempNameFor(out);
+    try {
+      const result = await extractVmlinux(kernel.vmlinuz, tmp);
+      if (result.vmlinux) {
+        await rename(tmp, out);
         return { path: out, entry: 'pvh' };
       }
-      why = 'its vmlinux has no PVH entry note (CONFIG_PVH is off)';
+      if (result.remember) await writeAtomic(refusal, result.why);
+      return fallback(result.why);
+    } finally {
+      await rm(tmp, { force: true });
     }
-  } catch (error) {
-    why = errorMessage(error);
-  }
-  await mkdir(dir, { recursive: true });
-  await writeFile(refusal, why).catch(() => undefined);
-  await rm(`${out}.tmp-${process.pid}`, { force: true });
-  return fallback(why);
+  });
 }
