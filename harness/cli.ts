@@ -10,6 +10,7 @@ import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
 import { mergeResults, parseShard, runMatrix } from './matrix.js';
+import { checkKcidbTarget, KCIDB_ORIGIN_ENV } from './results/kcidb.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
@@ -92,7 +93,9 @@ function program(): Command {
     )
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
     .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', positiveInt)
+    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (o) => {
+      if (o.kcidb) checkKcidbTarget(o.kcidb);
       const cacheDir = resolveCacheDir(o.cacheDir);
       if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
       const prepared = o.tree
@@ -116,6 +119,7 @@ function program(): Command {
         knownIssues,
         retries: o.retries,
         sshPort: o.sshPort,
+        kcidb: o.kcidb,
       });
       const c = summary.counts;
       process.stdout.write(`results: ${dir}\n`);
@@ -135,7 +139,9 @@ function program(): Command {
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
     .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
+    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (file: string, o) => {
+      if (o.kcidb) checkKcidbTarget(o.kcidb);
       const { exitCode, summary, dir } = await runMatrix({
         file,
         shard: o.shard === undefined ? undefined : parseShard(o.shard),
@@ -145,6 +151,7 @@ function program(): Command {
         bootTimeoutSec: o.bootTimeout,
         knownIssuesFile: o.knownIssues,
         jobs: o.jobs,
+        kcidb: o.kcidb,
       });
       printMatrix(dir, summary);
       process.exitCode = exitCode;
