@@ -31,20 +31,26 @@ function diagnostics(lines: string[]): string[] {
 const nest = (lines: string[]) => lines.map((l) => `  ${l}`);
 
 /**
+ * Console lines stay out of ktap.txt (they are in console.log): kunit_parser stops reading at a
+ * console line such as "reboot: System halted" wherever it appears, and would lose the rest.
+ */
+const WITHOUT_CONSOLE = false;
+
+/**
  * A test's result line and the diagnostic lines before it. A known failure is "ok ... # XFAIL"
  * (expected to fail, as kselftest writes it: a KTAP parser without XFAIL falls back to "ok", the
  * same verdict as the exit status and JUnit); a failure's reason and failed checks, kernel
- * reports and console tail are diagnostics; a flaky pass names the attempts that failed.
+ * reports are diagnostics; a flaky pass names the attempts that failed.
  */
 function testLines(t: TestRecord, n: number): string[] {
   const name = description(t.name);
   if (t.status === 'skip') return [`ok ${n} ${name} # SKIP ${diagnostic(t.reason ?? '')}`.trimEnd()];
   if (t.status === 'pass') {
-    const retried = (t.failedAttempts ?? []).flatMap((a, i) => [`attempt ${i + 1} failed: ${a.reason ?? 'failed'}`, ...failureLines(a)]);
+    const retried = (t.failedAttempts ?? []).flatMap((a, i) => [`attempt ${i + 1} failed: ${a.reason ?? 'failed'}`, ...failureLines(a, WITHOUT_CONSOLE)]);
     const flaky = t.flaky ? [`flaky: passed on attempt ${t.attempts ?? 2} after failing`, ...retried] : [];
     return [...diagnostics(flaky), `ok ${n} ${name}`];
   }
-  const evidence = diagnostics([`${t.known ? 'known failure: ' : ''}${t.reason ?? 'failed'}`, ...failureLines(t)]);
+  const evidence = diagnostics([`${t.known ? 'known failure: ' : ''}${t.reason ?? 'failed'}`, ...failureLines(t, WITHOUT_CONSOLE)]);
   if (t.known) return [...evidence, `ok ${n} ${name} # XFAIL known issue: ${diagnostic(t.known)}`];
   return [...evidence, `not ok ${n} ${name}`];
 }
@@ -77,8 +83,8 @@ function cellLines(cell: KtapCell, n: number): string[] {
   );
   if (cell.error) {
     // ERROR (ktap.rst): the test could not run for the reason in its diagnostic data.
-    const [first, ...rest] = cell.error.split('\n');
-    files.push([...diagnostics(rest), `not ok ${files.length + 1} infrastructure # ERROR ${diagnostic(first ?? '')}`]);
+    const first = cell.error.split('\n')[0] ?? '';
+    files.push([`not ok ${files.length + 1} infrastructure # ERROR ${diagnostic(first)}`]);
   }
   return subtest(description(cell.id), files, (name) => verdict(cell.tests, cell.error)(n, name));
 }

@@ -40,11 +40,11 @@ export interface TestRecord {
 /** What is kept of a failed attempt that a retry replaced. */
 export type FailedAttempt = Pick<TestRecord, 'reason' | 'durationMs' | 'checks' | 'reports' | 'consoleTail'>;
 
-/** The evidence of a failure, one item per line: failed checks, unexpected kernel reports, console tail. */
-export function failureLines(t: FailedAttempt): string[] {
+/** The evidence of a failure, one item per line: failed checks, unexpected kernel reports, console tail (unless left out). */
+export function failureLines(t: FailedAttempt, consoleTail = true): string[] {
   return [
     ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
     ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
-    ...(t.consoleTail ? ['console tail:', ...t.consoleTail.split('\n')] : []),
+    ...(t.consoleTail && consoleTail ? ['console tail:', ...t.consoleTail.split('\n')] : []),
   ];
 }

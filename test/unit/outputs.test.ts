@@ -33,7 +33,7 @@ const failedCheck = { checks: [{ name: 'state', ok: false, actual: 'online', exp
 function allKinds(): TestRecord[] {
   return [
     rec('cxl: from online_kernel, write unplugged', 'pass'),
-    rec('pmem: # write offline', 'fail', { reason: 'check failed: state', ...failedCheck }),
+    rec('pmem: # write offline', 'fail', { reason: 'check failed: state', ...failedCheck, consoleTail: '[ 9.1] reboot: System halted\n[ 9.2] end' }),
     rec('attribute', 'skip', { reason: 'baseline kernel: no attribute' }, 'smoke.test.ts'),
     rec('known one', 'fail', { known: 'bug 1 <lore>', reason: 'check failed', ...failedCheck }, 'smoke.test.ts'),
     ...collapseRetries([
