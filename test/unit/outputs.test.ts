@@ -9,6 +9,7 @@ import path from 'node:path';
 import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { MATRIX_KIND, type MatrixCell, type MatrixSummary, writeMatrixOutputs } from '../../harness/matrix.js';
+import { previousRun } from '../../harness/results/compare.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import { type KcidbData, kcidbOrigin, toKcidb } from '../../harness/results/kcidb.js';
 import { runKtap } from '../../harness/results/ktap.js';
@@ -276,4 +277,12 @@ test('KCIDB origin: from DAX_HARNESS_KCIDB_ORIGIN, refused when KCIDB would refu
   t.is(kcidbOrigin({}), 'dax_harness');
   t.is(kcidbOrigin({ DAX_HARNESS_KCIDB_ORIGIN: 'mylab' }), 'mylab');
   t.throws(() => kcidbOrigin({ DAX_HARNESS_KCIDB_ORIGIN: 'My-Lab' }), { message: /not a KCIDB origin/ });
+});
+
+test('a run that says its kind is still found as the previous run; a matrix is not', async (t) => {
+  const root = await mkdtemp(path.join(tmpdir(), 'outputs-unit-'));
+  await writeRun(root, runSummary('run-old', allKinds(), { topology: 'pmem', startedAt: '2026-11-27T09:00:00.000Z' }));
+  await writeMatrix(root);
+  const found = await previousRun(root, runSummary('run-new', allKinds(), { topology: 'pmem' }));
+  t.is(found?.runId, 'run-old');
 });
