@@ -50,7 +50,9 @@ function testLines(t: TestRecord, n: number): string[] {
     const flaky = t.flaky ? [`flaky: passed on attempt ${t.attempts ?? 2} after failing`, ...retried] : [];
     return [...diagnostics(flaky), `ok ${n} ${name}`];
   }
-  const evidence = diagnostics([`${t.known ? 'known failure: ' : ''}${t.reason ?? 'failed'}`, ...failureLines(t, WITHOUT_CONSOLE)]);
+  // A test that failed every attempt shows each earlier attempt's reason first.
+  const earlier = (t.failedAttempts ?? []).map((a, i) => `attempt ${i + 1} failed: ${a.reason ?? 'failed'}`);
+  const evidence = diagnostics([...earlier, `${t.known ? 'known failure: ' : ''}${t.reason ?? 'failed'}`, ...failureLines(t, WITHOUT_CONSOLE)]);
   if (t.known) return [...evidence, `ok ${n} ${name} # XFAIL known issue: ${diagnostic(t.known)}`];
   return [...evidence, `not ok ${n} ${name}`];
 }

@@ -148,6 +148,7 @@ test('kunit_parser reads every ktap.txt with the counts of summary.json: XFAIL p
   t.regex(ktap, /^ {4}ok 1 attribute # SKIP baseline kernel: no attribute$/m);
   t.regex(ktap, /^ {4}# known failure: check failed\n {4}# check state: [^\n]+\n {4}ok 2 known one # XFAIL known issue: bug 1 <lore>$/m);
   t.regex(ktap, /^ {4}# flaky: passed on attempt 2 after failing\n {4}# attempt 1 failed: first try broke\n/m);
+  t.regex(ktap, /^ {4}# attempt 1 failed: attempt 1\n {4}# attempt 2\n {4}not ok \d+ always fails$/m, 'every attempt of a test that never passed');
   t.regex(await readFile(path.join(erroredDir, 'ktap.txt'), 'utf8'), /^ {2}not ok 1 infrastructure # ERROR boot failed: no SSH within 300 s\nnot ok 1 run-2\n$/m);
 });
 
