@@ -20,7 +20,8 @@ const readSummary = (dir: string) => JSON.parse(readFileSync(path.join(dir, 'sum
  * and on pmem, smoke only, so each shard boots one guest): two shards, then a merge.
  */
 test('two shards of a matrix run for real and merge into one summary, JUnit, KTAP and report', async (t) => {
-  const work = await mkdtemp(path.join(tmpdir(), 'dax-matrix-e2e-'));
+  // A results directory of the helpers: the shards and the merge are read by their consumers after the file.
+  const work = await tempResultsDir();
   const file = path.join(work, 'matrix-small.json');
   await writeFile(file, JSON.stringify({ kernels: ['7.3'], topologies: ['cxl', 'pmem'], suites: ['smoke'] }));
   const shards: string[] = [];
