@@ -16,6 +16,7 @@ import { formatList, listRun } from './list.js';
 import { loadMatrixConfig, mergeResults, parseShard, runMatrix, shardCells } from './matrix.js';
 import { setVerbosity } from './progress.js';
 import { ShardsRefused } from './results/shard.js';
+import { checkKcidbTarget, KCIDB_ORIGIN_ENV } from './results/kcidb.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
 import { type GuestRunOptions, runOnce } from './run.js';
@@ -161,7 +162,9 @@ function addRunCommand(cli: Command): void {
     .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', tcpPort)
     .option('--list', 'print the sessions and tests the run would execute, without booting (no kernel fetched)')
     .option('--json', 'print the run\'s summary.json on stdout instead of the result lines (progress stays on stderr)')
+    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (o, command: Command) => {
+      if (o.kcidb) checkKcidbTarget(o.kcidb);
       await checkRunKernel(o, command.getOptionValueSource('kernel') === 'cli');
       await checkTopology(o.topology);
       if (o.list) return printList(await listRun({ topology: o.topology, suites: o.suite, bootArgs: o.bootArgs, match: o.match, variant: o.variant }), o.json);
@@ -180,6 +183,7 @@ function addRunCommand(cli: Command): void {
         knownIssues: await loadKnownIssues(o.knownIssues),
         retries: o.retries,
         sshPort: o.sshPort,
+        kcidb: o.kcidb,
       });
       printRun(result, o.json);
     });
@@ -214,7 +218,9 @@ function addMatrixCommands(cli: Command): void {
     .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
     .option('--list', 'print each cell\'s sessions and tests (of this shard), without booting')
     .option('--json', 'print the matrix summary.json on stdout instead of the result lines')
+    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (file: string, o) => {
+      if (o.kcidb) checkKcidbTarget(o.kcidb);
       const shard = o.shard === undefined ? undefined : parseShard(o.shard);
       await checkInputFile(file, 'matrix file');
       if (o.list) return printMatrixList(file, shard, o.json);
@@ -228,6 +234,7 @@ function addMatrixCommands(cli: Command): void {
         bootTimeoutSec: o.bootTimeout,
         knownIssuesFile: o.knownIssues,
         jobs: o.jobs,
+        kcidb: o.kcidb,
       });
       printMatrix(dir, summary, o.json);
       process.exitCode = exitCode;

@@ -11,12 +11,13 @@ import { progress } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
 import { compareCells } from './results/compare.js';
 import { fileTail, type ReportCell, toHtmlReport } from './results/html.js';
+import { matrixKcidbRuns, writeKcidb } from './results/kcidb.js';
 import { junitDocument } from './results/junit.js';
 import { toKtap } from './results/ktap.js';
 import type { TestRecord } from './results/record.js';
 import { copyShardFiles, listShardFiles, readShardSummary, type ShardEntry, ShardProblem, ShardsRefused } from './results/shard.js';
-import { countsLine, countTests, type RunStatus, type RunSummary } from './results/summary.js';
-import { runOnce } from './run.js';
+import { countsLine, countTests, type RunStatus, type RunSummary, SUMMARY_SCHEMA_VERSION } from './results/summary.js';
+import { collapseRetries, readRawRecords, runOnce } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
 import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
@@ -63,6 +64,9 @@ export interface MatrixCell {
   error?: string;
   /** The cell's run directory, relative to the matrix directory. */
   runDir?: string;
+  /** When and where the cell's run started (JUnit's timestamp and hostname). */
+  startedAt?: string;
+  hostname?: string;
   wallSeconds?: number;
   tests: TestRecord[];
   fixedKnownIssues?: FixedKnownIssue[];
@@ -72,6 +76,8 @@ export const MATRIX_KIND = 'dax-harness-matrix';
 
 export interface MatrixSummary {
   kind: typeof MATRIX_KIND;
+  /** Always written (SUMMARY_SCHEMA_VERSION); absent only in files written before version 1. */
+  schemaVersion?: number;
   matrixId: string;
   config: string;
   status: RunStatus;
@@ -319,17 +325,20 @@ export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): P
       tests: [],
     });
   }
-  await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify({ ...summary, cells }, null, 2)}\n`);
+  await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify({ ...summary, schemaVersion: SUMMARY_SCHEMA_VERSION, cells }, null, 2)}\n`);
   await writeAtomic(
     path.join(dir, 'junit.xml'),
     junitDocument(
       cells.map((c) => ({
         name: `${c.id}: ${c.suites.join('+')} on ${c.kernel.release ?? c.kernel.requested} (${c.topology})`,
+        cell: c.id,
         tests: c.tests,
-        counts: c.counts,
         error: c.error,
+        startedAt: c.startedAt ?? summary.startedAt,
+        hostname: c.hostname,
         properties: { cell: c.id, kernel: c.kernel.release ?? c.kernel.requested, 'kernel.requested': c.kernel.requested, variant: c.variant ?? 'unknown', topology: c.topology },
       })),
+      summary.startedAt,
     ),
   );
   await writeAtomic(path.join(dir, 'ktap.txt'), toKtap(cells.map((c) => ({ id: c.id, tests: c.tests, error: c.error }))));
@@ -368,6 +377,8 @@ export interface MatrixOptions {
   knownIssuesFile?: string;
   /** Overrides the file's "jobs": guests booted in parallel within a cell. */
   jobs?: number;
+  /** Also write the finished matrix as KCIDB data to this file (harness/results/kcidb.ts). */
+  kcidb?: string;
 }
 
 function stamp(): string {
@@ -385,6 +396,8 @@ function cellFromRun(plan: PlannedCell, run: RunSummary, runDir: string, suites:
     counts: run.counts,
     error: run.error,
     runDir,
+    startedAt: run.startedAt,
+    hostname: run.hostname,
     wallSeconds: run.wallSeconds,
     tests: run.tests ?? [],
     fixedKnownIssues: run.fixedKnownIssues,
@@ -423,6 +436,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
     summary.counts = matrixCounts(summary.cells);
     summary.wallSeconds = (Date.now() - started) / 1000;
     await writeMatrixOutputs(dir, summary);
+    if (summary.status !== 'running' && options.kcidb) await writeKcidb(options.kcidb, await matrixKcidbRuns(dir, summary));
   };
   let current: PlannedCell | undefined;
   onInterrupt(async (signal) => {
@@ -430,11 +444,8 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
     if (current) {
       // The cell's own handler writes its run; the matrix records what had finished in it.
       const runDir = await readlink(path.join(dir, 'cells', current.id, 'latest')).catch(() => undefined);
-      const lines = runDir ? await readFile(path.join(dir, 'cells', current.id, runDir, 'tests.jsonl'), 'utf8').catch(() => '') : '';
-      const tests = lines
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as TestRecord);
+      // Retries collapsed as in the run: one record per test (JUnit ids stay unique).
+      const tests = runDir ? collapseRetries(await readRawRecords(path.join(dir, 'cells', current.id, runDir, 'tests.jsonl'))) : [];
       summary.cells.push({
         id: current.id,
         kernel: { requested: current.kernel.label, label: current.kernel.label },

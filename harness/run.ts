@@ -24,10 +24,12 @@ import { detail, progress, step, toolOutput, warn } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
 import { runHtmlReport } from './results/html.js';
 import { toJUnit } from './results/junit.js';
+import { writeKcidb } from './results/kcidb.js';
+import { runKtap } from './results/ktap.js';
 import type { TestRecord } from './results/record.js';
 import type { Repro } from './results/repro.js';
 import { toTextReport } from './results/report.js';
-import { countTests, type RunSummary } from './results/summary.js';
+import { countTests, type RunSummary, runSummaryHeader } from './results/summary.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { declaredDevices, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
@@ -57,6 +59,8 @@ export interface RunOptions {
   knownIssues?: KnownIssue[];
   /** Reruns of a failed test (on a verified reset or a fresh guest); a later pass is flaky. */
   retries?: number;
+  /** Also write the finished run as KCIDB data to this file (harness/results/kcidb.ts). */
+  kcidb?: string;
 }
 
 /** What every command that boots guests to run suites (run, dev, series) is told. */
@@ -105,8 +109,14 @@ export function collapseRetries(raw: TestRecord[]): TestRecord[] {
         if (o.file === r.file && o.name === r.name && o.status === 'fail') at = i;
       }
     }
-    if (at < 0) out.push(r);
-    else out[at] = r.status === 'pass' ? { ...r, flaky: true } : r;
+    if (at < 0) {
+      out.push(r);
+      continue;
+    }
+    // The replaced failure's evidence is kept: JUnit shows it as flakyFailure or rerunFailure.
+    const o = out[at] as TestRecord;
+    const failedAttempts = [...(o.failedAttempts ?? []), { reason: o.reason, durationMs: o.durationMs, checks: o.checks, reports: o.reports, consoleTail: o.consoleTail }];
+    out[at] = { ...r, ...(r.status === 'pass' ? { flaky: true } : {}), failedAttempts };
   }
   return out;
 }
@@ -334,6 +344,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const testsFile = path.join(dir, 'tests.jsonl');
   const consolePath = path.join(dir, 'console.log');
   const summary: RunSummary = {
+    ...runSummaryHeader(),
     runId,
     status: 'running',
     startedAt: new Date(started).toISOString(),
@@ -397,12 +408,14 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     try {
       await writeAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
       await writeAtomic(path.join(dir, 'junit.xml'), toJUnit(summary));
+      await writeAtomic(path.join(dir, 'ktap.txt'), runKtap(summary));
       await writeAtomic(path.join(dir, 'report.txt'), toTextReport(summary));
       await writeAtomic(path.join(dir, 'repro.json'), `${JSON.stringify(repro, null, 2)}\n`);
       if (final) await writeAtomic(path.join(dir, 'report.html'), await runHtmlReport(summary, dir, options.resultsDir));
     } catch (error) {
       throw new InfraError(`cannot write results to ${dir}: ${errorMessage(error)}`);
     }
+    if (final && options.kcidb) await writeKcidb(options.kcidb, [{ summary }]);
   };
   let flushing: Promise<void> = Promise.resolve();
   const flushResults = (): Promise<void> => {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { TestRecord } from './record.js';
-import type { RunSummary } from './summary.js';
+import { RUN_KIND, type RunSummary } from './summary.js';
 
 /** A test in a cell (a matrix cell, or the single cell of a run). */
 export interface TestRef {
@@ -76,7 +76,8 @@ export async function previousRun(resultsDir: string, current: RunSummary): Prom
   for (const e of entries) {
     if (!e.isDirectory() || e.name === current.runId) continue;
     const s = await readJson<RunSummary & { kind?: string }>(path.join(resultsDir, e.name, 'summary.json'));
-    if (!s || s.kind !== undefined || !s.runId || s.status === 'running') continue;
+    // A run's kind is dax-harness-run (absent before schema version 1); a matrix's is another.
+    if (!s || (s.kind ?? RUN_KIND) !== RUN_KIND || !s.runId || s.status === 'running') continue;
     if (s.kernel?.requested !== current.kernel.requested || s.topology !== current.topology) continue;
     if (!(s.startedAt < current.startedAt)) continue;
     if (!best || s.startedAt > best.startedAt) best = s;

@@ -30,4 +30,21 @@ export interface TestRecord {
   known?: string;
   /** The console's last lines when the test lost its guest (hang, panic, QEMU death). */
   consoleTail?: string;
+  /**
+   * The attempts that failed before this record's (set by retries), oldest first: JUnit shows
+   * them as Surefire's flakyFailure (a later pass) or rerunFailure (failed every time).
+   */
+  failedAttempts?: FailedAttempt[];
+}
+
+/** What is kept of a failed attempt that a retry replaced. */
+export type FailedAttempt = Pick<TestRecord, 'reason' | 'durationMs' | 'checks' | 'reports' | 'consoleTail'>;
+
+/** The evidence of a failure, one item per line: failed checks, unexpected kernel reports, console tail (unless left out). */
+export function failureLines(t: FailedAttempt, consoleTail = true): string[] {
+  return [
+    ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
+    ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
+    ...(t.consoleTail && consoleTail ? ['console tail:', ...t.consoleTail.split('\n')] : []),
+  ];
 }

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { AcceleratorChoice } from '../machine.js';
 import type { DaxDevice } from '../devices.js';
 import type { Variant } from '../hotplug.js';
@@ -8,8 +9,21 @@ import type { TestRecord } from './record.js';
 
 export type RunStatus = 'pass' | 'fail' | 'error' | 'interrupted' | 'running';
 
+/**
+ * The version of the summary.json formats (a run's and a matrix's; schemas in
+ * harness/results/schema/). Raised when a field is removed or renamed or its meaning changes;
+ * a new optional field keeps it.
+ */
+export const SUMMARY_SCHEMA_VERSION = 1;
+export const RUN_KIND = 'dax-harness-run';
+
 export interface RunSummary {
+  /** Always written; absent only in files written before schema version 1. */
+  kind?: typeof RUN_KIND;
+  schemaVersion?: number;
   runId: string;
+  /** The host that ran it (JUnit's hostname; merged shards come from several hosts). */
+  hostname?: string;
   status: RunStatus;
   exitCode?: number;
   startedAt: string;
@@ -77,4 +91,9 @@ export function countTests(tests: TestRecord[]): RunSummary['counts'] {
 /** The plain result line: "8 passed, 0 failed, 1 skipped" plus ", 1 known" when any failure is known. */
 export function countsLine(c: RunSummary['counts']): string {
   return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.known ? `, ${c.known} known` : ''}`;
+}
+
+/** The fields that say what a run's summary.json is and where it was made. */
+export function runSummaryHeader(): Pick<RunSummary, 'kind' | 'schemaVersion' | 'hostname'> {
+  return { kind: RUN_KIND, schemaVersion: SUMMARY_SCHEMA_VERSION, hostname: hostname() };
 }

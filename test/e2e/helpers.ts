@@ -2,8 +2,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import test from 'ava';
 import { execa, type Options } from 'execa';
 import { projectRoot } from '../../harness/paths.js';
+import { resultProblems } from '../outputs.js';
 
 export const CLI = path.join(projectRoot, 'bin/dax-harness.js');
 
@@ -20,9 +22,21 @@ export async function runCli(args: string[], options: Options = {}): Promise<Cli
   return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr), all: String(r.all) };
 }
 
-export function tempResultsDir(): Promise<string> {
-  return mkdtemp(path.join(tmpdir(), 'dax-harness-results-'));
+/** Results directories this test file made: read by the consumers' check below. */
+const resultsDirs: string[] = [];
+
+export async function tempResultsDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dax-harness-results-'));
+  resultsDirs.push(dir);
+  return dir;
 }
+
+// Every e2e file that makes results directories ends with this check of what its runs and
+// matrices wrote: junit.xml through junitparser, ktap.txt through the kernel's kunit_parser.py
+// (counts equal to summary.json's), every summary.json against its schema (test/outputs.ts).
+test.after('the junit.xml, ktap.txt and summary.json the tests wrote read right in their consumers', async (t) => {
+  t.deepEqual(await resultProblems(resultsDirs), []);
+});
 
 /** PIDs of running QEMU processes whose command line contains `needle`. */
 export function qemuProcesses(needle: string): number[] {

@@ -114,18 +114,19 @@ test('JUnit: a known failure is skipped with its reason and keeps its evidence; 
     rec('x', 'fail', { reason: 'boom' }),
   ];
   const xml = junitDocument([
-    { name: 'cell1', tests, counts: countTests(tests), properties: { cell: 'cell1' } },
-    { name: 'cell2', tests: [], counts: countTests([]), error: 'QEMU died <sig>', properties: {} },
+    { name: 'cell1', cell: 'cell1', tests, properties: { cell: 'cell1' } },
+    { name: 'cell2', cell: 'cell2', tests: [], error: 'QEMU died <sig>', properties: {} },
   ]);
-  t.regex(xml, /<testsuites name="dax-harness" tests="3" failures="1" skipped="1" errors="1"/);
+  // The errored cell's testcase counts: 3 tests + 1 errored testcase.
+  t.regex(xml, /<testsuites name="dax-harness" tests="4" failures="1" errors="1" skipped="1"/);
   t.is(xml.match(/<testsuite /g)?.length, 2);
   t.regex(xml, /<skipped message="known issue: bug 1"\/>\n\s+<system-out>known failure: check failed\ncheck state: actual &quot;a&quot;, expected &quot;b&quot;<\/system-out>/);
   t.regex(xml, /<system-out>flaky: passed on attempt 2 after failing<\/system-out>/);
-  t.regex(xml, /<failure message="boom">/);
-  t.regex(xml, /<error message="QEMU died &lt;sig&gt;"\/>/);
+  t.regex(xml, /<failure message="boom" type="failure">/);
+  t.regex(xml, /<testcase classname="cell2\.harness" name="infrastructure" time="0\.000"><error message="QEMU died &lt;sig&gt;"\/>/);
 });
 
-test('KTAP: one subtest per cell; known as SKIP with reason; errors and failures not ok', (t) => {
+test('KTAP: one subtest per cell and per file; known as XFAIL, infrastructure errors as ERROR, failures with diagnostics', (t) => {
   const ktap = toKtap([
     { id: '7.3-cxl', tests: [rec('a # b', 'pass', { flaky: true, attempts: 3 }), rec('k', 'fail', { known: 'bug 1', reason: 'x\ny' }), rec('s', 'skip', { reason: 'baseline' })] },
     { id: '7.2-cxl', tests: [rec('f', 'fail', { reason: 'boom' })] },
@@ -136,25 +137,34 @@ test('KTAP: one subtest per cell; known as SKIP with reason; errors and failures
     [
       'KTAP version 1',
       '1..3',
+      '  KTAP version 1',
+      '  # Subtest: 7.3-cxl',
+      '  1..1',
       '    KTAP version 1',
-      '    # Subtest: 7.3-cxl',
+      '    # Subtest: state',
       '    1..3',
       '    # flaky: passed on attempt 3 after failing',
       '    ok 1 a (hash) b',
-      '    # known failure: x y',
-      '    ok 2 k # SKIP known issue: bug 1',
+      '    # known failure: x',
+      '    # y',
+      '    ok 2 k # XFAIL known issue: bug 1',
       '    ok 3 s # SKIP baseline',
+      '  ok 1 state',
       'ok 1 7.3-cxl',
+      '  KTAP version 1',
+      '  # Subtest: 7.2-cxl',
+      '  1..1',
       '    KTAP version 1',
-      '    # Subtest: 7.2-cxl',
+      '    # Subtest: state',
       '    1..1',
       '    # boom',
       '    not ok 1 f',
+      '  not ok 1 state',
       'not ok 2 7.2-cxl',
-      '    KTAP version 1',
-      '    # Subtest: 7.2-pmem',
-      '    1..0',
-      '# infrastructure error: QEMU exited on signal SIGSEGV',
+      '  KTAP version 1',
+      '  # Subtest: 7.2-pmem',
+      '  1..1',
+      '  not ok 1 infrastructure # ERROR QEMU exited on signal SIGSEGV',
       'not ok 3 7.2-pmem',
       '',
     ].join('\n'),

@@ -58,5 +58,6 @@ test('a retry replaces the failure it retried; a later pass is flaky, never hidd
   t.is(summary.counts.passed, 1);
   t.regex(toTextReport(summary), /FLAKY {2}x .*-- failed, then passed on attempt 2/);
   t.regex(toTextReport(summary), /1 passed, 0 failed, 0 skipped \(1 of the passed flaky\)/);
-  t.regex(toJUnit(summary), /<property name="flaky" value="true"\/>/);
+  t.regex(toJUnit(summary), /<testcase classname="a" name="x" time="0\.010">\n\s+<flakyFailure message="failed" type="retried failure">/);
+  t.deepEqual(tests[0]?.failedAttempts, [{ reason: undefined, durationMs: 10, checks: [], reports: [], consoleTail: undefined }], 'the retried failure is kept');
 });
