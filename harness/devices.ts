@@ -119,8 +119,21 @@ export class TopologyError extends InfraError {
 
 /** `cxl list -M` -> serial number -> memdev name (QEMU's sn= of each type-3 device). */
 export function memdevsBySerial(listing: string): Map<number, string> {
-  const parsed = JSON.parse(listing.trim() || '[]') as { memdev: string; serial?: number }[];
+  const text = listing.trim();
+  let parsed: { memdev: string; serial?: number }[];
+  try {
+    parsed = JSON.parse(text.slice(text.indexOf('['), text.lastIndexOf(']') + 1) || '[]');
+  } catch {
+    throw new TopologyError(`cxl list -M printed no memdev list: ${text.split('\n').slice(0, 2).join(' / ')}`);
+  }
   return new Map(parsed.flatMap((m) => (m.serial === undefined ? [] : [[Number(m.serial), m.memdev] as [number, string]])));
+}
+
+/** The guest's memdevs by serial; cxl-cli's warnings (stderr) stay out of the JSON. */
+async function listMemdevs(guest: Guest): Promise<Map<number, string>> {
+  const listed = await guest.exec('cxl list -M', { timeoutMs: 120_000 });
+  if (listed.code !== 0) throw new TopologyError(`cxl list -M failed (exit ${listed.code}): ${listed.stderr.trim().split('\n').slice(-2).join(' / ')}`);
+  return memdevsBySerial(listed.stdout);
 }
 
 function regionBytes(topology: Topology, region: CxlRegion): number {
@@ -191,7 +204,7 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
   // just turning active ("regions active, abort label write").
   await step(guest, 'bus probes to settle', SETTLE_PROBES);
   const before = new Set((await inspectDaxDevices(guest)).map((d) => d.name));
-  const memdevs = topology.cxl.length > 0 ? memdevsBySerial(await step(guest, 'CXL memdevs', 'cxl list -M')) : new Map<number, string>();
+  const memdevs = topology.cxl.length > 0 ? await listMemdevs(guest) : new Map<number, string>();
   const windows = cxlWindows(topology);
   for (const region of topology.cxlRegions) {
     const made1 = await createCxlRegion(guest, topology, region, memdevs, windows.findIndex((w) => w.regions.includes(region.name)));

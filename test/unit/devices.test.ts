@@ -34,4 +34,5 @@ test('memdevs are matched to topology devices by the serial QEMU gives each', (t
     [2, 'mem0'],
   ]);
   t.deepEqual([...memdevsBySerial('')], []);
+  t.throws(() => memdevsBySerial('[{"memdev":"mem0"} oops ]'), { instanceOf: TopologyError, message: /cxl list -M printed no memdev list/ });
 });
