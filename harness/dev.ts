@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
 import { resolveTree } from './build/tree.js';
 import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf, overlayKernel } from './build/module-build.js';
@@ -14,7 +13,7 @@ import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step } from './progress.js';
-import { onInterrupt } from './reaper.js';
+import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
 import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, runAva, shutdownGuest } from './run.js';

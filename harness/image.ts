@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from './reaper.js';
 import { extractDebs, HarnessApt } from './apt.js';
 import { InfraError, UsageError } from './errors.js';
 import { ensureDepmod, type Kernel, modulesDir } from './kernel/kernel.js';

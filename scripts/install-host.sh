@@ -17,6 +17,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   busybox-static cpio kmod xz-utils zstd binutils gzip ca-certificates git apt-utils \
-  mmdebstrap rsync ccache make gcc bc flex bison libelf-dev libssl-dev >/dev/null
+  mmdebstrap rsync ccache make gcc bc flex bison libelf-dev libssl-dev bubblewrap >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null
 qemu-system-x86_64 --version | head -1

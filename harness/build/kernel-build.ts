@@ -3,12 +3,13 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../reaper.js';
 import { InfraError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
+import { claimForSandbox, runSandboxed, type SandboxMounts } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /** What a finished build recorded, so the next one can tell whether anything changed. */
@@ -62,6 +63,8 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   const { tree } = options;
   const out = options.outDir ? path.resolve(options.outDir) : buildDirFor(options.cacheDir, tree.dir);
   await mkdir(out, { recursive: true });
+  // The build runs the tree's code: in the sandbox, writing only here and to ccache.
+  await claimForSandbox(out, !options.outDir);
   const stampFile = path.join(out, '.dax-harness-build.json');
   const installRoot = path.join(out, 'modules-install');
   const vmlinuz = path.join(out, 'arch/x86/boot/bzImage');
@@ -88,11 +91,14 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   }
   const jobs = options.jobs ?? availableParallelism();
   const ccacheDir = path.join(options.cacheDir, 'ccache');
+  await mkdir(ccacheDir, { recursive: true });
+  await claimForSandbox(ccacheDir, true);
+  const mounts: SandboxMounts = { readOnly: [tree.dir], writable: [out, ccacheDir] };
   const makeArgs = ['-C', tree.dir, `O=${out}`, `-j${jobs}`];
   if (ccache) makeArgs.push('CC=ccache gcc');
-  await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], ccacheDir));
+  await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], mounts, ccacheDir));
   await rm(installRoot, { recursive: true, force: true });
-  await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], ccacheDir));
+  await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir));
   const release = (await readFile(path.join(out, 'include/config/kernel.release'), 'utf8')).trim();
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
@@ -112,27 +118,24 @@ async function builtKernel(tree: KernelTree, out: string, installRoot: string, r
   };
 }
 
-/** Runs make, printing a progress line every 15 s (objects compiled so far, the latest one). */
-async function runMake(args: string[], ccacheDir: string): Promise<void> {
-  const child = execa('make', args, { reject: false, all: true, env: { CCACHE_DIR: ccacheDir } });
+/** Runs make in the build sandbox, printing a progress line every 15 s (objects compiled so far, the latest one). */
+async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string): Promise<void> {
   let compiled = 0;
   let last = '';
   const tail: string[] = [];
-  child.all?.on('data', (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n')) {
-      if (!line) continue;
-      tail.push(line);
-      if (tail.length > 40) tail.shift();
-      const m = /^\s+(CC|LD|AR|AS)(?: \[M\])?\s+(\S+)/.exec(line);
-      if (m) {
-        if (m[1] === 'CC') compiled++;
-        last = m[2] as string;
-      }
+  const onLine = (line: string) => {
+    if (!line) return;
+    tail.push(line);
+    if (tail.length > 40) tail.shift();
+    const m = /^\s+(CC|LD|AR|AS)(?: \[M\])?\s+(\S+)/.exec(line);
+    if (m) {
+      if (m[1] === 'CC') compiled++;
+      last = m[2] as string;
     }
-  });
+  };
   const timer = setInterval(() => progress(`build: ${compiled} objects compiled${last ? `, now ${last}` : ''}`), 15_000);
   try {
-    const result = await child;
+    const result = await runSandboxed(mounts, ['make', ...args], { cwd: mounts.writable[0] as string, env: { CCACHE_DIR: ccacheDir }, onLine });
     if (result.exitCode !== 0) {
       const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${result.exitCode}`;
       throw new InfraError(`kernel build failed: ${error}`, tail.join('\n'));

@@ -2,12 +2,13 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../reaper.js';
 import { InfraError, UsageError } from '../errors.js';
 import { type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../modules.js';
 import { progress, step } from '../progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
+import { claimForSandbox } from './sandbox.js';
 import { removeStaleTemps, type KernelTree } from './tree.js';
 
 /**
@@ -83,11 +84,13 @@ export async function buildModulesAgainstHeaders(options: {
     );
     if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
   }
+  await mkdir(hostWork, { recursive: true });
+  await claimForSandbox(hostWork, true);
   const modules: BuiltModule[] = [];
   for (const dir of options.dirs) {
     const tail: string[] = [];
     const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
-      runInBuildRoot(root, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
+      runInBuildRoot(root, work, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
         tail.push(line);
         if (tail.length > 30) tail.shift();
         if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);

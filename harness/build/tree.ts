@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { extractDebs, HarnessApt } from '../apt.js';
 import { InfraError, UsageError } from '../errors.js';
 import { step } from '../progress.js';
-import { processAlive } from '../reaper.js';
+import { execa, processAlive } from '../reaper.js';
 
 /** A kernel source tree the harness builds from. */
 export interface KernelTree {

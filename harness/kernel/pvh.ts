@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../reaper.js';
 import { errorMessage } from '../errors.js';
 import { sha256File } from '../hash.js';
 import type { Kernel } from './kernel.js';
