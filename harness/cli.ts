@@ -6,6 +6,9 @@ import { fetchDebianKernel } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
+import { disableBuildSandbox } from './build/sandbox.js';
+import { parseSize, runGc } from './gc.js';
+import { holdCacheInUse } from './inuse.js';
 import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
@@ -63,7 +66,14 @@ function program(): Command {
   const cli = new Command('dax-harness')
     .description('QEMU-backed tests for dax/kmem whole-device memory hotplug on CXL and pmem')
     .showHelpAfterError('(run with --help for usage)')
+    .option('--no-sandbox', 'run kernel and module builds unconfined on the host (see README: Build sandbox)')
     .exitOverride();
+  // Every command that uses a cache marks it in use for its life, so `gc --apply` waits for none.
+  cli.hook('preAction', async (_cli, action) => {
+    if (cli.opts().sandbox === false) disableBuildSandbox();
+    // A cache where no lock can be made (read-only) fails later with a clearer error.
+    if (action.name() !== 'gc' && action.options.some((o) => o.long === '--cache-dir')) await holdCacheInUse(resolveCacheDir(action.opts().cacheDir)).catch(() => undefined);
+  });
 
   cli
     .command('run')
@@ -254,6 +264,20 @@ function program(): Command {
     .action(async (version: string, o) => {
       const k = await fetchDebianKernel(resolveCacheDir(o.cacheDir), version);
       process.stdout.write(`${JSON.stringify({ release: k.release, vmlinuz: k.vmlinuz, modules: k.modulesRoot, source: k.source }, null, 2)}\n`);
+    });
+
+  cli
+    .command('gc')
+    .description('prune the cache (pvh, images, kernels, builds, series, overlays, dead runs\' work) and results by age and size; a dry run unless --apply')
+    .option('--max-age <DAYS>', 'remove entries older than this', positiveInt, 30)
+    .option('--max-size <SIZE>', 'then remove the oldest until the rest fit, e.g. 20G')
+    .option('--apply', 'remove (default: print what would go)')
+    .option('--cache-dir <DIR>', 'cache to prune (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'results to prune', path.join(projectRoot, 'results'))
+    .action(async (o) => {
+      const maxBytes = o.maxSize === undefined ? undefined : parseSize(o.maxSize);
+      const lines = await runGc({ cacheDir: resolveCacheDir(o.cacheDir), resultsDir: path.resolve(o.resultsDir), maxAgeDays: o.maxAge, maxBytes, apply: o.apply === true });
+      process.stdout.write(`${lines.join('\n')}\n`);
     });
 
   cli

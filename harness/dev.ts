@@ -13,6 +13,7 @@ import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step } from './progress.js';
+import { claimWorkDir } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
@@ -159,6 +160,8 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
     guestNumber++;
+    const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`);
+    await claimWorkDir(workDir); // held for the dev loop's life; a dead loop's directory is swept by the next run
     const b = await bootGuest({
       kernel,
       kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
@@ -167,7 +170,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       accel: accel.accel,
       cmdline,
       consolePath: path.join(dir, 'console.log'),
-      workDir: path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`),
+      workDir,
       bootTimeoutSec: options.bootTimeoutSec,
     });
     return { booted: b, image };

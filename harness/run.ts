@@ -17,6 +17,7 @@ import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
 import { progress, step } from './progress.js';
+import { claimWorkDir, sweepDeadWorkDirs } from './inuse.js';
 import { execa, interruptedBy, onInterrupt } from './reaper.js';
 import { runHtmlReport } from './results/html.js';
 import { toJUnit } from './results/junit.js';
@@ -349,6 +350,9 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const consoleLines: string[] = [];
   const running = new Set<Machine>();
   const workDir = path.join(options.cacheDir, 'work', runId);
+  // Work directories of runs killed before their cleanup (their locks are free) go now.
+  await sweepDeadWorkDirs(options.cacheDir);
+  const workClaim = await claimWorkDir(workDir);
 
   // What it takes to rerun this exactly (dax-harness repro): filled in as the run learns it.
   const topologyCopy = path.join(dir, 'repro', `${topology.name}.json`);
@@ -817,6 +821,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     clearInterval(watcher);
     await Promise.all([...running].map((m) => m.stop()));
     await rm(workDir, { recursive: true, force: true });
+    await rm(`${workDir}.lock`, { force: true });
+    workClaim.release();
   }
 }
 
