@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { execa } from '../reaper.js';
@@ -99,11 +99,20 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
   await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], mounts, ccacheDir));
   await rm(installRoot, { recursive: true, force: true });
   await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir));
-  const release = (await readFile(path.join(out, 'include/config/kernel.release'), 'utf8')).trim();
+  const release = await builtRelease(out);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
   await writeFile(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
   return { kernel: await builtKernel(tree, out, installRoot, release, options.fragments), outDir: out, built: true, seconds, ccache };
+}
+
+/** The release the build wrote; the build is untrusted, so no symlink and nothing a path could trip on. */
+async function builtRelease(out: string): Promise<string> {
+  const file = path.join(out, 'include/config/kernel.release');
+  if (!(await lstat(file)).isFile()) throw new InfraError(`${file} is not a regular file`);
+  const release = (await readFile(file, 'utf8')).trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$/.test(release)) throw new InfraError(`the build wrote an implausible kernel release "${release.slice(0, 80)}"`);
+  return release;
 }
 
 async function builtKernel(tree: KernelTree, out: string, installRoot: string, release: string, fragments: string[]): Promise<Kernel> {

@@ -100,7 +100,8 @@ export async function buildModulesAgainstHeaders(options: {
       const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
       throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
     }
-    const { stdout } = await execa('find', [path.join(hostWork, dir), '-name', '*.ko']);
+    // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
+    const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
     for (const file of stdout.split('\n').filter(Boolean).sort()) {
       const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
       modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
