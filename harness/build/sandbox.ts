@@ -36,10 +36,6 @@ export function disableBuildSandbox(): void {
   disabled = true;
 }
 
-export function buildSandboxDisabled(): boolean {
-  return disabled;
-}
-
 const HOST_TOOLCHAIN_ETC = ['/etc/alternatives', '/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
 const MERGED_USR = ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 
@@ -56,7 +52,7 @@ function hostRootArgs(): string[] {
 }
 
 /**
- * The bwrap command line for argv in the sandbox (pure, so the policy is unit-tested).
+ * The bwrap command line for argv in the sandbox (pure: the whole policy in one place).
  * `asRoot`: the harness runs as root, so bwrap makes the mounts and setpriv drops privileges;
  * otherwise bwrap's own unprivileged user namespace does (the uid is already unprivileged).
  */
@@ -155,6 +151,7 @@ export interface SandboxResult {
 /** Runs argv in the build sandbox (or, under --no-sandbox, on the host), streaming lines to onLine. */
 export async function runSandboxed(mounts: SandboxMounts, argv: string[], run: SandboxRun): Promise<SandboxResult> {
   let command = argv;
+  warnIfUnsandboxed();
   if (!disabled) {
     await checkBuildSandbox();
     command = sandboxArgv(mounts, argv, run.cwd, asRoot());
@@ -186,7 +183,7 @@ export async function runSandboxed(mounts: SandboxMounts, argv: string[], run: S
 }
 
 /** Said once per process when builds run unconfined. */
-export function warnIfUnsandboxed(): void {
+function warnIfUnsandboxed(): void {
   if (disabled && !warned) {
     warned = true;
     progress('build: --no-sandbox: the tree\'s build code runs unconfined, as the harness\'s user');
