@@ -8,6 +8,7 @@ import { type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../modules.js';
 import { progress, step } from '../progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
+import { holdLock } from '../inuse.js';
 import { claimForSandbox } from './sandbox.js';
 import { removeStaleTemps, type KernelTree } from './tree.js';
 
@@ -71,41 +72,49 @@ export async function buildModulesAgainstHeaders(options: {
   const treeId = createHash('sha256').update(options.tree.dir).digest('hex').slice(0, 12);
   const work = `/work/${treeId}`;
   const hostWork = path.join(root.dir, work.slice(1));
-  // drivers/dax includes ../cxl/cxl.h and ../nvdimm/pfn.h: all are copied; only `dirs` are built.
-  for (const dir of MODULE_DIRS) {
-    const src = path.join(options.tree.dir, dir);
-    if (!existsSync(src)) continue;
-    await mkdir(path.join(hostWork, dir), { recursive: true });
-    // Times are kept, so make rebuilds only what changed; build products are never deleted.
-    const r = await execa(
-      'rsync',
-      ['-a', '--delete', ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]), `${src}/`, path.join(hostWork, dir, '/')],
-      { reject: false, all: true },
-    );
-    if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
-  }
+  // Two builds of one tree at once (two series of one tree, parallel CI jobs) would copy over
+  // and compile into the same directory: one at a time.
   await mkdir(hostWork, { recursive: true });
-  await claimForSandbox(hostWork, true);
+  const lock = await holdLock(`${hostWork}.lock`, 'exclusive', 1800);
+  if (!lock) throw new InfraError(`another build of ${options.tree.spec} held ${hostWork} for 30 minutes`);
   const modules: BuiltModule[] = [];
-  for (const dir of options.dirs) {
-    const tail: string[] = [];
-    const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
-      runInBuildRoot(root, work, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
-        tail.push(line);
-        if (tail.length > 30) tail.shift();
-        if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
-      }),
-    );
-    if (r.exitCode !== 0) {
-      const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
-      throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
+  try {
+    // drivers/dax includes ../cxl/cxl.h and ../nvdimm/pfn.h: all are copied; only `dirs` are built.
+    for (const dir of MODULE_DIRS) {
+      const src = path.join(options.tree.dir, dir);
+      if (!existsSync(src)) continue;
+      await mkdir(path.join(hostWork, dir), { recursive: true });
+      // Times are kept, so make rebuilds only what changed; build products are never deleted.
+      const r = await execa(
+        'rsync',
+        ['-a', '--delete', ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]), `${src}/`, path.join(hostWork, dir, '/')],
+        { reject: false, all: true },
+      );
+      if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
     }
-    // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
-    const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
-    for (const file of stdout.split('\n').filter(Boolean).sort()) {
-      const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
-      modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
+    await claimForSandbox(hostWork, true);
+    for (const dir of options.dirs) {
+      const tail: string[] = [];
+      const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
+        runInBuildRoot(root, work, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
+          tail.push(line);
+          if (tail.length > 30) tail.shift();
+          if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
+        }),
+      );
+      if (r.exitCode !== 0) {
+        const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
+        throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
+      }
+      // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
+      const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
+      for (const file of stdout.split('\n').filter(Boolean).sort()) {
+        const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
+        modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
+      }
     }
+  } finally {
+    lock.release();
   }
   return { modules, seconds: (Date.now() - started) / 1000, root };
 }
