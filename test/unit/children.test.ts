@@ -1,5 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
@@ -27,7 +29,8 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
 /** Starts a stand-in harness, waits until its child runs, SIGKILLs the harness, and reports whether the child died too. */
 async function childOutlivesKill(mode: 'tied' | 'sandboxed'): Promise<{ started: boolean; survivors: number[] }> {
   const seconds = 900_000 + Math.floor(Math.random() * 90_000);
-  const harness = spawn(process.execPath, ['--import', 'tsx', STARTER, mode, String(seconds)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const scratch = await mkdtemp(path.join(tmpdir(), 'dax-children-'));
+  const harness = spawn(process.execPath, ['--import', 'tsx', STARTER, mode, String(seconds), scratch], { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => harness.once('exit', resolve));
   const started = await until(() => sleepers(seconds).length > 0, 60_000);
   harness.kill('SIGKILL');
@@ -35,6 +38,7 @@ async function childOutlivesKill(mode: 'tied' | 'sandboxed'): Promise<{ started:
   await until(() => sleepers(seconds).length === 0, 5_000);
   const survivors = sleepers(seconds);
   for (const pid of survivors) execFileSync('kill', ['-KILL', String(pid)]);
+  await rm(scratch, { recursive: true, force: true });
   return { started, survivors };
 }
 
