@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { readJsonState, writeAtomic } from './atomic-file.js';
 import { populateEntry, withEntryLock } from './cache-lock.js';
+import { execa } from './reaper.js';
 import { InfraError, UsageError } from './errors.js';
 import { progress } from './progress.js';
 

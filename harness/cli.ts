@@ -9,6 +9,9 @@ import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
+import { disableBuildSandbox } from './build/sandbox.js';
+import { parseSize, runGc } from './gc.js';
+import { holdCacheInUse } from './inuse.js';
 import { runDevLoop } from './dev.js';
 import { runSeries } from './series/series.js';
 import { loadKnownIssues } from './knownissues.js';
@@ -413,13 +416,20 @@ export function program(): Command {
     .option('-q, --quiet', 'no progress or test output on stderr: only errors and warnings')
     .option('-v, --verbose', 'more progress: QEMU and ava command lines')
     .option('-V, --version', 'print the version (package.json, and git describe in a clone)')
+    .option('--no-sandbox', 'run kernel and module builds unconfined on the host (see README: Build sandbox)')
     // Commander's own errors (unknown option, bad value) as one line like every other error.
     .configureOutput({ outputError: (message, write) => write(`dax-harness: ${message.trim()} (run with --help for usage)\n`) })
     .exitOverride()
-    .hook('preAction', () => {
-      const { quiet, verbose } = cli.opts();
+    .hook('preAction', async (_cli, action) => {
+      const { quiet, verbose, sandbox } = cli.opts();
       if (quiet && verbose) throw new UsageError('--quiet and --verbose contradict each other: give one');
       setVerbosity(quiet ? 'quiet' : verbose ? 'verbose' : 'normal');
+      if (sandbox === false) disableBuildSandbox();
+      // Every command that uses a cache marks it in use for its life, so `gc --apply` waits for
+      // none. A cache where no lock can be made (read-only) fails later with a clearer error.
+      if (action.name() !== 'gc' && action.options.some((o) => o.long === '--cache-dir')) {
+        await holdCacheInUse(resolveCacheDir(action.opts().cacheDir)).catch(() => undefined);
+      }
     });
   cli.on('option:version', () => {
     process.stdout.write(`${versionText()}\n`);
@@ -432,6 +442,20 @@ export function program(): Command {
   addReproCommand(cli);
   addPrepareCommand(cli);
   addKernelCommand(cli);
+
+  cli
+    .command('gc')
+    .description('prune the cache (pvh, images, kernels, builds, series, overlays, dead runs\' work) and results by age and size; a dry run unless --apply')
+    .option('--max-age <DAYS>', 'remove entries older than this', positiveInt, 30)
+    .option('--max-size <SIZE>', 'then remove the oldest until the rest fit, e.g. 20G')
+    .option('--apply', 'remove (default: print what would go)')
+    .option('--cache-dir <DIR>', 'cache to prune (env DAX_HARNESS_CACHE)')
+    .option('--results-dir <DIR>', 'results to prune', path.join(projectRoot, 'results'))
+    .action(async (o) => {
+      const maxBytes = o.maxSize === undefined ? undefined : parseSize(o.maxSize);
+      const lines = await runGc({ cacheDir: resolveCacheDir(o.cacheDir), resultsDir: path.resolve(o.resultsDir), maxAgeDays: o.maxAge, maxBytes, apply: o.apply === true });
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
 
   cli
     .command('triage')

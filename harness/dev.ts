@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
 import { resolveTree } from './build/tree.js';
 import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf, overlayKernel } from './build/module-build.js';
@@ -15,7 +14,8 @@ import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
-import { onInterrupt } from './reaper.js';
+import { claimWorkDir } from './inuse.js';
+import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
 import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, runAva, shutdownGuest } from './run.js';
@@ -162,6 +162,8 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
     guestNumber++;
+    const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`);
+    await claimWorkDir(workDir); // held for the dev loop's life; a dead loop's directory is swept by the next run
     const b = await bootGuest({
       kernel,
       kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
@@ -170,7 +172,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       accel: accel.accel,
       cmdline,
       consolePath: path.join(dir, 'console.log'),
-      workDir: path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`),
+      workDir,
       bootTimeoutSec: options.bootTimeoutSec,
     });
     return { booted: b, image };

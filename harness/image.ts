@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from './reaper.js';
 import { extractDebs, HarnessApt } from './apt.js';
 import { writeAtomic } from './atomic-file.js';
 import { populateEntry, sweepStaleTemps } from './cache-lock.js';

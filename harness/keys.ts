@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from './reaper.js';
 import ssh2 from 'ssh2';
 import { populateEntry } from './cache-lock.js';
 

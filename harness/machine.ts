@@ -7,7 +7,7 @@ import { readJsonState, writeAtomic } from './atomic-file.js';
 import { ConsoleLog } from './console.js';
 import { InfraError } from './errors.js';
 import { progress } from './progress.js';
-import { registerChild, unregisterChild } from './reaper.js';
+import { diesWithHarness, registerChild, unregisterChild } from './reaper.js';
 
 export const QEMU = 'qemu-system-x86_64';
 /** CXL volatile memory (type-3 volatile-memdev) needs QEMU 8.0 or newer. */
@@ -92,8 +92,7 @@ export class Machine {
    */
   static start(args: string[], consolePath?: string): Machine {
     const consoleLog = new ConsoleLog(consolePath);
-    const usePdeath = existsSync('/usr/bin/setpriv');
-    const [file, argv] = usePdeath ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', QEMU, ...args]] : [QEMU, args];
+    const [file, argv] = diesWithHarness(QEMU, args);
     const child = execa(file, argv, {
       stdin: 'ignore',
       stdout: 'pipe',

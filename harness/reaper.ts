@@ -1,8 +1,12 @@
+import { existsSync } from 'node:fs';
+import { execa as execaUntied } from 'execa';
+
 /**
  * Every QEMU the harness starts is registered here and is gone when the harness exits: on a
  * normal exit, an uncaught error, SIGINT or SIGTERM. QEMU is also started under
  * `setpriv --pdeathsig KILL`, so even a SIGKILL of the harness takes its guests with it.
- * Only PIDs we started are ever signalled.
+ * Only PIDs we started are ever signalled. Every other child (make, git, apt, mmdebstrap,
+ * tar, decompressors) is started through `execa` below, under the same pdeathsig.
  */
 const children = new Set<number>();
 const interruptHandlers: ((signal: NodeJS.Signals) => Promise<void> | void)[] = [];
@@ -58,3 +62,22 @@ function install(): void {
     });
   }
 }
+
+/** setpriv (util-linux) sets the parent-death signal, which survives its exec of the command. */
+const SETPRIV = '/usr/bin/setpriv';
+
+/** [file, args] that start `file` so the kernel SIGKILLs it when the harness dies, even by SIGKILL. */
+export function diesWithHarness(file: string, args: readonly string[]): [string, string[]] {
+  return existsSync(SETPRIV) ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, [...args]];
+}
+
+/**
+ * execa, with the child tied to the harness's life (diesWithHarness). Only the direct child gets
+ * the signal: a tree of processes (make's compilers) dies whole only in the build sandbox's
+ * PID namespace; elsewhere grandchildren end when their parent's pipes close.
+ */
+export const execa = ((file: string | URL, args?: readonly string[] | object, options?: object) => {
+  const argv = Array.isArray(args) ? (args as string[]) : [];
+  const [tied, tiedArgs] = diesWithHarness(String(file), argv);
+  return execaUntied(tied, tiedArgs, Array.isArray(args) ? options : args);
+}) as unknown as typeof execaUntied;

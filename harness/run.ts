@@ -4,7 +4,6 @@ import { pipeline } from 'node:stream/promises';
 import { appendFile, mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { execa } from 'execa';
 import { CONTEXT_ENV, type RunContext } from './context.js';
 import { createTopologyDevices, type DaxDevice } from './devices.js';
 import { replaceSymlink, writeAtomic } from './atomic-file.js';
@@ -21,7 +20,8 @@ import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
 import { detail, progress, step, toolOutput, warn } from './progress.js';
-import { interruptedBy, onInterrupt } from './reaper.js';
+import { claimWorkDir, sweepDeadWorkDirs } from './inuse.js';
+import { execa, interruptedBy, onInterrupt } from './reaper.js';
 import { runHtmlReport } from './results/html.js';
 import { toJUnit } from './results/junit.js';
 import { writeKcidb } from './results/kcidb.js';
@@ -362,6 +362,9 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   let consoleLinesSeen = 0;
   const running = new Set<Machine>();
   const workDir = path.join(options.cacheDir, 'work', runId);
+  // Work directories of runs killed before their cleanup (their locks are free) go now.
+  await sweepDeadWorkDirs(options.cacheDir);
+  const workClaim = await claimWorkDir(workDir);
 
   // What it takes to rerun this exactly (dax-harness repro): filled in as the run learns it.
   const topologyCopy = path.join(dir, 'repro', `${topology.name}.json`);
@@ -844,6 +847,8 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     clearInterval(watcher);
     await Promise.all([...running].map((m) => m.stop()));
     await rm(workDir, { recursive: true, force: true });
+    await rm(`${workDir}.lock`, { force: true });
+    workClaim.release();
   }
 }
 

@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   busybox-static cpio kmod xz-utils zstd binutils gzip ca-certificates git apt-utils \
-  mmdebstrap rsync ccache make gcc bc flex bison libelf-dev libssl-dev >/dev/null
+  mmdebstrap rsync ccache make gcc bc flex bison libelf-dev libssl-dev bubblewrap >/dev/null
 # The tests read junit.xml with a real JUnit consumer (test/consumers/junit_check.py).
 apt-get install -y -qq --no-install-recommends python3 python3-junitparser >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa, type Result } from 'execa';
+import { execa } from '../reaper.js';
 import { ARCHIVE_URI } from '../apt.js';
 import { populateEntry } from '../cache-lock.js';
 import { InfraError } from '../errors.js';
 import { step } from '../progress.js';
+import { runSandboxed, type SandboxResult } from './sandbox.js';
 
 /**
  * A sid build root for building modules against Debian's own kernel headers. Debian's
@@ -70,27 +71,11 @@ async function makeBuildRoot(tmp: string, release: string, headersVersion: strin
 }
 
 /**
- * Runs a command inside the build root, in a private mount namespace with /proc mounted
- * (objtool reads it); the mounts vanish with the namespace, nothing is left mounted.
+ * Runs a shell script inside the build root, in the build sandbox (sandbox.ts): the root is
+ * read-only, `work` (a directory in it, as seen inside) is the only writable place.
  */
-export async function runInBuildRoot(root: BuildRoot, script: string, onLine?: (line: string) => void): Promise<Result> {
-  const inner = `mount -t proc proc "$1/proc" && exec chroot "$1" /bin/sh -c "$2"`;
-  const child = execa('unshare', ['--mount', '--propagation', 'private', '--fork', 'sh', '-c', inner, 'sh', root.dir, script], {
-    reject: false,
-    all: true,
-    env: { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
-    extendEnv: false,
-  });
-  if (onLine) {
-    let pending = '';
-    child.all?.on('data', (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const l of lines) onLine(l);
-    });
-  }
-  return child;
+export async function runInBuildRoot(root: BuildRoot, work: string, script: string, onLine?: (line: string) => void): Promise<SandboxResult> {
+  return runSandboxed({ rootDir: root.dir, writable: [work] }, ['/bin/sh', '-c', script], { cwd: work, onLine });
 }
 
 /** The kernel config the headers were built with (to tell =m from =y). */

@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { InfraError, UsageError } from '../errors.js';
 import { projectRoot } from '../paths.js';
+import { runSandboxed } from './sandbox.js';
 
 export const KCONFIG_DIR = path.join(projectRoot, 'kconfig');
 
@@ -79,13 +79,12 @@ export function describeDropped(dropped: DroppedOption[]): string {
  */
 export async function mergeFragments(tree: string, out: string, files: string[]): Promise<{ hash: string; dropped: DroppedOption[] }> {
   const fragments = await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));
-  const merge = await execa('sh', [path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', out, ...files], {
-    cwd: tree,
-    reject: false,
-    all: true,
-  });
+  // Both run the tree's own scripts, so in the build sandbox; merge_config.sh writes its
+  // temporaries into the working directory, hence `out`.
+  const mounts = { readOnly: [tree, ...files], writable: [out] };
+  const merge = await runSandboxed(mounts, ['sh', path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', out, ...files], { cwd: out });
   if (merge.exitCode !== 0) throw new InfraError(`merge_config.sh failed: ${(merge.all ?? '').split('\n').at(-1)}`, merge.all);
-  const olddef = await execa('make', ['-C', tree, `O=${out}`, 'olddefconfig'], { reject: false, all: true });
+  const olddef = await runSandboxed(mounts, ['make', '-C', tree, `O=${out}`, 'olddefconfig'], { cwd: out });
   if (olddef.exitCode !== 0) throw new InfraError(`make olddefconfig failed: ${(olddef.all ?? '').split('\n').at(-1)}`, olddef.all);
   const finalConfig = await readFile(path.join(out, '.config'), 'utf8');
   const hash = createHash('sha256')

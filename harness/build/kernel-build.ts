@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat, } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
 import { readJsonState, writeAtomic } from '../atomic-file.js';
 import { withEntryLock } from '../cache-lock.js';
+import { execa } from '../reaper.js';
 import { InfraError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
+import { claimForSandbox, runSandboxed, type SandboxMounts } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /** What a finished build recorded, so the next one can tell whether anything changed. */
@@ -69,6 +70,8 @@ export async function buildKernel(options: KernelBuildOptions): Promise<KernelBu
 async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<KernelBuild> {
   const { tree } = options;
   await mkdir(out, { recursive: true });
+  // The build runs the tree's code: in the sandbox, writing only here and to ccache.
+  await claimForSandbox(out, !options.outDir);
   const stampFile = path.join(out, '.dax-harness-build.json');
   const installRoot = path.join(out, 'modules-install');
   const vmlinuz = path.join(out, 'arch/x86/boot/bzImage');
@@ -95,17 +98,26 @@ async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<
   }
   const jobs = options.jobs ?? availableParallelism();
   const ccacheDir = path.join(options.cacheDir, 'ccache');
+  await mkdir(ccacheDir, { recursive: true });
+  await claimForSandbox(ccacheDir, true);
+  const mounts: SandboxMounts = { readOnly: [tree.dir], writable: [out, ccacheDir] };
   const makeArgs = ['-C', tree.dir, `O=${out}`, `-j${jobs}`];
   if (ccache) makeArgs.push('CC=ccache gcc');
-  await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], ccacheDir));
+  await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], mounts, ccacheDir));
   await rm(installRoot, { recursive: true, force: true });
-  await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], ccacheDir));
-  const releaseFile = path.join(out, 'include/config/kernel.release');
-  const release = checkedRelease((await readFile(releaseFile, 'utf8')).trim(), releaseFile);
+  await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir));
+  const release = await builtRelease(out);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
   await writeAtomic(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
   return { kernel: await builtKernel(tree, out, installRoot, release, options.fragments), outDir: out, built: true, seconds, ccache };
+}
+
+/** The release the build wrote; the build is untrusted, so no symlink and nothing a path could trip on. */
+async function builtRelease(out: string): Promise<string> {
+  const file = path.join(out, 'include/config/kernel.release');
+  if (!(await lstat(file)).isFile()) throw new InfraError(`${file} is not a regular file`);
+  return checkedRelease((await readFile(file, 'utf8')).trim(), file);
 }
 
 async function builtKernel(tree: KernelTree, out: string, installRoot: string, release: string, fragments: string[]): Promise<Kernel> {
@@ -120,27 +132,24 @@ async function builtKernel(tree: KernelTree, out: string, installRoot: string, r
   };
 }
 
-/** Runs make, printing a progress line every 15 s (objects compiled so far, the latest one). */
-async function runMake(args: string[], ccacheDir: string): Promise<void> {
-  const child = execa('make', args, { reject: false, all: true, env: { CCACHE_DIR: ccacheDir } });
+/** Runs make in the build sandbox, printing a progress line every 15 s (objects compiled so far, the latest one). */
+async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string): Promise<void> {
   let compiled = 0;
   let last = '';
   const tail: string[] = [];
-  child.all?.on('data', (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n')) {
-      if (!line) continue;
-      tail.push(line);
-      if (tail.length > 40) tail.shift();
-      const m = /^\s+(CC|LD|AR|AS)(?: \[M\])?\s+(\S+)/.exec(line);
-      if (m) {
-        if (m[1] === 'CC') compiled++;
-        last = m[2] as string;
-      }
+  const onLine = (line: string) => {
+    if (!line) return;
+    tail.push(line);
+    if (tail.length > 40) tail.shift();
+    const m = /^\s+(CC|LD|AR|AS)(?: \[M\])?\s+(\S+)/.exec(line);
+    if (m) {
+      if (m[1] === 'CC') compiled++;
+      last = m[2] as string;
     }
-  });
+  };
   const timer = setInterval(() => progress(`build: ${compiled} objects compiled${last ? `, now ${last}` : ''}`), 15_000);
   try {
-    const result = await child;
+    const result = await runSandboxed(mounts, ['make', ...args], { cwd: mounts.writable[0] as string, env: { CCACHE_DIR: ccacheDir }, onLine });
     if (result.exitCode !== 0) {
       const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${result.exitCode}`;
       throw new InfraError(`kernel build failed: ${error}`, tail.join('\n'));

@@ -2,13 +2,14 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { populateEntry, withEntryLock } from '../cache-lock.js';
+import { execa } from '../reaper.js';
 import { InfraError, UsageError } from '../errors.js';
 import { type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../modules.js';
 import { progress, step } from '../progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
+import { claimForSandbox } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /**
@@ -87,10 +88,11 @@ export async function buildModulesAgainstHeaders(options: {
       if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
     }
     const modules: BuiltModule[] = [];
+    await claimForSandbox(hostWork, true);
     for (const dir of options.dirs) {
       const tail: string[] = [];
       const r = await step(`modules: make M=${dir} against linux-headers-${root.release} ${root.headersVersion}`, () =>
-        runInBuildRoot(root, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
+        runInBuildRoot(root, work, `make -C ${root.headers} M=${work}/${dir} -j2 modules`, (line) => {
           tail.push(line);
           if (tail.length > 30) tail.shift();
           if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
@@ -100,7 +102,8 @@ export async function buildModulesAgainstHeaders(options: {
         const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
         throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
       }
-      const { stdout } = await execa('find', [path.join(hostWork, dir), '-name', '*.ko']);
+      // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
+      const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
       for (const file of stdout.split('\n').filter(Boolean).sort()) {
         const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
         modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });

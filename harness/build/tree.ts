@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { extractDebs, HarnessApt } from '../apt.js';
 import { populateEntry } from '../cache-lock.js';
 import { InfraError, UsageError } from '../errors.js';
 import { step } from '../progress.js';
+import { execa } from '../reaper.js';
 
 /** A kernel source tree the harness builds from. */
 export interface KernelTree {

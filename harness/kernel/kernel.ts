@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { open, readdir, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../reaper.js';
 import { UsageError } from '../errors.js';
 
 /** A kernel the harness can boot: the image, its modules and where it came from. */

@@ -4,6 +4,7 @@ import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { tempNameFor, writeAtomic } from '../atomic-file.js';
 import { removeTempsOf, withEntryLock } from '../cache-lock.js';
+import { diesWithHarness } from '../reaper.js';
 import { errorMessage } from '../errors.js';
 import { sha256File } from '../hash.js';
 import type { Kernel } from './kernel.js';
@@ -94,7 +95,8 @@ function decompressInto(command: string[], payload: Buffer, file: string): Promi
   const [program = '', ...args] = command;
   return new Promise((resolve) => {
     const fd = openSync(file, 'wx', 0o644);
-    const child = spawn(program, args, { stdio: ['pipe', fd, 'pipe'] });
+    // Tied to the harness's life: a killed harness leaves no decompressor writing into the cache.
+    const child = spawn(...diesWithHarness(program, args), { stdio: ['pipe', fd, 'pipe'] });
     closeSync(fd);
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {

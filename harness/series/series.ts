@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../reaper.js';
 import { moduleDirsOf } from '../build/module-build.js';
 import { prepareKernelFromTree } from '../build/prepare.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';

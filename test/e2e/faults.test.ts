@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
+import { resolveCacheDir } from '../../harness/paths.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import type { Repro } from '../../harness/results/repro.js';
 import type { RunSummary } from '../../harness/results/summary.js';
@@ -135,6 +136,13 @@ test('SIGKILL mid-suite: no QEMU survives, the summary holds what finished', asy
   t.is(summary.tests.length, recorded.length);
   t.deepEqual(summary.tests.map((x) => x.name), recorded.map((l) => (JSON.parse(l) as TestRecord).name));
   t.true(existsSync(path.join(results, 'latest', 'junit.xml')));
+  // The killed run left its work directory (NVDIMM backing files); the next run sweeps it. A
+  // run that stops at an unknown kernel gets that far without booting.
+  const workDir = path.join(resolveCacheDir(), 'work', runId);
+  t.true(existsSync(workDir), 'the killed run left its work directory');
+  const next = await runCli(['run', '--kernel', '9.9', '--results-dir', await tempResultsDir()]);
+  t.is(next.exitCode, 2, next.stderr);
+  t.false(existsSync(workDir), 'the next run removed the dead run\'s work directory');
 });
 
 test('results directory unwritable: one clear error, exit 2', async (t) => {
