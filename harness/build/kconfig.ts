@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { InfraError, UsageError } from '../errors.js';
@@ -79,8 +79,11 @@ export function describeDropped(dropped: DroppedOption[]): string {
  */
 export async function mergeFragments(tree: string, out: string, files: string[]): Promise<{ hash: string; dropped: DroppedOption[] }> {
   const fragments = await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));
+  await mkdir(out, { recursive: true });
+  // cwd out: merge_config.sh makes its scratch file in the current directory, and the tree
+  // (often the cache's pristine Debian source) must stay clean.
   const merge = await execa('sh', [path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', out, ...files], {
-    cwd: tree,
+    cwd: out,
     reject: false,
     all: true,
   });
