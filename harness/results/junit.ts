@@ -28,6 +28,7 @@ function failureDetail(t: TestRecord): string {
   return [
     ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
     ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
+    ...(t.kernelLines?.length ? ['kernel log:', ...t.kernelLines] : []),
     ...(t.consoleTail ? ['console tail:', t.consoleTail] : []),
   ].join('\n');
 }

@@ -30,4 +30,6 @@ export interface TestRecord {
   known?: string;
   /** The console's last lines when the test lost its guest (hang, panic, QEMU death). */
   consoleTail?: string;
+  /** The kernel's own log lines about why the test could not run (a device setup it broke). */
+  kernelLines?: string[];
 }
