@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { DaxDevice } from './devices.js';
 import type { Variant } from './hotplug.js';
 import type { DeclaredDevice } from './topology.js';
+import type { SetupFailure } from './setupfailure.js';
 
 /**
  * What the runner hands to the ava workers that run a suite: how to reach the guest and what
@@ -28,6 +29,11 @@ export interface RunContext {
   allowedTaint?: string;
   /** Set when no guest was booted for the session: every test is skipped with this reason. */
   noGuest?: string;
+  /**
+   * Set when the kernel under test broke device setup: no guest is used, and every test of a
+   * backing the topology has fails with this record (harness/setupfailure.ts).
+   */
+  setupFailure?: SetupFailure;
   /** PID of the guest's QEMU: a test whose guest stops answering kills it (a process we started). */
   qemuPid?: number;
   /** Workers append {file, name} of every test they register: the runner learns what is left to run. */

@@ -1,6 +1,7 @@
 import type { Guest } from './guest.js';
 import { InfraError } from './errors.js';
 import { progress } from './progress.js';
+import type { CheckRecord } from './results/record.js';
 import { blocksForRange } from './sysfs.js';
 import { type CxlRegion, cxlWindows, sizeBytes, type Topology } from './topology.js';
 
@@ -73,12 +74,37 @@ export async function inspectDaxDevices(guest: Guest): Promise<DaxDevice[]> {
   return parseInspect(await guest.run(INSPECT));
 }
 
-async function step(guest: Guest, what: string, command: string): Promise<string> {
+/**
+ * A device setup step whose command failed or whose result is not what the suites need. Whose
+ * fault it is (the kernel under test or the harness) is decided by harness/setupfailure.ts
+ * from the guest's state; `check` is the failed check, `made` the devices made before it.
+ */
+export class DeviceSetupError extends InfraError {
+  override name = 'DeviceSetupError';
+  constructor(
+    message: string,
+    readonly check: CheckRecord,
+    readonly made: DaxDevice[],
+    /** A setup command's exit status, when a command failed. */
+    readonly exitCode?: number | null,
+  ) {
+    super(`device setup: ${message}`);
+  }
+}
+
+async function step(guest: Guest, what: string, command: string, made: DaxDevice[]): Promise<string> {
   const result = await guest.exec(command, { timeoutMs: 120_000 });
   if (result.code !== 0) {
-    throw new InfraError(`device setup: ${what} failed (exit ${result.code}): ${(result.stderr || result.stdout).trim().split('\n').slice(-3).join(' / ')}`);
+    const output = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' / ');
+    const check = { name: `${what}: exit status`, ok: false, actual: `${result.code}${output ? `: ${output}` : ''}`, expected: '0' };
+    throw new DeviceSetupError(`${what} failed (exit ${result.code}): ${output}`, check, made, result.code);
   }
   return result.stdout + result.stderr;
+}
+
+/** A result setup needed and did not get: `name` what was looked at, `actual` what was there. */
+function missing(message: string, name: string, actual: unknown, expected: unknown, made: DaxDevice[]): DeviceSetupError {
+  return new DeviceSetupError(message, { name, ok: false, actual, expected }, made);
 }
 
 /**
@@ -175,7 +201,7 @@ export function checkCreatedRegion(region: CxlRegion, expectedMemdevs: string[],
 }
 
 /** Creates one declared CXL RAM region in its window's root decoder and checks it. */
-async function createCxlRegion(guest: Guest, topology: Topology, region: CxlRegion, memdevs: Map<number, string>, window: number): Promise<string> {
+async function createCxlRegion(guest: Guest, topology: Topology, region: CxlRegion, memdevs: Map<number, string>, window: number, made: DaxDevice[]): Promise<string> {
   const names = region.devices.map((name) => {
     const memdev = memdevs.get(topology.cxl.findIndex((d) => d.name === name) + 1);
     if (!memdev) throw new TopologyError(`CXL device ${name} has no memdev in the guest (serials seen: ${[...memdevs.keys()].join(', ') || 'none'})`);
@@ -184,11 +210,10 @@ async function createCxlRegion(guest: Guest, topology: Topology, region: CxlRegi
   const ways = region.devices.length;
   progress(`devices: CXL region ${region.name} (${names.join(' + ')}, decoder0.${window}, ${ways} way(s))`);
   const options = [`-d decoder0.${window}`, `-w ${ways}`, ...(region.granularity ? [`-g ${region.granularity}`] : [])];
-  const created = await guest.exec(`cxl create-region -m -t ram ${options.join(' ')} ${names.join(' ')}`, { timeoutMs: 120_000 });
-  if (created.code !== 0) {
-    throw new TopologyError(`cxl create-region for ${region.name} failed (exit ${created.code}): ${(created.stderr || created.stdout).trim().split('\n').slice(-3).join(' / ')}`);
-  }
-  return checkCreatedRegion(region, names, created.stdout);
+  // A failed create-region is classified like any setup command (the kernel under test may be
+  // why); a region made but not as declared is the topology's error.
+  const created = await step(guest, `cxl create-region for ${region.name}`, `cxl create-region -m -t ram ${options.join(' ')} ${names.join(' ')}`, made);
+  return checkCreatedRegion(region, names, created);
 }
 
 /**
@@ -202,35 +227,39 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
   // modprobe returns before the buses finish probing (libnvdimm registers regions from an
   // async domain, cxl ports from a workqueue): wait for both, or ndctl races a region that is
   // just turning active ("regions active, abort label write").
-  await step(guest, 'bus probes to settle', SETTLE_PROBES);
+  await step(guest, 'bus probes to settle', SETTLE_PROBES, made);
   const before = new Set((await inspectDaxDevices(guest)).map((d) => d.name));
   const memdevs = topology.cxl.length > 0 ? await listMemdevs(guest) : new Map<number, string>();
   const windows = cxlWindows(topology);
   for (const region of topology.cxlRegions) {
-    const made1 = await createCxlRegion(guest, topology, region, memdevs, windows.findIndex((w) => w.regions.includes(region.name)));
+    const made1 = await createCxlRegion(guest, topology, region, memdevs, windows.findIndex((w) => w.regions.includes(region.name)), made);
     const fresh = (await inspectDaxDevices(guest)).filter((d) => d.backing === 'cxl' && !before.has(d.name));
     const device = fresh[0];
-    if (!device) throw new TopologyError(`no dax device appeared for CXL region ${region.name} (${made1})`);
+    // The region is there as declared: a missing dax device is the kernel's (dax_cxl) doing.
+    if (!device) throw missing(`no dax device appeared for CXL region ${region.name} (${made1})`, `new dax device for ${region.name}`, 'none', 'one', made);
     if (device.sizeBytes !== regionBytes(topology, region)) {
       throw new TopologyError(`region ${region.name}: dax device ${device.name} is ${device.sizeBytes} bytes, the region's devices hold ${regionBytes(topology, region)}`);
     }
     before.add(device.name);
     made.push({ ...device, source: region.name });
   }
-  const nfit = topology.pmem.length > 0 ? nfitRegions(await step(guest, 'NVDIMM regions', 'ndctl list -b ACPI.NFIT -R -D')) : [];
+  const nfit = topology.pmem.length > 0 ? nfitRegions(await step(guest, 'NVDIMM regions', 'ndctl list -b ACPI.NFIT -R -D', made)) : [];
   for (const [i, pmem] of topology.pmem.entries()) {
     const found = nfit[i];
-    if (!found) throw new InfraError(`device setup: the guest shows ${nfit.length} NFIT NVDIMM region(s); ${pmem.name} is number ${i + 1}`);
+    if (!found) {
+      throw missing(`the guest shows ${nfit.length} NFIT NVDIMM region(s); ${pmem.name} is number ${i + 1}`, 'NFIT NVDIMM regions', nfit.length, topology.pmem.length, made);
+    }
     const { dimm, region } = found;
     progress(`devices: devdax namespace on ${pmem.name} (${region}, ${dimm}) -> system-ram`);
     await step(
       guest,
       `labels for ${pmem.name}`,
       `ndctl disable-region ${region} && ndctl init-labels -f ${dimm} && ndctl enable-region ${region}`,
+      made,
     );
-    const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`);
+    const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`, made);
     const chardev = /"chardev":"(dax\d+\.\d+)"/.exec(created)?.[1];
-    if (!chardev) throw new InfraError(`device setup: ndctl create-namespace printed no dax chardev for ${pmem.name}`);
+    if (!chardev) throw missing(`ndctl create-namespace printed no dax chardev for ${pmem.name}`, `dax chardev of the namespace on ${pmem.name}`, 'none', 'daxX.Y', made);
     // Rebind to kmem by hand rather than `daxctl reconfigure-device`: daxctl writes kmem's
     // new_id (which already attaches the driver) and then bind, and on 7.3 that second bind
     // intermittently left dax0.0/state reading "unplugged" (2 of 4 boots here). One new_id
@@ -239,14 +268,22 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
       guest,
       `kmem for ${chardev}`,
       `echo ${chardev} > /sys/bus/dax/drivers/device_dax/unbind && echo ${chardev} > /sys/bus/dax/drivers/kmem/new_id`,
+      made,
     );
     const device = (await inspectDaxDevices(guest)).find((d) => d.name === chardev);
-    if (!device) throw new InfraError(`device setup: ${chardev} vanished after reconfiguration`);
+    if (!device) throw missing(`${chardev} vanished after reconfiguration`, `${chardev} on the dax bus`, 'absent', 'present', made);
     made.push({ ...device, source: pmem.name });
   }
   for (const d of made) {
-    if (d.driver !== 'kmem') throw new InfraError(`device setup: ${d.name} (${d.source}) is bound to "${d.driver || 'nothing'}", not kmem`);
-    if (d.blocks.length === 0) throw new InfraError(`device setup: ${d.name} (${d.source}) spans no whole memory block`);
+    if (d.driver !== 'kmem') {
+      throw missing(`${d.name} (${d.source}) is bound to "${d.driver || 'nothing'}", not kmem`, driverCheckName(d), d.driver, 'kmem', made);
+    }
+    if (d.blocks.length === 0) throw missing(`${d.name} (${d.source}) spans no whole memory block`, `memory blocks of ${d.name} (${d.source})`, 0, '1 or more', made);
   }
   return made;
+}
+
+/** The name of the check that a device is bound to kmem (setup's own and the failure report's). */
+export function driverCheckName(d: Pick<DaxDevice, 'name' | 'source'>): string {
+  return `${d.name}${d.source ? ` (${d.source})` : ''} driver`;
 }

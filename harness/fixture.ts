@@ -8,6 +8,7 @@ import type { Backing, DaxDevice } from './devices.js';
 import { CommandTimeoutError, Guest, GuestLostError } from './guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
 import type { CheckRecord, TestRecord } from './results/record.js';
+import type { SetupFailure } from './setupfailure.js';
 import { taintLetters } from './sysfs.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
 
@@ -172,17 +173,34 @@ export function devicesOf(backing: Backing): DaxDevice[] {
 
 function skipReason(options: TestOptions): string | undefined {
   if (context.noGuest) return context.noGuest;
-  if (options.backing && devicesOf(options.backing).length === 0) {
-    return `topology ${context.topology} has no ${options.backing} device`;
-  }
-  if (options.backing && options.minDevices && devicesOf(options.backing).length < options.minDevices) {
-    return `topology ${context.topology} has ${devicesOf(options.backing).length} ${options.backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
+  const { backing } = options;
+  // After a failed setup the topology's backings count, not the devices that got made.
+  const hasBacking = (b: Backing) => (context.setupFailure ? context.setupFailure.backings.includes(b) : devicesOf(b).length > 0);
+  if (backing && !hasBacking(backing)) return `topology ${context.topology} has no ${backing} device`;
+  if (context.setupFailure) return undefined;
+  if (backing && options.minDevices && devicesOf(backing).length < options.minDevices) {
+    return `topology ${context.topology} has ${devicesOf(backing).length} ${backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
   }
   if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
   if (options.needsModule && !(context.onDemandModules ?? []).includes(options.needsModule)) {
     return `kernel ${context.kernel.release} has no ${options.needsModule} module (neither built in nor in its modules)`;
   }
   return undefined;
+}
+
+function skipWith(title: string, reason: string): void {
+  test.serial.skip(title, () => {});
+  writeRecord({ name: title, file: fileLabel(), status: 'skip', durationMs: 0, reason, checks: [], reports: [] });
+}
+
+/** The kernel under test broke device setup: the test fails with the setup's checks and the kernel's lines. */
+function failForSetup(title: string, failure: SetupFailure): void {
+  test.serial(title, (t) => {
+    const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, reason: failure.reason, checks: failure.checks, reports: [], kernelLines: failure.kernelLines };
+    if (context.attempt && context.attempt > 1) record.attempts = context.attempt;
+    writeRecord(record);
+    t.fail(failure.reason);
+  });
 }
 
 /** This test's console lines: from its begin marker (or `fromByte`, read before the marker was written) to its end marker. */
@@ -251,9 +269,9 @@ export function guestTest(
   const selected = !context.match?.length || isMatch(title, context.match);
   if (context.planFile && selected) appendFileSync(context.planFile, `${JSON.stringify({ file: fileLabel(), name: title })}\n`);
   const reason = skipReason(options);
-  if (reason) {
-    test.serial.skip(title, () => {});
-    writeRecord({ name: title, file: fileLabel(), status: 'skip', durationMs: 0, reason, checks: [], reports: [] });
+  if (reason || context.setupFailure) {
+    if (reason) skipWith(title, reason);
+    else if (context.setupFailure) failForSetup(title, context.setupFailure);
     return;
   }
   test.serial(title, async (t) => {

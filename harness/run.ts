@@ -5,7 +5,7 @@ import { appendFile, mkdir, readFile, readlink, rm, writeFile } from 'node:fs/pr
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { CONTEXT_ENV, type RunContext } from './context.js';
-import { createTopologyDevices, type DaxDevice } from './devices.js';
+import type { DaxDevice } from './devices.js';
 import { replaceSymlink, writeAtomic } from './atomic-file.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
@@ -31,6 +31,7 @@ import type { Repro } from './results/repro.js';
 import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary, runSummaryHeader } from './results/summary.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
+import { KernelSetupFailure, setUpDevices } from './setupfailure.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { declaredDevices, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
 import type { CrashReport } from './triage.js';
@@ -299,7 +300,8 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   }
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
   progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
-  const devices = await step('devices: create topology devices', () => createTopologyDevices(guest, topology));
+  // A failure the kernel caused comes out as a KernelSetupFailure: the session's result.
+  const devices = await step('devices: create topology devices', () => setUpDevices(guest, topology, () => machine.running));
   let variant = await detectVariant(guest, devices[0]?.name ?? '');
   if (variant === 'baseline' && devices.length > 0) {
     // kmem's attribute can appear a moment after the driver link (seen once on 7.3 right
@@ -546,6 +548,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       // guests write their own files, joined into console.log as each guest ends.
       const guestConsole = jobs === 1 ? consolePath : path.join(dir, `console-guest-${number}.log`);
       await resultWrite(appendFile(guestConsole, `\n===== dax-harness guest ${number}: ${plan.cmdline} =====\n`));
+      let started: Machine | undefined;
       const booted = await bootGuest(
         {
           kernel,
@@ -560,10 +563,19 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
           sshPort: options.sshPort,
         },
         (machine) => {
+          started = machine;
           running.add(machine);
           summary.qemu = { version: qemu.version, commandLine: machine.commandLine };
         },
-      );
+      ).catch(async (error: unknown) => {
+        // The guest booted and the kernel broke its devices: keep its logs like any guest's.
+        if (error instanceof KernelSetupFailure && started) {
+          error.guest = number;
+          summary.guestBoots = (summary.guestBoots ?? 0) + 1;
+          await keepGuestLogs(number, `(device setup failed): ${plan.cmdline}`, started, guestConsole, error.dmesg.join('\n'));
+        }
+        throw error;
+      });
       const slot: GuestSlot = { number, key: plan.key, booted, consolePath: guestConsole, baseline: {}, sessions: [] };
       try {
         slot.baseline = await guestFingerprint(booted.guest);
@@ -592,22 +604,42 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       return slot;
     };
 
-    /** Ends a guest: its dmesg to dmesg.txt, QEMU stopped, its console joined into console.log. */
+    /** An ended guest's logs: its dmesg to dmesg.txt, its console joined into console.log. */
+    const keepGuestLogs = async (number: number, heading: string, machine: Machine, guestConsole: string, dmesg: string | undefined) => {
+      if (dmesg !== undefined) await resultWrite(appendFile(path.join(dir, 'dmesg.txt'), `===== guest ${number} ${heading}\n${dmesg}`));
+      running.delete(machine);
+      noteConsoleError(machine);
+      consoleReports.push(...machine.console.reports(consoleLinesSeen));
+      consoleLinesSeen += machine.console.lineCount;
+      if (guestConsole !== consolePath) {
+        // Streamed: a guest's console can be far larger than memory should hold.
+        await resultWrite(pipeline(createReadStream(guestConsole), createWriteStream(consolePath, { flags: 'a' })));
+        await rm(guestConsole, { force: true });
+      }
+    };
+
+    /** Ends a guest: QEMU stopped, its logs kept. */
     const retireGuest = async (slot: GuestSlot) => {
       const dmesg = slot.booted.machine.running ? await slot.booted.guest.run('dmesg', { timeoutMs: 10_000 }).catch(() => undefined) : undefined;
-      if (dmesg !== undefined) {
-        await resultWrite(appendFile(path.join(dir, 'dmesg.txt'), `===== guest ${slot.number} (sessions ${slot.sessions.join(', ')}): ${slot.booted.cmdline}\n${dmesg}`));
-      }
       await shutdownGuest(slot.booted);
-      running.delete(slot.booted.machine);
-      noteConsoleError(slot.booted.machine);
-      consoleReports.push(...slot.booted.machine.console.reports(consoleLinesSeen));
-      consoleLinesSeen += slot.booted.machine.console.lineCount;
-      if (slot.consolePath !== consolePath) {
-        // Streamed: a guest's console can be far larger than memory should hold.
-        await resultWrite(pipeline(createReadStream(slot.consolePath), createWriteStream(consolePath, { flags: 'a' })));
-        await rm(slot.consolePath, { force: true });
-      }
+      await keepGuestLogs(slot.number, `(sessions ${slot.sessions.join(', ')}): ${slot.booted.cmdline}`, slot.booted.machine, slot.consolePath, dmesg);
+    };
+
+    /** Runs a session's tests with no guest: each records what the context says (a skip, a failed setup). */
+    const runWithoutGuest = async (name: string, session: GuestSession, cmdline: string, extra: Partial<RunContext>) => {
+      const context: RunContext = {
+        ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
+        kernel: { release: kernel.release, requested: options.kernel },
+        variant: options.variant ?? summary.variant ?? 'baseline',
+        topology: topology.name,
+        devices: summary.devices ?? [],
+        cmdline,
+        consolePath,
+        testsFile,
+        ...extra,
+      };
+      await resultWrite(writeFile(path.join(dir, name), JSON.stringify(context, null, 2)));
+      await runAva(session, path.join(dir, name), dir, options.match ?? [], new Promise(() => {}));
     };
 
     /**
@@ -625,20 +657,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       if (session.needsAttribute && knownVariant === 'baseline') {
         // Nothing in this session can run on a baseline kernel: record the skips, boot nothing.
         progress(`session ${index + 1}: baseline kernel, every test needs the attribute: skipped without a boot`);
-        const contextFile = path.join(dir, `context-${index + 1}.json`);
-        const context: RunContext = {
-          ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
-          kernel: { release: kernel.release, requested: options.kernel },
-          variant: 'baseline',
-          topology: topology.name,
-          devices: summary.devices ?? [],
-          cmdline,
-          consolePath,
-          testsFile,
-          noGuest: BASELINE_SKIP_REASON,
-        };
-        await writeFile(contextFile, JSON.stringify(context, null, 2));
-        await runAva(session, contextFile, dir, options.match ?? [], new Promise(() => {}));
+        await runWithoutGuest(`context-${index + 1}.json`, session, cmdline, { noGuest: BASELINE_SKIP_REASON });
         return kept;
       }
       if (plan.topology.cxl.length + plan.topology.pmem.length === 0) {
@@ -797,7 +816,14 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         }
       } catch (error) {
         if (slot) await retireGuest(slot);
-        throw error;
+        slot = undefined;
+        if (!(error instanceof KernelSetupFailure)) throw error;
+        // The kernel under test broke device setup: the tests not yet recorded fail with it.
+        Object.assign(entry, { setupFailure: error.failure }, first ? { guest: error.guest } : {});
+        progress(`session ${index + 1}: ${error.failure.reason}`);
+        const todo = runs === 0 ? undefined : left.filter((k) => !recorded.has(k));
+        const files = todo ? session.files.filter((f) => todo.some((k) => k.startsWith(`${path.basename(f)}|`))) : session.files;
+        if (files.length > 0) await runWithoutGuest(`context-${index + 1}-setup.json`, { ...session, files }, cmdline, { setupFailure: error.failure, done: [...recorded.keys()] });
       } finally {
         entry.wallSeconds = (Date.now() - sessionStarted) / 1000;
       }

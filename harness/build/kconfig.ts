@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InfraError, UsageError } from '../errors.js';
 import { projectRoot } from '../paths.js';
@@ -79,6 +79,7 @@ export function describeDropped(dropped: DroppedOption[]): string {
  */
 export async function mergeFragments(tree: string, out: string, files: string[]): Promise<{ hash: string; dropped: DroppedOption[] }> {
   const fragments = await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));
+  await mkdir(out, { recursive: true });
   // Both run the tree's own scripts, so in the build sandbox; merge_config.sh writes its
   // temporaries into the working directory, hence `out`.
   const mounts = { readOnly: [tree, ...files], writable: [out] };

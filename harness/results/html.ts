@@ -100,6 +100,7 @@ function failureSection(t: TestRecord): string {
     const lines = t.reports.map((r) => `${r.expected ? '(expected) ' : ''}${r.kind}: ${r.title}\n  ${r.text}${r.message ? `\n  ${r.message}` : ''}`);
     parts.push(`<p>dmesg reports during the test:</p><pre>${esc(lines.join('\n'))}</pre>`);
   }
+  if (t.kernelLines?.length) parts.push(`<p>The kernel's log about it:</p><pre>${esc(t.kernelLines.join('\n'))}</pre>`);
   return parts.join('\n');
 }
 

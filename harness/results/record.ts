@@ -35,16 +35,19 @@ export interface TestRecord {
    * them as Surefire's flakyFailure (a later pass) or rerunFailure (failed every time).
    */
   failedAttempts?: FailedAttempt[];
+  /** The kernel's own log lines about why the test could not run (a device setup it broke). */
+  kernelLines?: string[];
 }
 
 /** What is kept of a failed attempt that a retry replaced. */
-export type FailedAttempt = Pick<TestRecord, 'reason' | 'durationMs' | 'checks' | 'reports' | 'consoleTail'>;
+export type FailedAttempt = Pick<TestRecord, 'reason' | 'durationMs' | 'checks' | 'reports' | 'consoleTail' | 'kernelLines'>;
 
 /** The evidence of a failure, one item per line: failed checks, unexpected kernel reports, console tail (unless left out). */
 export function failureLines(t: FailedAttempt, consoleTail = true): string[] {
   return [
     ...t.checks.filter((c) => !c.ok).map((c) => `check ${c.name}: actual ${JSON.stringify(c.actual)}, expected ${JSON.stringify(c.expected)}`),
     ...t.reports.filter((r) => !r.expected).map((r) => `kernel: ${r.title} (${r.text})`),
+    ...(t.kernelLines?.length ? ['kernel log:', ...t.kernelLines] : []),
     ...(t.consoleTail && consoleTail ? ['console tail:', ...t.consoleTail.split('\n')] : []),
   ];
 }

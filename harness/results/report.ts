@@ -23,6 +23,10 @@ export function toTextReport(summary: RunSummary): string {
           ? `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`
           : `fresh guest ${g.guest ?? ''}`.trim();
     lines.push(`  session ${g.session}  ${how}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
+    if (g.setupFailure) {
+      lines.push(`            ${g.setupFailure.reason}`);
+      for (const d of g.setupFailure.devices) lines.push(`            device ${d.name}${d.source ? ` (${d.source})` : ''}: driver ${d.driver || 'none'}, state ${d.state}`);
+    }
   }
   if (summary.error) lines.push('', `ERROR: ${summary.error}`);
   lines.push('');
@@ -39,6 +43,7 @@ export function toTextReport(summary: RunSummary): string {
         lines.push(`      check "${ch.name}": got ${JSON.stringify(ch.actual)}, expected ${JSON.stringify(ch.expected)}`);
       }
       for (const r of t.reports.filter((x) => !x.expected)) lines.push(`      kernel ${r.kind}: ${r.title}: ${r.text}`);
+      if (t.kernelLines?.length) lines.push('      kernel log:', ...t.kernelLines.map((l) => `        ${l}`));
       if (t.consoleTail) lines.push('      console tail:', ...t.consoleTail.split('\n').map((l) => `        ${l}`));
     }
   }

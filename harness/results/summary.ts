@@ -4,6 +4,7 @@ import type { DaxDevice } from '../devices.js';
 import type { Variant } from '../hotplug.js';
 import type { KernelSource } from '../kernel/kernel.js';
 import type { CrashReport } from '../triage.js';
+import type { SetupFailure } from '../setupfailure.js';
 import type { FixedKnownIssue } from '../knownissues.js';
 import type { TestRecord } from './record.js';
 
@@ -70,6 +71,8 @@ export interface RunSummary {
     hungBoots?: number;
     /** Boots whose QEMU crashed on its own (SIGABRT, SIGSEGV) before SSH, replaced once. */
     qemuCrashedBoots?: number;
+    /** The kernel under test broke device setup: the session's tests failed with this. */
+    setupFailure?: SetupFailure;
   }[];
   /** Guests booted in the run. */
   guestBoots?: number;

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import type { RunSummary } from '../../harness/results/summary.js';
@@ -8,8 +7,8 @@ import { runCli, tempResultsDir } from './helpers.js';
 /**
  * The topologies beyond one device per backing, booted for real: a region interleaved across
  * two host bridges, one interleaved behind a CXL switch, two regions of one backing (with the
- * test that acting on one leaves the other alone), and a region the machine cannot give,
- * which must end the run at boot as a topology error, not as a failed test.
+ * test that acting on one leaves the other alone). A region made other than declared is a
+ * topology error at boot (test/unit/setupfailure.test.ts and devices.test.ts).
  */
 async function run(args: string[]) {
   const results = await tempResultsDir();
@@ -40,28 +39,4 @@ test('cxl-two-regions: two CXL dax devices, and acting on one leaves the other a
   const independence = summary.tests.find((x) => x.name.startsWith('cxl: acting on one dax device'));
   t.is(independence?.status, 'pass');
   t.true((independence?.checks.length ?? 0) > 40, 'both devices checked from every side after every step');
-});
-
-test('a region the machine cannot give is a topology error at boot, not a test failure', async (t) => {
-  // 128 MiB type-3 devices: a 2-way region needs 256 MiB per device of the window's alignment.
-  const results = await tempResultsDir();
-  const file = path.join(results, 'too-small.json');
-  await writeFile(
-    file,
-    JSON.stringify({
-      description: 'two 128M devices on two host bridges, interleaved',
-      cpus: 2,
-      memory: { boot: '2G', max: '8G', slots: 4 },
-      cxl: [
-        { name: 'small0', size: '128M', hostBridge: 0 },
-        { name: 'small1', size: '128M', hostBridge: 1 },
-      ],
-      cxlRegions: [{ name: 'small-x2', devices: ['small0', 'small1'] }],
-    }),
-  );
-  const { cli, summary } = await run(['--topology', file, '--suite', 'smoke']);
-  t.is(cli.exitCode, 2, cli.all.slice(-2000));
-  t.regex(cli.stderr, /topology error: .*small-x2/);
-  t.is(summary.status, 'error');
-  t.is(summary.counts.failed, 0);
 });

@@ -1,0 +1,39 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { execa } from 'execa';
+import { describeDropped, fragmentFiles, mergeFragments } from '../../harness/build/kconfig.js';
+import { resolveTree } from '../../harness/build/tree.js';
+import { resolveCacheDir } from '../../harness/paths.js';
+
+/**
+ * The kernels the README supports; the fragments must configure each of them as asked. No
+ * build: merge_config.sh + olddefconfig only, through the same code `build --tree` runs.
+ */
+const SUPPORTED_KERNELS = ['7.2', '7.3'];
+const FRAGMENT_SETS = [undefined, '+debug'];
+
+for (const version of SUPPORTED_KERNELS) {
+  test(`kconfig: the default fragments and +debug keep every option on Debian's linux-source-${version}`, async (t) => {
+    const tree = await resolveTree(resolveCacheDir(), `debian:${version}`);
+    // One O= directory for both sets: kconfig's own tools are compiled once per directory.
+    const out = await mkdtemp(path.join(tmpdir(), `dax-harness-kconfig-${version}-`));
+    // Every set is merged before judging, so a failure names the dropped options of each.
+    const dropped: Record<string, string> = {};
+    try {
+      for (const fragments of FRAGMENT_SETS) {
+        const started = Date.now();
+        const merged = await mergeFragments(tree.dir, out, fragmentFiles(fragments));
+        t.log(`${tree.spec} ${fragments ?? 'defaults'}: merge and olddefconfig in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        dropped[fragments ?? 'defaults'] = describeDropped(merged.dropped);
+      }
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+    t.deepEqual(dropped, Object.fromEntries(FRAGMENT_SETS.map((f) => [f ?? 'defaults', ''])), `options dropped on ${tree.spec}`);
+    // The cached tree is shared by every build and series: the merge must leave it pristine.
+    const status = await execa('git', ['-C', tree.dir, 'status', '--porcelain', '--ignored']);
+    t.is(status.stdout, '', 'the cached source tree was modified');
+  });
+}
