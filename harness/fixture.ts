@@ -7,7 +7,7 @@ import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
 import { CommandTimeoutError, Guest, GuestLostError } from './guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
-import type { CheckRecord, TestRecord } from './results/record.js';
+import type { CheckRecord, TestRecord, TestStatus } from './results/record.js';
 import { taintLetters } from './sysfs.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
 
@@ -40,6 +40,13 @@ export interface TestKit {
   check<T>(name: string, actual: T, expected: T): void;
   /** Records a named boolean check. Throws when false. */
   assert(name: string, ok: boolean, detail?: unknown): void;
+  /**
+   * Records a result of its own next to the test's (one case of a kernel selftest the test
+   * ran): a line in tests.jsonl, so it is listed in every report like a test.
+   */
+  recordCase(name: string, status: TestStatus, reason?: string): void;
+  /** Ends as skipped with this reason, unless the crash check or a check failed. */
+  skip(reason: string): void;
 }
 
 const context = loadRunContext();
@@ -197,6 +204,31 @@ function triageAll(...sources: string[][]) {
   });
 }
 
+/** What a test body gets: its guest and device, and checks and cases recorded into `record`. */
+function newKit(t: ExecutionContext, g: Guest, device: DaxDevice, record: TestRecord, skip: (reason: string) => void): TestKit {
+  const push = (c: CheckRecord) => record.checks.push(c);
+  return {
+    guest: g,
+    context,
+    driver: new HotplugDriver(g, VARIANTS[context.variant]),
+    device,
+    check(name, actual, expected) {
+      const ok = JSON.stringify(actual) === JSON.stringify(expected);
+      push({ name, ok, actual, expected });
+      t.deepEqual(actual, expected, name);
+    },
+    assert(name, ok, detail) {
+      push({ name, ok, actual: detail });
+      t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
+    },
+    recordCase(name, status, reason) {
+      const attempts = context.attempt && context.attempt > 1 ? { attempts: context.attempt } : {};
+      writeRecord({ name, file: fileLabel(), status, durationMs: 0, ...(reason ? { reason } : {}), checks: [], reports: [], ...attempts });
+    },
+    skip,
+  };
+}
+
 export function guestTest(
   title: string,
   options: TestOptions,
@@ -229,27 +261,15 @@ export function guestTest(
     const end = `dax-harness: test-end ${id}`;
     let g: Guest | undefined;
     let threw = false;
+    let skipped: string | undefined;
     try {
       g = await connected();
       await g.run(`echo '${begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
       record.taintBefore = Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
       const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
-      const push = (c: CheckRecord) => record.checks.push(c);
-      const kit: TestKit = {
-        guest: g,
-        context,
-        driver: new HotplugDriver(g, VARIANTS[context.variant]),
-        device,
-        check(name, actual, expected) {
-          const ok = JSON.stringify(actual) === JSON.stringify(expected);
-          push({ name, ok, actual, expected });
-          t.deepEqual(actual, expected, name);
-        },
-        assert(name, ok, detail) {
-          push({ name, ok, actual: detail });
-          t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
-        },
-      };
+      const kit = newKit(t, g, device, record, (reason) => {
+        skipped = reason;
+      });
       if (options.backing && options.exclusive) await quietOtherDevices(kit, options.backing);
       await body(t, kit);
     } catch (error) {
@@ -293,7 +313,8 @@ export function guestTest(
         if (unexpectedTaint) problems.push(`kernel taint gained ${unexpectedTaint} during this test`);
       }
       const failedCheck = record.checks.find((c) => !c.ok);
-      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : 'pass';
+      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : skipped ? 'skip' : 'pass';
+      if (record.status === 'skip') record.reason = skipped;
       if (record.status === 'fail' && !record.reason) {
         record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
       }
