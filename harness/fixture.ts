@@ -274,7 +274,9 @@ export function guestTest(
       await body(t, kit);
     } catch (error) {
       threw = true;
-      record.reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      // ava 7 throws at a failed assertion ("The test has failed"): the check says more.
+      const failedCheck = record.checks.find((c) => !c.ok);
+      record.reason = failedCheck ? `check failed: ${failedCheck.name}` : error instanceof Error ? error.message.split('\n')[0] : String(error);
       if (isGuestFailure(error)) {
         guestGone = record.reason;
         record.reason = `guest stopped answering: ${record.reason}`;

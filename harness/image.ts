@@ -26,6 +26,11 @@ export interface ImageRecipe {
    * backing, so a guest loads (and its kernel probes) nothing its devices do not use.
    */
   modules: string[] | ModuleGroups;
+  /**
+   * Modules copied in (with their dependencies) but not loaded at boot: a test loads them
+   * (mem-on-off-test.sh loads memory-notifier-error-inject). Left out when the kernel lacks one.
+   */
+  onDemandModules?: string[];
   /** The init script, relative to the recipe's folder. */
   init: string;
 }
@@ -149,7 +154,7 @@ async function copyBinariesWithLibraries(guestRoot: string, binaries: string[], 
   }
 }
 
-async function copyModules(kernel: Kernel, requested: string[], stage: string): Promise<string[]> {
+async function copyModules(kernel: Kernel, requested: string[], stage: string, onDemand: string[] = []): Promise<string[]> {
   if (requested.length === 0) return [];
   await ensureDepmod(kernel.modulesRoot, kernel.release);
   const src = modulesDir(kernel.modulesRoot, kernel.release);
@@ -163,7 +168,8 @@ async function copyModules(kernel: Kernel, requested: string[], stage: string): 
     );
   }
   const dest = path.join(stage, 'usr/lib/modules', kernel.release);
-  for (const rel of closure.files) {
+  const files = new Set([...closure.files, ...moduleClosure(onDemand, deps, builtin).files]);
+  for (const rel of files) {
     const out = path.join(dest, rel.replace(/\.(xz|zst|gz)$/, ''));
     await mkdir(path.dirname(out), { recursive: true });
     // Decompressed: busybox cannot read compressed modules and the guest needs no decompressor.
@@ -218,7 +224,7 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
         initText,
         `${busybox.size}:${busybox.mtimeMs}`,
         ...(userspace?.ids ?? []),
-        await modulesIdentity(kernel, wanted),
+        await modulesIdentity(kernel, [...wanted, ...(recipe.onDemandModules ?? [])]),
         compression,
         keys?.clientPublicKey ?? '',
         keys?.hostPublicKey ?? '',
@@ -260,10 +266,12 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
           await rm(path.join(stage, 'sbin', a), { force: true });
           await symlink('../bin/kmod', path.join(stage, 'usr/sbin', a));
         }
+        // Scripts call it by this path (the kernel's selftests do).
+        await symlink('../usr/bin/kmod', path.join(stage, 'sbin/modprobe'));
       }
     }
     const modules = await step(`image ${recipeName}: modules from modules.dep`, () =>
-      copyModules(kernel, wanted, stage),
+      copyModules(kernel, wanted, stage, recipe.onDemandModules),
     );
     // One group per line: init runs a modprobe per line, side by side (the cxl and the
     // nvdimm stacks probe independently, and the guest has two vCPUs).

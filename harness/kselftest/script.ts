@@ -64,6 +64,7 @@ export async function runSelftest(kit: TestKit, run: SelftestRun): Promise<void>
   const verdict = scriptVerdict(doc, result.code, `${result.stdout}\n${result.stderr}`);
   if (verdict.status === 'skip') return kit.skip(verdict.reason ?? 'skipped');
   kit.assert(`${run.script} ${verdict.status === 'pass' ? 'passed' : `failed: ${verdict.reason}`}`, verdict.status === 'pass', {
+    command,
     exit: result.code,
     stderr: result.stderr.trim().split('\n').slice(-5).join('\n'),
   });
