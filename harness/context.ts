@@ -3,6 +3,7 @@ import type { DaxDevice } from './devices.js';
 import type { Variant } from './hotplug.js';
 import type { DeclaredDevice } from './topology.js';
 import type { SetupFailure } from './setupfailure.js';
+import type { SelftestSource } from './kselftest/source.js';
 
 /**
  * What the runner hands to the ava workers that run a suite: how to reach the guest and what
@@ -48,6 +49,8 @@ export interface RunContext {
   match?: string[];
   /** Which attempt this is (1 = first run; more under --retries). */
   attempt?: number;
+  /** The kernel's own selftests (suites/kselftest), when a session of that suite is planned. */
+  selftests?: SelftestSource;
 }
 
 export const CONTEXT_ENV = 'DAX_HARNESS_CONTEXT';

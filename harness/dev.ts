@@ -204,6 +204,8 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       consolePath: path.join(dir, 'console.log'),
       testsFile,
       allowedTaint: prepared.allowedTaint,
+      // suites/kselftest runs the selftests of the tree being edited.
+      selftests: { dir: path.join(tree.dir, 'tools/testing/selftests'), label: tree.dir },
     };
     const contextFile = path.join(iterDir, 'context.json');
     await writeFile(contextFile, JSON.stringify(context, null, 2));

@@ -7,7 +7,7 @@ import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
 import { CommandTimeoutError, Guest, GuestLostError } from './guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
-import type { CheckRecord, TestRecord } from './results/record.js';
+import type { CheckRecord, TestRecord, TestStatus } from './results/record.js';
 import type { SetupFailure } from './setupfailure.js';
 import { taintLetters } from './sysfs.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
@@ -45,6 +45,13 @@ export interface TestKit {
   check<T>(name: string, actual: T, expected: T): void;
   /** Records a named boolean check. Throws when false. */
   assert(name: string, ok: boolean, detail?: unknown): void;
+  /**
+   * Records a result of its own next to the test's (one case of a kernel selftest the test
+   * ran): a line in tests.jsonl, so it is listed in every report like a test.
+   */
+  recordCase(name: string, status: TestStatus, reason?: string): void;
+  /** Ends as skipped with this reason, unless the crash check or a check failed. */
+  skip(reason: string): void;
 }
 
 const context = loadRunContext();
@@ -254,6 +261,35 @@ function triageAll(...sources: string[][]) {
   });
 }
 
+/** What a test body gets: its guest and device, and checks and cases recorded into `record`. */
+function newKit(t: ExecutionContext, g: Guest, device: DaxDevice, record: TestRecord, skip: (reason: string) => void): TestKit {
+  const push = (c: CheckRecord) => record.checks.push(c);
+  return {
+    guest: g,
+    context,
+    driver: new HotplugDriver(g, VARIANTS[context.variant]),
+    device,
+    check(name, actual, expected) {
+      const ok = JSON.stringify(actual) === JSON.stringify(expected);
+      push({ name, ok, actual, expected });
+      t.deepEqual(actual, expected, name);
+    },
+    assert(name, ok, detail) {
+      push({ name, ok, actual: detail });
+      t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
+    },
+    recordCase(name, status, reason) {
+      const attempts = context.attempt && context.attempt > 1 ? { attempts: context.attempt } : {};
+      writeRecord({ name, file: fileLabel(), status, durationMs: 0, ...(reason ? { reason } : {}), checks: [], reports: [], ...attempts });
+    },
+    skip(reason) {
+      // ava fails a test that made no assertion: a skip decided in the body is one.
+      t.pass(reason);
+      skip(reason);
+    },
+  };
+}
+
 export function guestTest(
   title: string,
   options: TestOptions,
@@ -287,33 +323,23 @@ export function guestTest(
     let g: Guest | undefined;
     let threw = false;
     let consoleStart = consoleSize();
+    let skipped: string | undefined;
     try {
       g = await connected();
       consoleStart = consoleSize();
       await g.run(`echo '${begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
       record.taintBefore = Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
       const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
-      const push = (c: CheckRecord) => record.checks.push(c);
-      const kit: TestKit = {
-        guest: g,
-        context,
-        driver: new HotplugDriver(g, VARIANTS[context.variant]),
-        device,
-        check(name, actual, expected) {
-          const ok = JSON.stringify(actual) === JSON.stringify(expected);
-          push({ name, ok, actual, expected });
-          t.deepEqual(actual, expected, name);
-        },
-        assert(name, ok, detail) {
-          push({ name, ok, actual: detail });
-          t.true(ok, detail === undefined ? name : `${name}: ${JSON.stringify(detail)}`);
-        },
-      };
+      const kit = newKit(t, g, device, record, (reason) => {
+        skipped = reason;
+      });
       if (options.backing && options.exclusive) await quietOtherDevices(kit);
       await body(t, kit);
     } catch (error) {
       threw = true;
-      record.reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      // ava 7 throws at a failed assertion ("The test has failed"): the check says more.
+      const failedCheck = record.checks.find((c) => !c.ok);
+      record.reason = failedCheck ? `check failed: ${failedCheck.name}` : error instanceof Error ? error.message.split('\n')[0] : String(error);
       if (isGuestFailure(error)) {
         guestGone = record.reason;
         record.reason = `guest stopped answering: ${record.reason}`;
@@ -352,7 +378,8 @@ export function guestTest(
         if (unexpectedTaint) problems.push(`kernel taint gained ${unexpectedTaint} during this test`);
       }
       const failedCheck = record.checks.find((c) => !c.ok);
-      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : 'pass';
+      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : skipped ? 'skip' : 'pass';
+      if (record.status === 'skip') record.reason = skipped;
       if (record.status === 'fail' && !record.reason) {
         record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
       }

@@ -36,8 +36,9 @@ export interface ModuleGroups {
   cxl?: string[];
   pmem?: string[];
   /**
-   * Carried in the image when the kernel has them, never loaded at boot: the tests that need
-   * one load it (fsdev_dax) and skip, naming it, on a kernel without it.
+   * Carried in the image (with their dependencies) when the kernel has them, never loaded at
+   * boot: the tests that need one load it (fsdev_dax; mem-on-off-test.sh loads
+   * memory-notifier-error-inject) and skip, naming it, on a kernel without it.
    */
   onDemand?: string[];
 }
@@ -311,6 +312,8 @@ async function fillStage(stage: string, inputs: StageInputs): Promise<{ loadable
         await rm(path.join(stage, 'sbin', a), { force: true });
         await symlink('../bin/kmod', path.join(stage, 'usr/sbin', a));
       }
+      // Scripts call it by this path (the kernel's selftests do).
+      await symlink('../usr/bin/kmod', path.join(stage, 'sbin/modprobe'));
     }
   }
   const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules from modules.dep`, () =>

@@ -32,6 +32,7 @@ import { toTextReport } from './results/report.js';
 import { countTests, type RunSummary, runSummaryHeader } from './results/summary.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from './reset.js';
 import { KernelSetupFailure, setUpDevices } from './setupfailure.js';
+import { KSELFTEST_SUITE, selftestSource } from './kselftest/source.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { declaredDevices, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from './topology.js';
 import type { CrashReport } from './triage.js';
@@ -98,7 +99,8 @@ export async function readRawRecords(file: string): Promise<TestRecord[]> {
 
 /**
  * The run's tests, one record each: a retry's record (attempts > 1) replaces the failure it
- * retried; one that passed is counted as passed and marked flaky, never hidden.
+ * retried; one that passed is counted as passed and marked flaky, never hidden. A retried
+ * selftest records all its cases again: a case's new record replaces its earlier one.
  */
 export function collapseRetries(raw: TestRecord[]): TestRecord[] {
   const out: TestRecord[] = [];
@@ -107,16 +109,21 @@ export function collapseRetries(raw: TestRecord[]): TestRecord[] {
     if ((r.attempts ?? 1) > 1) {
       for (let i = out.length - 1; i >= 0 && at < 0; i--) {
         const o = out[i] as TestRecord;
-        if (o.file === r.file && o.name === r.name && o.status === 'fail') at = i;
+        if (o.file === r.file && o.name === r.name) at = i;
       }
     }
     if (at < 0) {
       out.push(r);
       continue;
     }
-    // The replaced failure's evidence is kept: JUnit shows it as flakyFailure or rerunFailure.
     const o = out[at] as TestRecord;
-    const failedAttempts = [...(o.failedAttempts ?? []), { reason: o.reason, durationMs: o.durationMs, checks: o.checks, reports: o.reports, consoleTail: o.consoleTail }];
+    // A passing record replaced (a retried selftest script records its cases again) is no retry.
+    if (o.status !== 'fail') {
+      out[at] = r;
+      continue;
+    }
+    // The replaced failure's evidence is kept: JUnit shows it as flakyFailure or rerunFailure.
+    const failedAttempts = [...(o.failedAttempts ?? []), { reason: o.reason, durationMs: o.durationMs, checks: o.checks, reports: o.reports, consoleTail: o.consoleTail, ...(o.kernelLines ? { kernelLines: o.kernelLines } : {}) }];
     out[at] = { ...r, ...(r.status === 'pass' ? { flaky: true } : {}), failedAttempts };
   }
   return out;
@@ -504,6 +511,10 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     const kernelBoot = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
     summary.kernel.entry = kernelBoot.entry;
     if (kernelBoot.why) progress(`kernel: booting the bzImage: ${kernelBoot.why}`);
+    // The kernel's own selftests come from its source (a download for a Debian kernel): only when asked for.
+    const selftests = sessions.some((s) => s.suite === KSELFTEST_SUITE)
+      ? await step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel))
+      : undefined;
 
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, sessions.length));
     const retries = options.retries ?? 0;
@@ -538,6 +549,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
       qemuPid: slot.booted.machine.pid,
       match: options.match,
       allowedTaint: options.prepared?.allowedTaint,
+      selftests,
       ...extra,
     });
 

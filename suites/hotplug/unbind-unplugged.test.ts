@@ -1,7 +1,7 @@
 import { DeviceChecker } from '../../harness/devicecheck.js';
 import { guestTest } from '../../harness/fixture.js';
 import { blockStates, viewDevice } from '../../harness/probe.js';
-import { bindKmem, dmesgSinceTestStart, driverOf, removeMemory, unbindKmem } from '../../harness/steps.js';
+import { bindKmem, dmesgSinceTestStart, driverOf, offlineBlocks, reach, removeMemory, unbindKmem } from '../../harness/steps.js';
 
 /**
  * Unbinding kmem once the memory is out (unplugged; on baseline: every block offlined) is a
@@ -31,5 +31,35 @@ for (const backing of ['cxl', 'pmem'] as const) {
       view = await viewDevice(kit.guest, device);
       kit.check('blocks after rebind', blockStates(view), [policy === 'offline' ? 'offline' : 'online']);
     }
+  });
+}
+
+/**
+ * The kernel's dax-kmem-hotplug.sh case 9: every block offlined through memoryN/state leaves the
+ * attribute stale (still online_movable) while no memory is online. Unbind must still remove
+ * the offline memory and release its "System RAM (kmem)" ranges instead of trusting the stale
+ * state and leaking them until reboot; the device then binds again cleanly.
+ */
+for (const backing of ['cxl', 'pmem'] as const) {
+  guestTest(`${backing}: unbind with a stale online state (every block offlined behind it) removes the memory`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+    const { device, driver } = kit;
+    const checker = new DeviceChecker(kit, device);
+    await reach(kit, device, 'unplugged');
+    await checker.learnBase('unplugged');
+    await reach(kit, device, 'online_movable');
+    await offlineBlocks(kit, device);
+    let view = await viewDevice(kit.guest, device, driver.spec.attribute);
+    kit.check('every block offline', blockStates(view), ['offline']);
+    kit.check('attribute still reads online_movable (stale)', view.attribute, 'online_movable');
+    kit.check('unbind', await unbindKmem(kit, device), 'ok');
+    view = await viewDevice(kit.guest, device);
+    kit.check('memory block directories gone', blockStates(view), ['absent']);
+    kit.check('"System RAM (kmem)" gone from /proc/iomem', view.kmemRanges, []);
+    const log = (await dmesgSinceTestStart(kit)).join('\n');
+    kit.check('no "stuck online" message', /stuck online|cannot be hotremoved/.test(log), false);
+    kit.check('rebind', await bindKmem(kit, device), 'ok');
+    kit.check(`${device.name} driver after rebind`, await driverOf(kit, device), 'kmem');
+    kit.check('unplug after rebind', (await driver.apply(device.name, 'unplug')).result, 'ok');
+    await checker.expectState('unplugged', 'after rebind and unplug');
   });
 }

@@ -41,6 +41,9 @@ test('a retry replaces the failure it retried; a later pass is flaky, never hidd
       ['z', 'pass', 2, true],
     ],
   );
+  // A retried selftest records its cases again, passing ones too: one record each, not flaky.
+  const cases = collapseRetries([rec('c1', 'pass'), rec('c2', 'fail'), rec('c1', 'pass', 2), rec('c2', 'pass', 2)]);
+  t.deepEqual(cases.map((r) => [r.name, r.status, r.attempts, r.flaky]), [['c1', 'pass', 2, undefined], ['c2', 'pass', 2, true]]);
   const still = collapseRetries([rec('x', 'fail'), rec('x', 'fail', 2)]);
   t.deepEqual(still.map((r) => [r.status, r.flaky]), [['fail', undefined]]);
   const tests = collapseRetries([rec('x', 'fail'), rec('x', 'pass', 2)]);
