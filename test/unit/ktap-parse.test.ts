@@ -93,7 +93,7 @@ ok 2 other
   t.deepEqual(scriptVerdict(doc, 0, out), { status: 'fail', reason: '3 case(s) failed: kmem; kmem: state; kmem: state: write twice' });
 });
 
-test('1..0 # SKIP and exit 4: the script is skipped with its reason', (t) => {
+test('a skip-all plan (1..0, SKIP) and exit 4: the script is skipped with its reason', (t) => {
   const out = 'TAP version 13\n1..0 # SKIP set DAX_KMEM_TEST_DEV=<daxX.Y|auto> to opt in (mutates device memory)\n';
   const doc = parseKtap(out);
   t.is(doc.skipAll, 'set DAX_KMEM_TEST_DEV=<daxX.Y|auto> to opt in (mutates device memory)');
