@@ -25,6 +25,8 @@ export interface TestOptions {
   backing?: Backing;
   /** Skip unless the topology has at least this many dax devices of `backing` (a topology need). */
   minDevices?: number;
+  /** Skip unless the test's dax device (of `backing`) holds at least this many MiB (a topology need). */
+  minDeviceMiB?: number;
   /** Skip unless the guest image carries this on-demand module (the kernel has it). */
   needsModule?: string;
   /** Reports this test provokes on purpose. */
@@ -187,6 +189,10 @@ function skipReason(options: TestOptions): string | undefined {
   if (context.setupFailure) return undefined;
   if (backing && options.minDevices && devicesOf(backing).length < options.minDevices) {
     return `topology ${context.topology} has ${devicesOf(backing).length} ${backing} dax device(s); this test needs ${options.minDevices} (e.g. --topology cxl-two-regions)`;
+  }
+  const mib = backing ? (devicesOf(backing)[0]?.sizeBytes ?? 0) / 1048576 : 0;
+  if (backing && options.minDeviceMiB && mib < options.minDeviceMiB) {
+    return `topology ${context.topology}'s ${backing} dax device holds ${mib} MiB; this test needs ${options.minDeviceMiB} MiB (e.g. --topology cxl)`;
   }
   if (options.needsAttribute && !VARIANTS[context.variant].attribute) return BASELINE_SKIP_REASON;
   if (options.needsModule && !(context.onDemandModules ?? []).includes(options.needsModule)) {
