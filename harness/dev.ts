@@ -20,7 +20,7 @@ import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
 import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, runAva, shutdownGuest } from './run.js';
 import { planSuites } from './suites.js';
-import { loadTopology } from './topology.js';
+import { declaredDevices, loadTopology } from './topology.js';
 
 /**
  * The developer loop: boot a guest once, then on every change under drivers/dax,
@@ -199,7 +199,9 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       kernel: { release: prepared.kernel.release, requested: tree.spec },
       variant: b.variant,
       topology: topology.name,
+      declaredDevices: declaredDevices(topology),
       devices: b.devices,
+      onDemandModules: image.onDemand,
       cmdline,
       consolePath: path.join(dir, 'console.log'),
       testsFile,

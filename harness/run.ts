@@ -644,6 +644,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         kernel: { release: kernel.release, requested: options.kernel },
         variant: options.variant ?? summary.variant ?? 'baseline',
         topology: topology.name,
+        declaredDevices: declaredDevices(topology),
         devices: summary.devices ?? [],
         cmdline,
         consolePath,

@@ -4,6 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
 import { describeDropped, fragmentFiles, mergeFragments } from '../../harness/build/kconfig.js';
+import { claimForSandbox } from '../../harness/build/sandbox.js';
 import { resolveTree } from '../../harness/build/tree.js';
 import { resolveCacheDir } from '../../harness/paths.js';
 
@@ -19,6 +20,8 @@ for (const version of SUPPORTED_KERNELS) {
     const tree = await resolveTree(resolveCacheDir(), `debian:${version}`);
     // One O= directory for both sets: kconfig's own tools are compiled once per directory.
     const out = await mkdtemp(path.join(tmpdir(), `dax-harness-kconfig-${version}-`));
+    // The build sandbox's unprivileged uid writes it, as build --tree makes its O= directory.
+    await claimForSandbox(out, true);
     // Every set is merged before judging, so a failure names the dropped options of each.
     const dropped: Record<string, string> = {};
     try {
