@@ -428,7 +428,10 @@ export function program(): Command {
       // Every command that uses a cache marks it in use for its life, so `gc --apply` waits for
       // none. A cache where no lock can be made (read-only) fails later with a clearer error.
       if (action.name() !== 'gc' && action.options.some((o) => o.long === '--cache-dir')) {
-        await holdCacheInUse(resolveCacheDir(action.opts().cacheDir)).catch(() => undefined);
+        // resolveCacheDir throws for a bad path: the command's own check says why in one line.
+        await Promise.resolve()
+          .then(() => holdCacheInUse(resolveCacheDir(action.opts().cacheDir)))
+          .catch(() => undefined);
       }
     });
   cli.on('option:version', () => {
