@@ -6,7 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option, type OptionValue
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { checkInputDir, checkInputFile, ensureWritableDir } from './inputs.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
-import { projectRoot, resolveCacheDir } from './paths.js';
+import { chooseCacheDir, projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
 import { disableBuildSandbox } from './build/sandbox.js';
@@ -68,10 +68,10 @@ export function versionText(): string {
 
 /** The cache directory, made if missing and checked writable; errors name where it came from. */
 async function cacheDirOf(flag: string | undefined): Promise<string> {
-  const dir = resolveCacheDir(flag);
   const source = flag ? '--cache-dir' : process.env.DAX_HARNESS_CACHE ? 'DAX_HARNESS_CACHE' : 'cache directory';
-  await ensureWritableDir(dir, source);
-  return dir;
+  // Checked before resolveCacheDir makes it, so a bad path gets the reason in words.
+  await ensureWritableDir(chooseCacheDir(flag), source);
+  return resolveCacheDir(flag);
 }
 
 async function resultsDirOf(flag: string): Promise<string> {

@@ -23,7 +23,8 @@ export function resolveCacheDir(flag?: string): string {
   return dir;
 }
 
-function chooseCacheDir(flag?: string): string {
+/** Where the cache is, from --cache-dir, DAX_HARNESS_CACHE or XDG_CACHE_HOME; nothing is made. */
+export function chooseCacheDir(flag?: string): string {
   if (flag) return path.resolve(flag);
   const env = process.env.DAX_HARNESS_CACHE;
   if (env) return path.resolve(env);
