@@ -14,7 +14,7 @@ import { kernelEntry } from './kernel/pvh.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
-import { claimWorkDir } from './inuse.js';
+import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
@@ -159,11 +159,13 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
   let booted: BootedGuest | undefined;
   let guestNumber = 0;
+  const claims = new Map<string, HeldLock>();
   const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
     const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
     guestNumber++;
     const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`);
-    await claimWorkDir(workDir); // held for the dev loop's life; a dead loop's directory is swept by the next run
+    // Held while the guest lives; a dead loop's directory is swept by the next run.
+    claims.set(workDir, await claimWorkDir(workDir));
     const b = await bootGuest({
       kernel,
       kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
@@ -181,6 +183,10 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const endGuest = async (b: BootedGuest) => {
     await shutdownGuest(b);
     await rm(b.workDir, { recursive: true, force: true });
+    // The lock file goes before the lock, as a run's does: its name is this loop's alone.
+    await rm(`${b.workDir}.lock`, { force: true });
+    claims.get(b.workDir)?.release();
+    claims.delete(b.workDir);
   };
   onInterrupt(async () => {
     if (booted) await endGuest(booted);
