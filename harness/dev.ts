@@ -18,7 +18,7 @@ import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
-import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, runAva, shutdownGuest } from './run.js';
+import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, readRawRecords, runAva, shutdownGuest } from './run.js';
 import { planSuites } from './suites.js';
 import { declaredDevices, loadTopology } from './topology.js';
 
@@ -218,10 +218,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     const contextFile = path.join(iterDir, 'context.json');
     await writeFile(contextFile, JSON.stringify(context, null, 2));
     for (const session of hosted) await runAva(session, contextFile, iterDir, options.match ?? [], b.machine.exited);
-    const records = existsSync(testsFile)
-      ? (await readFile(testsFile, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as TestRecord)
-      : [];
-    return { records };
+    return { records: await readRawRecords(testsFile) };
   };
 
   const report = async (record: IterationRecord) => {

@@ -1,7 +1,21 @@
 import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import { blockStates, viewDevice } from '../../harness/probe.js';
+import { guestTest, type TestKit } from '../../harness/fixture.js';
+import { blockStates, type DeviceView, viewDevice } from '../../harness/probe.js';
 import { bindKmem, dmesgSinceTestStart, driverOf, offlineBlocks, reach, removeMemory, unbindKmem } from '../../harness/steps.js';
+
+/**
+ * After kmem's unbind: the device's memory is gone from every side (its view taken after the
+ * unbind), the kernel logged nothing "stuck", and kmem binds it again.
+ */
+async function expectRemovedCleanlyThenRebind(kit: TestKit, view: DeviceView): Promise<void> {
+  const { device } = kit;
+  kit.check('memory block directories gone', blockStates(view), ['absent']);
+  kit.check('"System RAM (kmem)" gone from /proc/iomem', view.kmemRanges, []);
+  const log = (await dmesgSinceTestStart(kit)).join('\n');
+  kit.check('no "stuck online" message', /stuck online|cannot be hotremoved/.test(log), false);
+  kit.check('rebind', await bindKmem(kit, device), 'ok');
+  kit.check(`${device.name} driver after rebind`, await driverOf(kit, device), 'kmem');
+}
 
 /**
  * Unbinding kmem once the memory is out (unplugged; on baseline: every block offlined) is a
@@ -16,13 +30,7 @@ for (const backing of ['cxl', 'pmem'] as const) {
     kit.check(`${device.name} driver after unbind`, await driverOf(kit, device), '');
     let view = await viewDevice(kit.guest, device, driver.spec.attribute);
     kit.check('attribute gone with the driver', view.attribute, undefined);
-    kit.check('memory block directories gone', blockStates(view), ['absent']);
-    kit.check('"System RAM (kmem)" gone from /proc/iomem', view.kmemRanges, []);
-    const log = (await dmesgSinceTestStart(kit)).join('\n');
-    kit.check('no "stuck online" message', /stuck online|cannot be hotremoved/.test(log), false);
-
-    kit.check('rebind', await bindKmem(kit, device), 'ok');
-    kit.check(`${device.name} driver after rebind`, await driverOf(kit, device), 'kmem');
+    await expectRemovedCleanlyThenRebind(kit, view);
     const policy = (await kit.guest.run('cat /sys/devices/system/memory/auto_online_blocks')).trim();
     if (driver.hasAttribute) {
       const checker = new DeviceChecker(kit, device);
@@ -48,17 +56,11 @@ for (const backing of ['cxl', 'pmem'] as const) {
     await checker.learnBase('unplugged');
     await reach(kit, device, 'online_movable');
     await offlineBlocks(kit, device);
-    let view = await viewDevice(kit.guest, device, driver.spec.attribute);
+    const view = await viewDevice(kit.guest, device, driver.spec.attribute);
     kit.check('every block offline', blockStates(view), ['offline']);
     kit.check('attribute still reads online_movable (stale)', view.attribute, 'online_movable');
     kit.check('unbind', await unbindKmem(kit, device), 'ok');
-    view = await viewDevice(kit.guest, device);
-    kit.check('memory block directories gone', blockStates(view), ['absent']);
-    kit.check('"System RAM (kmem)" gone from /proc/iomem', view.kmemRanges, []);
-    const log = (await dmesgSinceTestStart(kit)).join('\n');
-    kit.check('no "stuck online" message', /stuck online|cannot be hotremoved/.test(log), false);
-    kit.check('rebind', await bindKmem(kit, device), 'ok');
-    kit.check(`${device.name} driver after rebind`, await driverOf(kit, device), 'kmem');
+    await expectRemovedCleanlyThenRebind(kit, await viewDevice(kit.guest, device));
     kit.check('unplug after rebind', (await driver.apply(device.name, 'unplug')).result, 'ok');
     await checker.expectState('unplugged', 'after rebind and unplug');
   });
