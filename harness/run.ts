@@ -874,6 +874,10 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   } catch (error) {
     if (error instanceof UsageError) {
       // Bad input (e.g. a kernel version Debian does not have): leave no half-written run.
+      // The periodic flush may be writing into it right now: stop it and let it end first.
+      clearInterval(watcher);
+      closing = true;
+      await flushing;
       await rm(dir, { recursive: true, force: true });
       if (previousLatest) await replaceSymlink(previousLatest, latest).catch(() => undefined);
       else await rm(latest, { force: true });
