@@ -9,6 +9,9 @@
  * returned so the caller can warn that the user changed what the suite asked for. The base
  * (console=, panic=) is left alone: console= may rightly appear twice.
  */
+/** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
+export const BASE_CMDLINE = 'console=ttyS0 panic=-1';
+
 export interface GuestCmdline {
   cmdline: string;
   /** Session arguments the user's --boot-args replaced. */

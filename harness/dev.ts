@@ -18,7 +18,11 @@ import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
 import { countTests } from './results/summary.js';
-import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, readRawRecords, runAva, shutdownGuest } from './run.js';
+import { BASE_CMDLINE } from './cmdline.js';
+import { readRawRecords } from './results/records.js';
+import type { GuestRunOptions } from './run.js';
+import { runAva } from './scheduler/ava.js';
+import { type BootedGuest, bootGuest, shutdownGuest } from './vm/boot.js';
 import { planSuites } from './suites.js';
 import { declaredDevices, loadTopology } from './topology.js';
 

@@ -6,7 +6,8 @@ import { guestCmdline, overrideWarnings } from './cmdline.js';
 import type { RunContext } from './context.js';
 import type { Variant } from './hotplug.js';
 import { warn } from './progress.js';
-import { BASE_CMDLINE, runAva } from './run.js';
+import { BASE_CMDLINE } from './cmdline.js';
+import { runAva } from './scheduler/ava.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, restrictTopology } from './topology.js';
 

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from './errors.js';
 import type { Repro } from './results/repro.js';
-import { readRawRecords, runOnce } from './run.js';
+import { readRawRecords } from './results/records.js';
+import { runOnce } from './run.js';
 
 /** ava --match treats `*` as a wildcard and a leading `!` as negation; titles here have neither. */
 function exactPattern(title: string): string {

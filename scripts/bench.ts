@@ -21,7 +21,9 @@ import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '.
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
-import { BASE_CMDLINE, bootGuest, resolveKernel, runOnce, shutdownGuest } from '../harness/run.js';
+import { BASE_CMDLINE } from '../harness/cmdline.js';
+import { resolveKernel, runOnce } from '../harness/run.js';
+import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 
 const argv = process.argv.slice(2);

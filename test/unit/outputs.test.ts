@@ -15,7 +15,7 @@ import { type KcidbData, kcidbOrigin, toKcidb } from '../../harness/results/kcid
 import { runKtap } from '../../harness/results/ktap.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { countTests, type RunSummary, runSummaryHeader } from '../../harness/results/summary.js';
-import { collapseRetries } from '../../harness/run.js';
+import { collapseRetries } from '../../harness/results/records.js';
 import { checkJunit, expectedKunitCounts, parseKtap, resultProblems, summarySchemaErrors } from '../outputs.js';
 
 const rec = (name: string, status: TestRecord['status'], extra: Partial<TestRecord> = {}, file = 'state.test.ts'): TestRecord => ({

@@ -4,7 +4,7 @@ import { toJUnit } from '../../harness/results/junit.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { toTextReport } from '../../harness/results/report.js';
 import { countTests, type RunSummary } from '../../harness/results/summary.js';
-import { collapseRetries } from '../../harness/run.js';
+import { collapseRetries } from '../../harness/results/records.js';
 
 const blocks = (states: string) => states.split(',').map((s, i) => `${100 + i}:${s}`).join(' ');
 

@@ -1,0 +1,179 @@
+/**
+ * The single writer of a run's results directory: summary.json, junit.xml, ktap.txt,
+ * report.txt/.html, repro.json, console.log and dmesg.txt. Results are rewritten as tests
+ * finish (tests.jsonl grows) and after each session, so a harness killed even by SIGKILL
+ * leaves a valid summary of what finished; an interrupt writes them one last time.
+ */
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { appendFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { writeAtomic } from '../atomic-file.js';
+import { errorMessage, InfraError } from '../errors.js';
+import { applyKnownIssues, type KnownIssue } from '../knownissues.js';
+import type { Machine } from '../machine.js';
+import { interruptedBy } from '../reaper.js';
+import type { CrashReport } from '../triage.js';
+import { runHtmlReport } from './html.js';
+import { toJUnit } from './junit.js';
+import { writeKcidb } from './kcidb.js';
+import { runKtap } from './ktap.js';
+import { readTestRecords } from './records.js';
+import type { Repro } from './repro.js';
+import { toTextReport } from './report.js';
+import { countTests, type RunSummary } from './summary.js';
+
+/** Exit codes of a run killed by a signal, as shells report them. */
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
+export interface RecorderOptions {
+  dir: string;
+  resultsDir: string;
+  knownIssues: KnownIssue[];
+  /** Also write the finished run as KCIDB data to this file. */
+  kcidb?: string;
+}
+
+export class RunRecorder {
+  readonly testsFile: string;
+  readonly consolePath: string;
+  /** The first write that failed (disk full, read-only): the run stops with it. */
+  writeError: InfraError | undefined;
+  /** Guests whose QEMU runs: their consoles' reports come last in the summary. */
+  readonly running = new Set<Machine>();
+  private readonly consoleReports: CrashReport[] = [];
+  private consoleLinesSeen = 0;
+  private flushing: Promise<void> = Promise.resolve();
+  private closing = false;
+  private finished = false;
+  private watcher: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly summary: RunSummary,
+    readonly repro: Repro,
+    private readonly options: RecorderOptions,
+  ) {
+    this.testsFile = path.join(options.dir, 'tests.jsonl');
+    this.consolePath = path.join(options.dir, 'console.log');
+  }
+
+  get dir(): string {
+    return this.options.dir;
+  }
+
+  /** Rewrites the results when tests.jsonl grew, checked every second. */
+  watch(): void {
+    let seen = -1;
+    this.watcher = setInterval(() => {
+      const size = existsSync(this.testsFile) ? statSync(this.testsFile).size : 0;
+      if (size === seen) return;
+      seen = size;
+      void this.flush();
+    }, 1000);
+    this.watcher.unref();
+  }
+
+  /** Writes every result file from tests.jsonl and the summary; the final write adds report.html. */
+  async write(final = false): Promise<void> {
+    const { summary, options } = this;
+    // Known issues are applied on every write; "fixed" is only claimed for a finished run.
+    const reportFixed = final && (summary.status === 'pass' || summary.status === 'fail');
+    const known = applyKnownIssues(options.knownIssues, summary.kernel.release, await readTestRecords(this.testsFile), reportFixed);
+    summary.tests = known.tests;
+    summary.counts = countTests(summary.tests);
+    if (known.fixed.length > 0) summary.fixedKnownIssues = known.fixed;
+    summary.wallSeconds = (Date.now() - Date.parse(summary.startedAt)) / 1000;
+    const at = (name: string) => path.join(options.dir, name);
+    try {
+      await writeAtomic(at('summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      await writeAtomic(at('junit.xml'), toJUnit(summary));
+      await writeAtomic(at('ktap.txt'), runKtap(summary));
+      await writeAtomic(at('report.txt'), toTextReport(summary));
+      await writeAtomic(at('repro.json'), `${JSON.stringify(this.repro, null, 2)}\n`);
+      if (final) await writeAtomic(at('report.html'), await runHtmlReport(summary, options.dir, options.resultsDir));
+    } catch (error) {
+      throw new InfraError(`cannot write results to ${options.dir}: ${errorMessage(error)}`);
+    }
+    if (final && options.kcidb) await writeKcidb(options.kcidb, [{ summary }]);
+  }
+
+  /** A rewrite queued behind the previous one; a failure is kept as writeError. */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      if (this.closing) return;
+      await this.write().catch((error: InfraError) => {
+        this.writeError ??= error;
+      });
+    });
+    return this.flushing;
+  }
+
+  /** No more periodic writes; the one under way ends first. */
+  async close(): Promise<void> {
+    if (this.watcher) clearInterval(this.watcher);
+    this.closing = true;
+    await this.flushing;
+  }
+
+  /** A write into the results directory; failing (disk full, read-only) is one clear error. */
+  resultWrite<T>(write: Promise<T>): Promise<T> {
+    return write.catch((error: unknown) => {
+      throw new InfraError(`cannot write results to ${this.options.dir}: ${errorMessage(error)}`);
+    });
+  }
+
+  noteConsoleError(machine: Machine): void {
+    const e = machine.console.writeError;
+    if (e) this.writeError ??= new InfraError(`cannot write results to ${this.options.dir}: ${errorMessage(e)}`);
+  }
+
+  /** An ended guest's logs: its dmesg to dmesg.txt, its console joined into console.log. */
+  async guestEnded(number: number, heading: string, machine: Machine, guestConsole: string, dmesg: string | undefined): Promise<void> {
+    if (dmesg !== undefined) await this.resultWrite(appendFile(path.join(this.options.dir, 'dmesg.txt'), `===== guest ${number} ${heading}\n${dmesg}`));
+    this.running.delete(machine);
+    this.noteConsoleError(machine);
+    this.consoleReports.push(...machine.console.reports(this.consoleLinesSeen));
+    this.consoleLinesSeen += machine.console.lineCount;
+    if (guestConsole !== this.consolePath) {
+      // Streamed: a guest's console can be far larger than memory should hold.
+      await this.resultWrite(pipeline(createReadStream(guestConsole), createWriteStream(this.consolePath, { flags: 'a' })));
+      await rm(guestConsole, { force: true });
+    }
+  }
+
+  /** The run's end: status, exit code and console reports, written once. */
+  async finish(status: RunSummary['status'], exitCode: number): Promise<void> {
+    // After a SIGINT/SIGTERM the interrupt handler writes the results; the unwinding run
+    // (whose guest was just killed) must not overwrite them with a boot failure.
+    if (this.finished || (interruptedBy() && status !== 'interrupted')) return;
+    this.finished = status === 'interrupted';
+    await this.close();
+    const { summary } = this;
+    summary.status = status;
+    summary.exitCode = exitCode;
+    summary.finishedAt = new Date().toISOString();
+    // Guests still running at the end: their reports after the retired ones'.
+    let offset = this.consoleLinesSeen;
+    const runningReports = [...this.running].flatMap((m) => {
+      const reports = m.console.reports(offset);
+      offset += m.console.lineCount;
+      return reports;
+    });
+    summary.consoleReports = [...this.consoleReports, ...runningReports];
+    await this.write(true);
+    // Written once: a later interrupt (of the next matrix cell) must not rewrite a finished run.
+    this.finished = true;
+  }
+
+  /** The results of a run ended by a signal. */
+  async interrupted(signal: NodeJS.Signals): Promise<void> {
+    this.summary.error = `interrupted by ${signal}`;
+    await this.finish('interrupted', SIGNAL_EXIT[signal] ?? 130);
+  }
+
+  /** The run ends without results (bad input found late): nothing of it stays. */
+  async discard(): Promise<void> {
+    await this.close();
+    await rm(this.options.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The pool's guests made real: QEMU guests booted, reset, retired and handed to ava, with
+ * everything they leave written through the run's recorder. The decisions about which guest
+ * serves which session are in pool.ts and session.ts; this file only carries them out.
+ */
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { RunContext } from '../context.js';
+import { errorMessage, InfraError } from '../errors.js';
+import { HotplugDriver, VARIANTS, type Variant } from '../hotplug.js';
+import type { GuestImage } from '../image.js';
+import type { Kernel } from '../kernel/kernel.js';
+import type { SelftestSource } from '../kselftest/source.js';
+import { describeExit, type Machine } from '../machine.js';
+import { progress, step } from '../progress.js';
+import type { RunRecorder } from '../results/recorder.js';
+import { readRawRecords } from '../results/records.js';
+import { type Fingerprint, guestFingerprint, resetToBaseline } from '../reset.js';
+import { KernelSetupFailure } from '../setupfailure.js';
+import type { GuestSession } from '../suites.js';
+import { declaredDevices, type Topology } from '../topology.js';
+import { type BootedGuest, bootGuest, shutdownGuest } from '../vm/boot.js';
+import { runAva } from './ava.js';
+import { filesWith, type SessionDemand } from './plan.js';
+import type { BootFacts, GuestLifecycle, PoolGuest, ResetOutcome } from './pool.js';
+import type { LaunchRequest, LaunchResult } from './session.js';
+
+/** What every guest of a run boots: prepared once before the first session. */
+export interface BootKit {
+  kernel: Kernel;
+  /** What QEMU's -kernel gets: the vmlinux for a PVH entry, or the bzImage. */
+  kernelImage: string;
+  accel: 'kvm' | 'tcg';
+  /** The guest image for a topology's backings (built once per set of backings). */
+  imageFor(topology: Topology): Promise<GuestImage>;
+  /** The image of the run's whole topology: its SSH keys serve every guest. */
+  image: GuestImage;
+  selftests?: SelftestSource;
+}
+
+/** The run-wide facts the guests are made from. */
+export interface GuestScope {
+  recorder: RunRecorder;
+  kit: BootKit;
+  topology: Topology;
+  /** The kernel as the user named it (a version, a path, a tree label). */
+  requestedKernel: string;
+  workDir: string;
+  jobs: number;
+  bootTimeoutSec: number;
+  sshPort?: number;
+  match: string[];
+  allowedTaint?: string;
+  /** --variant: test as if the kernel were this one. */
+  variant?: Variant;
+  qemuVersion: string;
+}
+
+/** A booted guest of the pool. */
+export interface GuestSlot extends PoolGuest {
+  booted: BootedGuest;
+  /** Its own console file when guests run in parallel, else the run's console.log. */
+  consolePath: string;
+  /** Its state right after setup: a reset must bring it back exactly. */
+  baseline: Fingerprint;
+}
+
+export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
+  private booted = 0;
+
+  constructor(private readonly scope: GuestScope) {}
+
+  /** Boots a guest for a session's command line and topology and fingerprints its state. */
+  async boot(demand: SessionDemand): Promise<GuestSlot> {
+    const { recorder } = this.scope;
+    const number = ++this.booted;
+    // One guest at a time writes console.log directly (it survives a harness crash); parallel
+    // guests write their own files, joined into console.log as each guest ends.
+    const consolePath = this.scope.jobs === 1 ? recorder.consolePath : path.join(recorder.dir, `console-guest-${number}.log`);
+    await recorder.resultWrite(appendFile(consolePath, `\n===== dax-harness guest ${number}: ${demand.cmdline} =====\n`));
+    const booted = await this.start(number, demand, consolePath);
+    const slot: GuestSlot = {
+      number,
+      key: demand.key,
+      booted,
+      consolePath,
+      baseline: {},
+      sessions: [],
+      running: () => booted.machine.running,
+      boot: bootFacts(booted),
+    };
+    try {
+      slot.baseline = await guestFingerprint(booted.guest);
+    } catch (error) {
+      await this.retire(slot);
+      throw new InfraError(`guest ${number}: cannot read its state after setup: ${errorMessage(error)}`);
+    }
+    await this.admit(slot, demand);
+    return slot;
+  }
+
+  /** QEMU started and the devices made; a kernel that broke its devices keeps its logs. */
+  private async start(number: number, demand: SessionDemand, consolePath: string): Promise<BootedGuest> {
+    const { recorder, kit } = this.scope;
+    let started: Machine | undefined;
+    const spec = {
+      kernel: kit.kernel,
+      kernelImage: kit.kernelImage,
+      image: await kit.imageFor(demand.topology),
+      topology: demand.topology,
+      accel: kit.accel,
+      cmdline: demand.cmdline,
+      consolePath,
+      workDir: path.join(this.scope.workDir, `guest-${number}`),
+      bootTimeoutSec: this.scope.bootTimeoutSec,
+      sshPort: this.scope.sshPort,
+    };
+    return bootGuest(spec, (machine) => {
+      started = machine;
+      recorder.running.add(machine);
+      recorder.summary.qemu = { version: this.scope.qemuVersion, commandLine: machine.commandLine };
+    }).catch(async (error: unknown) => {
+      // The guest booted and the kernel broke its devices: keep its logs like any guest's.
+      if (error instanceof KernelSetupFailure && started) {
+        error.guest = number;
+        recorder.summary.guestBoots = (recorder.summary.guestBoots ?? 0) + 1;
+        await recorder.guestEnded(number, `(device setup failed): ${demand.cmdline}`, started, consolePath, error.dmesg.join('\n'));
+      }
+      throw error;
+    });
+  }
+
+  /** A booted guest enters the run's records (summary, repro); --variant applies here. */
+  private async admit(slot: GuestSlot, demand: SessionDemand): Promise<void> {
+    const { recorder } = this.scope;
+    const { summary } = recorder;
+    const { booted } = slot;
+    summary.guestBoots = (summary.guestBoots ?? 0) + 1;
+    recorder.noteConsoleError(booted.machine);
+    if (recorder.writeError) {
+      // Results cannot be written (e.g. the disk is full): stop before running tests.
+      await shutdownGuest(booted);
+      recorder.running.delete(booted.machine);
+      throw recorder.writeError;
+    }
+    recorder.repro.guests.push({ guest: slot.number, cmdline: demand.cmdline, topology: demand.topology, qemu: booted.machine.commandLine });
+    await recorder.flush();
+    const forced = this.scope.variant;
+    if (forced && forced !== booted.variant) {
+      progress(`variant: testing as ${forced} although the kernel looks ${booted.variant} (--variant)`);
+      summary.variantDetected = booted.variant;
+      booted.variant = forced;
+      slot.boot.variant = forced;
+    }
+    summary.variant ??= booted.variant;
+    if (!demand.only) summary.devices ??= booted.devices;
+    summary.bootToSshSeconds ??= booted.bootToSshSeconds;
+  }
+
+  async reset(slot: GuestSlot, demand: SessionDemand): Promise<ResetOutcome> {
+    const { booted } = slot;
+    const driver = new HotplugDriver(booted.guest, VARIANTS[booted.variant]);
+    return step(`reset: guest ${slot.number} for session ${demand.number}`, () => resetToBaseline(booted.guest, driver, booted.devices, slot.baseline));
+  }
+
+  /** Ends a guest: its dmesg read while it answers, QEMU stopped, its logs kept. */
+  async retire(slot: GuestSlot): Promise<void> {
+    const { booted } = slot;
+    const dmesg = booted.machine.running ? await booted.guest.run('dmesg', { timeoutMs: 10_000 }).catch(() => undefined) : undefined;
+    await shutdownGuest(booted);
+    await this.scope.recorder.guestEnded(slot.number, `(sessions ${slot.sessions.join(', ')}): ${booted.cmdline}`, booted.machine, slot.consolePath, dmesg);
+  }
+
+  /** Marks the session's start in the guest's kernel log (dmesg.txt then reads per session). */
+  async serve(slot: GuestSlot, demand: SessionDemand): Promise<void> {
+    const line = `dax-harness: session ${demand.number}: ${demand.label.replace(/'/g, '')}`;
+    await slot.booted.guest.run(`echo '${line}' > /dev/kmsg`).catch(() => undefined);
+  }
+
+  /** What a test worker is told about its guest (the context file). */
+  context(slot: GuestSlot, demand: SessionDemand, extra: Partial<RunContext>): RunContext {
+    const { kit, recorder } = this.scope;
+    return {
+      ssh: {
+        host: '127.0.0.1',
+        port: slot.booted.sshPort,
+        privateKeyPath: kit.image.keys?.clientPrivateKeyPath ?? '',
+        hostPublicKey: kit.image.keys?.hostPublicKey ?? '',
+      },
+      kernel: { release: kit.kernel.release, requested: this.scope.requestedKernel },
+      variant: slot.booted.variant,
+      topology: this.scope.topology.name,
+      declaredDevices: declaredDevices(this.scope.topology),
+      devices: slot.booted.devices,
+      onDemandModules: kit.image.onDemand,
+      cmdline: demand.cmdline,
+      consolePath: slot.consolePath,
+      testsFile: recorder.testsFile,
+      qemuPid: slot.booted.machine.pid,
+      match: this.scope.match,
+      allowedTaint: this.scope.allowedTaint,
+      selftests: kit.selftests,
+      ...extra,
+    };
+  }
+
+  /** One ava run of the session's tests on a guest; says how the guest was lost, if it was. */
+  async launch(slot: GuestSlot, demand: SessionDemand, request: LaunchRequest): Promise<LaunchResult> {
+    const { recorder, workDir } = this.scope;
+    const tag = `${demand.number}-${request.run}`;
+    const planFile = path.join(workDir, `plan-${tag}.jsonl`);
+    const guestKilledFile = path.join(workDir, `killed-${tag}.json`);
+    await mkdir(workDir, { recursive: true });
+    const extra = { planFile, guestKilledFile, done: request.done, attempt: request.attempt, ...(request.only ? { only: request.only } : {}) };
+    const contextFile = path.join(recorder.dir, `context-${demand.number}${request.run > 1 ? `-${request.run}` : ''}.json`);
+    await recorder.resultWrite(writeFile(contextFile, JSON.stringify(this.context(slot, demand, extra), null, 2)));
+    const offset = (await readRawRecords(recorder.testsFile)).length;
+    const files = filesWith(demand.session.files, request.only ?? request.remaining);
+    const attempt = request.attempt > 1 ? ` (attempt ${request.attempt})` : '';
+    const ava = await step(`suites: ${demand.label}${attempt}`, () =>
+      runAva({ ...demand.session, files }, contextFile, recorder.dir, this.scope.match, slot.booted.machine.exited),
+    );
+    const planned = await readPlan(planFile);
+    const records = (await readRawRecords(recorder.testsFile)).slice(offset);
+    const lost = slot.booted.machine.running ? undefined : await howLost(slot.booted.machine, guestKilledFile, demand.label, records);
+    await recorder.flush();
+    return { planned, records, exitCode: ava.exitCode, tail: ava.tail, lost };
+  }
+
+  /** Runs a session's tests with no guest: each records what the context says (a skip, a failed setup). */
+  async runWithoutGuest(contextName: string, session: GuestSession, demand: SessionDemand, extra: Partial<RunContext>): Promise<void> {
+    const { recorder, kit } = this.scope;
+    const context: RunContext = {
+      ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
+      kernel: { release: kit.kernel.release, requested: this.scope.requestedKernel },
+      variant: this.scope.variant ?? recorder.summary.variant ?? 'baseline',
+      topology: this.scope.topology.name,
+      declaredDevices: declaredDevices(this.scope.topology),
+      devices: recorder.summary.devices ?? [],
+      cmdline: demand.cmdline,
+      consolePath: recorder.consolePath,
+      testsFile: recorder.testsFile,
+      ...extra,
+    };
+    const file = path.join(recorder.dir, contextName);
+    await recorder.resultWrite(writeFile(file, JSON.stringify(context, null, 2)));
+    await runAva(session, file, recorder.dir, this.scope.match, new Promise(() => {}));
+  }
+}
+
+function bootFacts(booted: BootedGuest): BootFacts {
+  return {
+    bootToSshSeconds: booted.bootToSshSeconds,
+    variant: booted.variant,
+    hungBoots: booted.hungBoots,
+    qemuCrashedBoots: booted.qemuCrashedBoots,
+  };
+}
+
+/** The tests ("file|title") a launch's workers registered. */
+async function readPlan(planFile: string): Promise<string[]> {
+  if (!existsSync(planFile)) return [];
+  return (await readFile(planFile, 'utf8'))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const p = JSON.parse(l) as { file: string; name: string };
+      return `${p.file}|${p.name}`;
+    });
+}
+
+/**
+ * How a guest died under the tests (a panic, a hang the fixture ended, QEMU's own death), never
+ * passed off as the running test's own failure. QEMU failing itself is an infrastructure error.
+ */
+async function howLost(machine: Machine, guestKilledFile: string, label: string, records: LaunchResult['records']): Promise<NonNullable<LaunchResult['lost']>> {
+  const exit = machine.exitInfo ?? { code: null, signal: null, stderr: '' };
+  const panic = machine.console.reports().find((r) => r.kind === 'panic');
+  if (panic) return { how: `kernel ${panic.title}` };
+  if (existsSync(guestKilledFile)) {
+    const killed = JSON.parse(await readFile(guestKilledFile, 'utf8')) as { test: string; reason: string };
+    return { how: `guest stopped answering in "${killed.test}" (${killed.reason}): killed by the harness` };
+  }
+  const how = `${describeExit(exit)}${exit.stderr ? `: ${exit.stderr.split('\n').at(-1)}` : ''}`;
+  const victim = records.filter((r) => r.status === 'fail').at(-1);
+  const infraError = `${how} during ${label}${victim ? ` (test "${victim.name}")` : ''}\n--- console tail ---\n${machine.console.tail(25)}`;
+  return { how, infraError };
+}

@@ -1,0 +1,133 @@
+/**
+ * Which guest serves a session: the one its worker kept from the previous session, after a
+ * verified reset, or a fresh boot. The decisions live here, apart from QEMU: boot, reset and
+ * retire are parameters, so unit tests drive every branch with fakes in milliseconds.
+ */
+import type { Variant } from '../hotplug.js';
+
+/** A booted guest as the scheduler sees it. */
+export interface PoolGuest {
+  /** Numbered as booted in the run. */
+  readonly number: number;
+  /** Sessions with an equal key (command line and topology) can share the guest. */
+  readonly key: string;
+  /** Sessions it served (1-based). */
+  readonly sessions: number[];
+  /** Why it must not be reused (a test left reports or taint behind, freshGuest). */
+  dirty?: string;
+  running(): boolean;
+  readonly boot: BootFacts;
+}
+
+/** What a boot measured and found, recorded in the session that booted the guest. */
+export interface BootFacts {
+  bootToSshSeconds: number;
+  variant: Variant;
+  /** Boots that hung before SSH and were replaced by a new QEMU. */
+  hungBoots?: number;
+  /** Boots whose QEMU crashed before SSH and were replaced by a new QEMU. */
+  qemuCrashedBoots?: number;
+}
+
+/** What a guest must offer to serve a session. */
+export interface GuestDemand {
+  key: string;
+  /** The session wants a guest nobody used before. */
+  freshGuest?: boolean;
+}
+
+/** A reset's verdict (harness/reset.ts): `why` says what did not come back. */
+export interface ResetOutcome {
+  ok: boolean;
+  ms: number;
+  why?: string;
+}
+
+/** The guest operations the pool decides between; QEMU and SSH in a run, fakes in tests. */
+export interface GuestLifecycle<G extends PoolGuest, D extends GuestDemand> {
+  boot(demand: D): Promise<G>;
+  /** Brings a kept guest back to its state after setup, and verifies it. */
+  reset(guest: G, demand: D): Promise<ResetOutcome>;
+  /** Ends a guest: QEMU stopped, its logs kept. */
+  retire(guest: G): Promise<void>;
+}
+
+/** How a session's guest came to be, as summary.json's session entry records it. */
+export interface GuestStart {
+  start: 'fresh' | 'reused' | 'rebooted after failed reset';
+  resetSeconds?: number;
+  resetFailure?: string;
+}
+
+/** Whether a kept guest could serve `demand` at all, before any reset is tried. */
+export function reusable(guest: PoolGuest | undefined, demand: GuestDemand): guest is PoolGuest {
+  return guest !== undefined && guest.key === demand.key && !demand.freshGuest && guest.running();
+}
+
+/**
+ * The guest for the next run of tests: the kept one when it matches, is clean and its reset
+ * verifies; else the kept one is retired and a new one boots.
+ */
+export async function acquireGuest<G extends PoolGuest, D extends GuestDemand>(
+  kept: G | undefined,
+  demand: D,
+  life: GuestLifecycle<G, D>,
+  say: (message: string) => void = () => undefined,
+): Promise<{ guest: G; start: GuestStart }> {
+  if (kept && !reusable(kept, demand)) {
+    await life.retire(kept);
+    return { guest: await life.boot(demand), start: { start: 'fresh' } };
+  }
+  if (!kept) return { guest: await life.boot(demand), start: { start: 'fresh' } };
+  if (kept.dirty) {
+    say(`guest ${kept.number} not reused: ${kept.dirty}`);
+    await life.retire(kept);
+    return { guest: await life.boot(demand), start: { start: 'rebooted after failed reset', resetFailure: `not reset: ${kept.dirty}` } };
+  }
+  const reset = await life.reset(kept, demand);
+  if (reset.ok) return { guest: kept, start: { start: 'reused', resetSeconds: reset.ms / 1000 } };
+  say(`reset of guest ${kept.number} did not verify (${reset.why}): rebooting`);
+  await life.retire(kept);
+  const start: GuestStart = { start: 'rebooted after failed reset', resetSeconds: reset.ms / 1000, resetFailure: reset.why };
+  return { guest: await life.boot(demand), start };
+}
+
+/**
+ * The next session a worker takes: the first pending one its kept guest can serve (same key,
+ * no fresh guest wanted, guest clean), else the first pending one.
+ */
+export function pickSession(pending: readonly number[], demands: readonly GuestDemand[], kept: PoolGuest | undefined): number {
+  if (!kept || kept.dirty) return 0;
+  const at = pending.findIndex((i) => {
+    const d = demands[i];
+    return d !== undefined && d.key === kept.key && !d.freshGuest;
+  });
+  return Math.max(at, 0);
+}
+
+/**
+ * `jobs` workers take sessions in order, each preferring one its own guest can serve, and
+ * retire the guest they hold when no session is left (or on an error).
+ */
+export async function runWorkers<G extends PoolGuest>(options: {
+  jobs: number;
+  demands: readonly GuestDemand[];
+  runSession: (index: number, kept: G | undefined) => Promise<G | undefined>;
+  retire: (guest: G) => Promise<void>;
+  /** Checked before each session: true stops taking new ones (an interrupt). */
+  stopped?: () => boolean;
+}): Promise<void> {
+  const pending = options.demands.map((_, i) => i);
+  const worker = async () => {
+    let kept: G | undefined;
+    try {
+      while (pending.length > 0 && !options.stopped?.()) {
+        const index = pending.splice(pickSession(pending, options.demands, kept), 1)[0] as number;
+        kept = await options.runSession(index, kept);
+      }
+    } finally {
+      if (kept) await options.retire(kept);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, options.jobs) }, worker));
+}
