@@ -1,6 +1,7 @@
 import pRetry from 'p-retry';
 import ssh2 from 'ssh2';
 import { InfraError } from './errors.js';
+import { GuestShell, shellResult, shellSafe } from './guest-shell.js';
 
 export interface ExecResult {
   stdout: string;
@@ -46,6 +47,9 @@ function hostKeyMatches(expected: string) {
  */
 export class Guest {
   private lost?: Error;
+  /** The long-lived shell that runs one command at a time; claimed while it runs one. */
+  private shell?: GuestShell;
+  private shellClaimed = false;
 
   private constructor(
     private readonly client: ssh2.Client,
@@ -110,10 +114,52 @@ export class Guest {
     );
   }
 
-  exec(command: string, options: ExecOptions = {}): Promise<ExecResult> {
+  /**
+   * Runs a command: in the guest's long-lived shell when it is free (see guest-shell.ts for
+   * why), else, and for commands with stdin or background jobs, on an SSH exec channel of its own.
+   */
+  async exec(command: string, options: ExecOptions = {}): Promise<ExecResult> {
+    if (this.lost) throw new GuestLostError(`guest connection lost: ${this.lost.message}`);
+    if (options.stdin === undefined && shellSafe(command) && !this.shellClaimed && process.env.DAX_HARNESS_NO_SHELL !== '1') {
+      this.shellClaimed = true;
+      try {
+        const result = await this.execInShell(command, options.timeoutMs ?? 60_000);
+        if (result) return result;
+      } finally {
+        this.shellClaimed = false;
+      }
+    }
+    return this.execOnChannel(command, options);
+  }
+
+  /** The command in the long-lived shell; undefined when the shell cannot take it (use a channel). */
+  private async execInShell(command: string, timeoutMs: number): Promise<ExecResult | undefined> {
+    const started = Date.now();
+    if (!this.shell?.usable) this.shell = await GuestShell.open(this.client).catch(() => undefined);
+    const shell = this.shell;
+    if (!shell) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // Its subshell may run on: this shell is not used again.
+        shell.close();
+        reject(new CommandTimeoutError(`guest command timed out after ${timeoutMs} ms: ${command}`));
+      }, timeoutMs);
+    });
+    try {
+      return shellResult(await Promise.race([shell.run(command), timeout]), started);
+    } catch (error) {
+      if (error instanceof CommandTimeoutError) throw error;
+      if (this.lost) throw new GuestLostError(`guest connection lost during: ${command}`);
+      return undefined; // the shell ended (e.g. a syntax error ends sh): a channel runs it
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private execOnChannel(command: string, options: ExecOptions): Promise<ExecResult> {
     const timeoutMs = options.timeoutMs ?? 60_000;
     const started = Date.now();
-    if (this.lost) return Promise.reject(new GuestLostError(`guest connection lost: ${this.lost.message}`));
     return new Promise((resolve, reject) => {
       this.client.exec(command, (error, channel) => {
         if (error) {
