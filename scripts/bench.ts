@@ -16,6 +16,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
+import type { Guest } from '../harness/guest.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
@@ -139,6 +140,21 @@ const leanHarness = median(leanTimes[HARNESS_LINE] ?? []);
 report('lean boot against before', `${s(leanHarness)} vs ${s(leanFirst)}`, leanHarness / leanFirst);
 process.stdout.write('\n');
 
+// A guest command on an SSH exec channel of its own against the guest shell (harness/guest-shell.ts):
+// per-command means of 20 sysfs reads, the two ways interleaved.
+const channelCommandTimes: number[] = [];
+const shellCommandTimes: number[] = [];
+async function measureCommands(guest: Guest, device: string): Promise<void> {
+  const read = `cat /sys/bus/dax/devices/${device}/state /sys/devices/system/memory/auto_online_blocks`;
+  for (const [noShell, times] of [['1', channelCommandTimes], ['0', shellCommandTimes], ['1', channelCommandTimes], ['0', shellCommandTimes]] as const) {
+    process.env.DAX_HARNESS_NO_SHELL = noShell;
+    const t = Date.now();
+    for (let k = 0; k < 20; k++) await guest.exec(read);
+    times.push((Date.now() - t) / 20);
+  }
+  delete process.env.DAX_HARNESS_NO_SHELL;
+}
+
 // Boot to SSH against the floor, and a full reboot (boot + devices) against a reset.
 const sshTimes: number[] = [];
 const rebootTimes: number[] = [];
@@ -168,6 +184,7 @@ for (let i = 0; i < reps; i++) {
     const unpackStart = /\[\s*(\d+\.\d+)\] Trying to unpack rootfs image as initramfs/.exec(dmesg)?.[1];
     const unpackEnd = /\[\s*(\d+\.\d+)\] Freeing initrd memory/.exec(dmesg)?.[1];
     if (unpackStart && unpackEnd) initrdUnpackMs = (Number(unpackEnd) - Number(unpackStart)) * 1000;
+    await measureCommands(booted.guest, booted.devices[0]?.name ?? '');
     const driver = new HotplugDriver(booted.guest, VARIANTS[booted.variant]);
     const reset = await resetGuest(booted.guest, driver, booted.devices, 'online_movable');
     if (reset.ok) resetTimes.push(reset.ms);
@@ -181,6 +198,8 @@ for (let i = 0; i < reps; i++) {
   }
 }
 const floorMs = median(floorTimes);
+report('guest command, exec channel (sysfs read)', s(median(channelCommandTimes)));
+report('guest command, guest shell (sysfs read)', s(median(shellCommandTimes)), median(shellCommandTimes) / median(channelCommandTimes));
 report('floor: QEMU start -> init of a poweroff image', s(floorMs));
 report('boot to SSH ready', s(median(sshTimes)), median(sshTimes) / floorMs, 1.3);
 report('full reboot (boot + devices)', s(median(rebootTimes)));
