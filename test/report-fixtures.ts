@@ -112,13 +112,13 @@ const attr = (tag: string, name: string) => new RegExp(`${name}="([^"]*)"`).exec
 
 /**
  * The state grids of a report page (as written, or as a browser serialised its DOM): each
- * `table.grid` inside its cell's `div.grids`, with the square of every row and column.
+ * `table.grid` inside its cell's `section.grids`, with the square of every row and column.
  */
 export function gridsInPage(html: string): GridInPage[] {
   const grids: GridInPage[] = [];
-  for (const block of html.split('<div class="grids"').slice(1)) {
+  for (const block of html.split('<section class="grids"').slice(1)) {
     const cell = attr(block.slice(0, block.indexOf('>')), 'data-cell');
-    for (const table of block.split('</div>')[0]?.split(/<table class="grid"/).slice(1) ?? []) {
+    for (const table of block.split('</section>')[0]?.split(/<table class="grid"/).slice(1) ?? []) {
       const rows = (table.split('</table>')[0] ?? '').split(/<tr>/).slice(1);
       const heads = [...(rows[0] ?? '').matchAll(/<th>([^<]*)<\/th>/g)].map((m) => m[1] ?? '');
       const squares = [...table.matchAll(/<td class="sq sq-[a-z]+"([^>]*)><a href="([^"]*)">([^<]*)<\/a><\/td>/g)].map((m) => ({

@@ -151,6 +151,7 @@ table.grid td.sq a { display: block; padding: 4px 6px; color: inherit; text-deco
 td.sq-pass { background: #d7f5dc; color: #0f4d1e; } td.sq-fail { background: #b00020; color: #fff; }
 td.sq-known { background: #ffe2a8; color: #5a3a00; } td.sq-flaky { background: #ead7f5; color: #4a1070; }
 td.sq-skip { background: #eee; color: #555; } td.sq-none { background: #fff; color: #aaa; }
+.grids { display: flex; flex-wrap: wrap; column-gap: 2em; }
 .legend span { display: inline-block; padding: 1px 6px; margin-right: .5em; border: 1px solid #ccc; }
 .tl { width: 40em; background: #f4f4f4; position: relative; height: 1.1em; }
 .tl span { position: absolute; top: 0; height: 100%; }
@@ -231,10 +232,11 @@ function gridSection(model: ReportModel): string[] {
   if (withGrids.length === 0) return [];
   const out = ['<h2>State transitions</h2>', LEGEND];
   for (const { c, i, grids } of withGrids) {
-    out.push(`<div class="grids" data-cell="${esc(c.id)}">`);
     if (model.kind === 'matrix') out.push(`<h3>${esc(c.id)}: ${esc(c.kernel.release ?? c.kernel.requested)} (${esc(c.variant ?? '?')}) on ${esc(c.topology)}</h3>`);
-    for (const g of grids) out.push(gridTable(g, i, c.details?.devices ?? []));
-    out.push('</div>');
+    // A cell's grids side by side: one backing next to the other reads as one state machine.
+    out.push(`<section class="grids" data-cell="${esc(c.id)}">`);
+    for (const g of grids) out.push(`<div>${gridTable(g, i, c.details?.devices ?? [])}</div>`);
+    out.push('</section>');
   }
   return out;
 }
