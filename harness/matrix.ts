@@ -10,7 +10,7 @@ import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knowni
 import { progress } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
 import { compareCells } from './results/compare.js';
-import { fileTail, type ReportCell, toHtmlReport } from './results/html.js';
+import { matrixArtifacts, matrixReportCell, type ReportCell, toHtmlReport } from './results/html.js';
 import { matrixKcidbRuns, writeKcidb } from './results/kcidb.js';
 import { junitDocument } from './results/junit.js';
 import { toKtap } from './results/ktap.js';
@@ -345,10 +345,7 @@ export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): P
   await writeAtomic(path.join(dir, 'ktap.txt'), toKtap(cells.map((c) => ({ id: c.id, tests: c.tests, error: c.error }))));
   const previous = await previousMatrix(dir, summary);
   const reportCells: ReportCell[] = [];
-  for (const c of cells) {
-    const troubled = c.error || c.tests.some((t) => t.status === 'fail');
-    reportCells.push({ ...c, consoleTail: troubled && c.runDir ? await fileTail(path.join(dir, c.runDir, 'console.log')) : undefined });
-  }
+  for (const c of cells) reportCells.push(await matrixReportCell(dir, c));
   const notes = [`config: ${summary.config}`];
   if (summary.shard) notes.push(`shard ${summary.shard.index}/${summary.shard.total} of ${summary.plannedCells.length} cells`);
   if (summary.mergedFrom) notes.push(`merged from: ${summary.mergedFrom.map((m) => `${m.dir}${m.shard ? ` (shard ${m.shard.index}/${m.shard.total})` : ''}`).join(', ')}`);
@@ -364,6 +361,7 @@ export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): P
       cells: reportCells,
       comparison: compareCells(cells, previous?.cells, previous?.matrixId),
       notes,
+      artifacts: matrixArtifacts(dir),
     }),
   );
 }

@@ -53,6 +53,8 @@ export interface RunSummary {
     suite: string;
     files: string[];
     cmdline: string;
+    /** When the session started (its guest's boot, or its reuse): the report's timeline places it by this. */
+    startedAt?: string;
     /** Boot to SSH of the guest booted for the session (0 when it reused one). */
     bootToSshSeconds: number;
     variant: Variant;

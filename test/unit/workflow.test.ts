@@ -32,6 +32,35 @@ test('the example workflow runs matrix shards and a merge', (t) => {
   t.regex(workflow, /actions\/download-artifact/);
 });
 
+/** The lines of one job: from `  NAME:` up to the next job at the same indentation. */
+function jobText(text: string, name: string): string {
+  const lines = text.split('\n');
+  const start = lines.indexOf(`  ${name}:`);
+  if (start < 0) return '';
+  const end = lines.findIndex((l, i) => i > start && /^ {2}[a-z][\w-]*:\s*$/.test(l));
+  return lines.slice(start, end < 0 ? undefined : end).join('\n');
+}
+
+test('the shard jobs run on GitHub-hosted runners in the Debian release install-host.sh is written for', (t) => {
+  const shard = jobText(workflow, 'shard');
+  const installer = readFileSync(path.join(projectRoot, 'scripts/install-host.sh'), 'utf8');
+  t.regex(shard, /runs-on: ubuntu-latest/);
+  const image = /\n {4}container:\n {6}image: debian:(\w+)\n/.exec(shard)?.[1];
+  t.is(image, 'bookworm', 'a debian:bookworm container');
+  t.regex(installer, new RegExp(`on a Debian ${image} host`), 'install-host.sh names the same release');
+  t.regex(installer, new RegExp(`${image}-backports`));
+  // /dev/kvm when the runner has one, without failing when it has none (--device would).
+  t.regex(shard, /\n {6}options: --privileged\n/);
+  t.notRegex(shard, /--device/);
+  t.regex(shard, /run: \.\/scripts\/install-host\.sh\n/);
+  t.notRegex(shard, /run: .*\bsudo\b/, 'the bookworm image has no sudo; the container runs as root');
+  // github.workspace is the runner's path inside a container job: the cache is given relative.
+  t.notRegex(shard, /\$\{\{\s*github\.workspace/);
+  t.regex(shard, /dax-harness\.js matrix .* --cache-dir \.dax-harness-cache/);
+  t.regex(shard, /path: \.dax-harness-cache/);
+  t.true(shard.indexOf('install -y -qq --no-install-recommends git') < shard.indexOf('actions/checkout'), 'git before checkout');
+});
+
 test('every command and option the workflow uses exists in the CLI', async (t) => {
   for (const { command, options, words } of harnessCommands(workflow)) {
     const help = await execa(process.execPath, [cli, command, '--help'], { reject: false });
