@@ -239,7 +239,17 @@ async function serveSession(options: RunOptions, recorder: RunRecorder, guests: 
     return kept;
   }
   recorder.repro.sessions.push({ session: number, suite: session.suite, files: session.files, env: session.env, cmdline: demand.cmdline, match: options.match ?? [] });
-  const entry: SessionEntry = { session: number, suite: session.suite, files: session.files, cmdline: demand.cmdline, guest: 0, start: 'fresh', bootToSshSeconds: 0, variant: 'baseline' };
+  const entry: SessionEntry = {
+    session: number,
+    suite: session.suite,
+    files: session.files,
+    cmdline: demand.cmdline,
+    startedAt: new Date().toISOString(),
+    guest: 0,
+    start: 'fresh',
+    bootToSshSeconds: 0,
+    variant: 'baseline',
+  };
   summary.guests?.push(entry);
   const job = { demand, label: demand.label, retries: options.retries ?? 0, matching: (options.match ?? []).length > 0 };
   const outcome = await runSessionOnPool(job, entry, kept, {
