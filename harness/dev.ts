@@ -265,7 +265,7 @@ async function endDevGuest({ booted, claim }: DevGuest): Promise<void> {
   await rm(booted.workDir, { recursive: true, force: true });
   // The lock file goes before the lock, as a run's does: its name is this loop's alone.
   await rm(`${booted.workDir}.lock`, { force: true });
-  claim.release();
+  await claim.release();
 }
 
 /** The hosted sessions run on the loop's guest; results in iteration-<n>/. */
