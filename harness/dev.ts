@@ -17,10 +17,11 @@ import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
-import { countTests } from './results/summary.js';
+import { countsLine, countTests, type RunSummary } from './results/summary.js';
 import { BASE_CMDLINE, type BootedGuest, type GuestRunOptions, bootGuest, readRawRecords, runAva, shutdownGuest } from './run.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { declaredDevices, loadTopology, type Topology } from './topology.js';
+import { fileStamp } from './util/stamp.js';
 
 /**
  * The developer loop: boot a guest once, then on every change under drivers/dax,
@@ -50,7 +51,7 @@ export interface IterationRecord {
   deliverSeconds?: number;
   /** From the first change seen to the suite's last result. */
   editToResultSeconds?: number;
-  counts: { passed: number; failed: number; skipped: number; total: number };
+  counts: RunSummary['counts'];
   failed: string[];
   note?: string;
 }
@@ -209,8 +210,7 @@ async function checkDevInputs(options: DevOptions) {
 }
 
 async function openDevResults(resultsDir: string): Promise<string> {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-  const dir = path.join(resultsDir, `dev-${stamp}-${process.pid}`);
+  const dir = path.join(resultsDir, `dev-${fileStamp()}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${error.message}`);
   });
@@ -303,10 +303,9 @@ function outcomeOf(records: TestRecord[]): Pick<IterationRecord, 'counts' | 'fai
 /** Appends the iteration to iterations.jsonl and prints its line. */
 async function reportIteration(dir: string, record: IterationRecord): Promise<void> {
   await appendFile(path.join(dir, 'iterations.jsonl'), `${JSON.stringify(record)}\n`);
-  const c = record.counts;
   const timing = record.editToResultSeconds !== undefined ? ` (edit to result ${record.editToResultSeconds.toFixed(1)} s)` : '';
   process.stdout.write(
-    `dev: iteration ${record.iteration}: ${record.delivery}${record.rebuilt.length ? ` of ${record.rebuilt.join(', ')}` : ''}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${timing}\n`,
+    `dev: iteration ${record.iteration}: ${record.delivery}${record.rebuilt.length ? ` of ${record.rebuilt.join(', ')}` : ''}: ${countsLine(record.counts)}${timing}\n`,
   );
   for (const f of record.failed) process.stdout.write(`dev:   failed: ${f}\n`);
 }
@@ -346,7 +345,7 @@ async function deliver(setup: DevSetup, state: DevState, iteration: number, chan
   const buildSeconds = (Date.now() - buildStarted) / 1000;
   const names = rebuilt.map((m) => m.name);
   if (rebuilt.length === 0 && !needsReboot) {
-    return { iteration, changed, rebuilt: [], delivery: 'nothing to deliver', buildSeconds, counts: { passed: 0, failed: 0, skipped: 0, total: 0 }, failed: [], note: 'no module changed after the build' };
+    return { iteration, changed, rebuilt: [], delivery: 'nothing to deliver', buildSeconds, counts: countTests([]), failed: [], note: 'no module changed after the build' };
   }
   const deliverStarted = Date.now();
   const { delivery, note } = await deliverModules(setup, state, rebuilt, needsReboot);

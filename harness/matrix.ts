@@ -20,6 +20,7 @@ import { countsLine, countTests, type RunStatus, type RunSummary, SUMMARY_SCHEMA
 import { collapseRetries, readRawRecords, runOnce } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
+import { fileStamp } from './util/stamp.js';
 import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
 
 /**
@@ -381,10 +382,6 @@ export interface MatrixOptions {
   kcidb?: string;
 }
 
-function stamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-}
-
 function cellFromRun(plan: PlannedCell, run: RunSummary, runDir: string, suites: string[]): MatrixCell {
   return {
     id: plan.id,
@@ -438,7 +435,7 @@ interface OpenMatrix {
 
 async function openMatrix(options: MatrixOptions, inputs: MatrixInputs, started: number): Promise<OpenMatrix> {
   const shardTag = options.shard ? `-shard${options.shard.index}of${options.shard.total}` : '';
-  const matrixId = `matrix-${stamp()}${shardTag}-${process.pid}`;
+  const matrixId = `matrix-${fileStamp()}${shardTag}-${process.pid}`;
   const dir = path.join(options.resultsDir, matrixId);
   await mkdir(path.join(dir, 'cells'), { recursive: true });
   const summary: MatrixSummary = {

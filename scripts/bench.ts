@@ -22,7 +22,9 @@ import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE, bootGuest, resolveKernel, runOnce, shutdownGuest } from '../harness/run.js';
+import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
+import { fileStamp } from '../harness/util/stamp.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -234,7 +236,7 @@ if (!skipSuites) {
   for (const jobs of [1, 2]) {
     const t = Date.now();
     const r = await runOnce({ ...base, suites: ['all'], jobs });
-    report(`full suites, --jobs ${jobs}`, `${s(Date.now() - t)} (${r.summary.counts.passed} passed, ${r.summary.counts.failed} failed)`);
+    report(`full suites, --jobs ${jobs}`, `${s(Date.now() - t)} (${countsLine(r.summary.counts)})`);
     figures[`suites-jobs-${jobs}-ms`] = Date.now() - t;
   }
   const j1 = figures['suites-jobs-1-ms'] as number;
@@ -243,7 +245,7 @@ if (!skipSuites) {
 }
 await rm(work, { recursive: true, force: true });
 await rm(results, { recursive: true, force: true });
-const out = path.join(projectRoot, 'results', `bench-${new Date().toISOString().replace(/[:.]/g, '')}.json`);
+const out = path.join(projectRoot, 'results', `bench-${fileStamp()}.json`);
 await mkdir(path.dirname(out), { recursive: true });
 await writeFile(out, `${JSON.stringify({ kernel: kernel.release, qemu: qemu.version, figures }, null, 2)}\n`);
 process.stdout.write(`\nfigures written to ${path.relative(projectRoot, out)}\n`);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { FixedKnownIssue } from '../knownissues.js';
 import { type Comparison, compareCells, previousRun, runCellId, type TestRef } from './compare.js';
 import type { TestRecord } from './record.js';
-import type { RunSummary } from './summary.js';
+import { countsLine, type RunSummary } from './summary.js';
 
 /** One row of the report: a matrix cell, or the single cell of a run. */
 export interface ReportCell {
@@ -64,10 +64,6 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: .5em; overflow-x: au
 .muted { color: #777; } h3 { margin-bottom: .2em; }
 `;
 
-function countsText(c: RunSummary['counts']): string {
-  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.known ? `, ${c.known} known` : ''}`;
-}
-
 function refList(title: string, refs: TestRef[], cls: string, single: boolean): string {
   if (refs.length === 0) return `<p><b>${esc(title)}</b>: none</p>`;
   const items = refs
@@ -115,7 +111,7 @@ export function toHtmlReport(model: ReportModel): string {
     `<style>${STYLE}</style>`,
     '</head><body>',
     `<h1>dax-harness ${esc(model.kind)} <code>${esc(model.id)}</code>: <span class="${esc(model.status)}">${esc(model.status.toUpperCase())}</span></h1>`,
-    `<p>Started ${esc(model.startedAt)}${model.wallSeconds !== undefined ? `, ${model.wallSeconds.toFixed(1)} s wall` : ''}. <b>${esc(countsText(model.counts))}</b>.</p>`,
+    `<p>Started ${esc(model.startedAt)}${model.wallSeconds !== undefined ? `, ${model.wallSeconds.toFixed(1)} s wall` : ''}. <b>${esc(countsLine(model.counts))}</b>.</p>`,
     ...(model.notes ?? []).map((n) => `<p class="muted">${esc(n)}</p>`),
     '<h2>Cells</h2>',
     '<table><tr><th>cell</th><th>kernel requested</th><th>kernel release</th><th>variant</th><th>topology</th><th>passed</th><th>failed</th><th>skipped</th><th>known</th><th>flaky</th><th>wall s</th><th>status</th></tr>',

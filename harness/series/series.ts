@@ -10,6 +10,7 @@ import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
 import { type GuestRunOptions, runOnce } from '../run.js';
+import { fileStamp } from '../util/stamp.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './compare.js';
 import { type Patch, readSeries, type Series } from './patches.js';
 
@@ -176,8 +177,7 @@ async function seriesWorktrees(input: SeriesInput, cacheDir: string, modulesOnly
 
 /** The series' results directory, with series.json saying what was tested. */
 async function openSeriesResults(resultsDir: string, { series, tree, base }: SeriesInput, head: string, modulesOnly: boolean): Promise<string> {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-  const dir = path.join(resultsDir, `series-${stamp}-${process.pid}`);
+  const dir = path.join(resultsDir, `series-${fileStamp()}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${error.message}`);
   });
