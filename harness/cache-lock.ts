@@ -1,9 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { tempNameFor } from './atomic-file.js';
 import { InfraError } from './errors.js';
+import { type HeldLock, holdFlock } from './flock.js';
 import { progress } from './progress.js';
 
 /**
@@ -13,49 +13,16 @@ import { progress } from './progress.js';
  * entry, `<entry>.lock`, into a temporary next to it, `<entry>.tmp-<random>`, then renamed
  * into place: readers never see a partial entry, and a ready entry is never replaced.
  *
- * The lock is flock(2) on the lock file, a kernel lock that works across PID namespaces on a
- * shared volume. Node has no flock(2), so a flock(1) child holds it: its stdin is a pipe from
- * the harness, and it exits (dropping the lock) when that pipe closes, which the kernel does
- * when the harness dies, even by SIGKILL. Temporaries are only ever written by the holder of
- * their entry's lock, so a temporary whose lock nobody holds is stale: no PID is consulted.
+ * The lock is flock(2) on the lock file, held by harness/flock.ts for the harness's life at
+ * most. Temporaries are only ever written by the holder of their entry's lock, so a temporary
+ * whose lock nobody holds is stale: no PID is consulted.
  */
 
-const CONFLICT = 75;
 const WAIT_REPORT_MS = 30_000;
 /** `<entry>.tmp-<16 hex>`, with anything after (e.g. a staging directory of the temporary). */
 const TEMP_NAME = /^(.+)\.tmp-[0-9a-f]{16}(?:\..*)?$/;
 
-export interface HeldLock {
-  release(): Promise<void>;
-}
-
-/** Starts flock(1) on `lockFile`; resolves once it holds the lock, or with the exit code it gave up with. */
-function startFlock(lockFile: string, wait: boolean): Promise<{ child: ChildProcess } | { exitCode: number; stderr: string }> {
-  const args = [...(wait ? [] : ['--nonblock', '--conflict-exit-code', String(CONFLICT)]), '--exclusive', lockFile, '-c', 'echo locked; exec cat'];
-  // Its own process group: a Ctrl-C meant for the harness must not drop the lock while the
-  // harness still finishes up; the closed pipe ends it when the harness is gone.
-  const child = spawn('flock', args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  return new Promise((resolve) => {
-    child.stdout?.once('data', () => resolve({ child }));
-    child.once('error', (error) => resolve({ exitCode: -1, stderr: error.message }));
-    child.once('exit', (code) => resolve({ exitCode: code ?? -1, stderr }));
-  });
-}
-
-function releaser(child: ChildProcess): HeldLock {
-  return {
-    release: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.stdin?.end();
-      }),
-  };
-}
+export type { HeldLock } from './flock.js';
 
 /**
  * Takes the exclusive lock `<entry>.lock`, waiting (with a progress line naming `what`) while
@@ -64,29 +31,24 @@ function releaser(child: ChildProcess): HeldLock {
 export async function lockEntry(entry: string, what: string): Promise<HeldLock> {
   const lockFile = `${entry}.lock`;
   await mkdir(path.dirname(lockFile), { recursive: true });
-  let started = await startFlock(lockFile, false);
-  if ('exitCode' in started && started.exitCode === CONFLICT) {
-    progress(`waiting for another dax-harness to finish ${what}`);
-    const t0 = Date.now();
-    const timer = setInterval(() => progress(`still waiting (${Math.round((Date.now() - t0) / 1000)}s) for another dax-harness to finish ${what}`), WAIT_REPORT_MS);
-    try {
-      started = await startFlock(lockFile, true);
-    } finally {
-      clearInterval(timer);
-    }
+  const free = await holdFlock(lockFile, { mode: 'exclusive', wait: 0 });
+  if (free) return free;
+  progress(`waiting for another dax-harness to finish ${what}`);
+  const t0 = Date.now();
+  const timer = setInterval(() => progress(`still waiting (${Math.round((Date.now() - t0) / 1000)}s) for another dax-harness to finish ${what}`), WAIT_REPORT_MS);
+  try {
+    const lock = await holdFlock(lockFile, { mode: 'exclusive', wait: 'forever' });
+    // Waiting without a limit, flock returns only holding the lock, or fails (and holdFlock throws).
+    if (!lock) throw new InfraError(`cannot lock ${lockFile}: flock gave up waiting`);
+    return lock;
+  } finally {
+    clearInterval(timer);
   }
-  if ('exitCode' in started) {
-    throw new InfraError(`cannot lock ${lockFile}: ${started.stderr.trim() || `flock exit ${started.exitCode}`}`);
-  }
-  return releaser(started.child);
 }
 
 /** Takes `<entry>.lock` only if nobody holds it: undefined when it is held. */
-export async function tryLockEntry(entry: string): Promise<HeldLock | undefined> {
-  const started = await startFlock(`${entry}.lock`, false);
-  if ('child' in started) return releaser(started.child);
-  if (started.exitCode === CONFLICT) return undefined;
-  throw new InfraError(`cannot lock ${entry}.lock: ${started.stderr.trim() || `flock exit ${started.exitCode}`}`);
+export function tryLockEntry(entry: string): Promise<HeldLock | undefined> {
+  return holdFlock(`${entry}.lock`, { mode: 'exclusive', wait: 0 });
 }
 
 /** Runs `body` holding the lock of `entry`. */

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
-import { resolveTree } from './build/tree.js';
+import { type KernelTree, resolveTree } from './build/tree.js';
 import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf, overlayKernel } from './build/module-build.js';
 import type { RunContext } from './context.js';
 import { InfraError } from './errors.js';
@@ -11,20 +11,21 @@ import { backingsOf, buildImage, type GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
-import { checkQemu, chooseAccelerator } from './machine.js';
+import { type AcceleratorChoice, checkQemu, chooseAccelerator, type QemuInfo } from './machine.js';
 import { progress, step, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
 import type { TestRecord } from './results/record.js';
-import { countTests } from './results/summary.js';
+import { countsLine, countTests, type RunSummary } from './results/summary.js';
 import { BASE_CMDLINE } from './cmdline.js';
 import { readRawRecords } from './results/records.js';
 import type { GuestRunOptions } from './run.js';
 import { runAva } from './scheduler/ava.js';
 import { type BootedGuest, bootGuest, shutdownGuest } from './vm/boot.js';
-import { planSuites } from './suites.js';
-import { declaredDevices, loadTopology } from './topology.js';
+import { type GuestSession, planSuites } from './suites.js';
+import { declaredDevices, loadTopology, type Topology } from './topology.js';
+import { fileStamp } from './util/stamp.js';
 
 /**
  * The developer loop: boot a guest once, then on every change under drivers/dax,
@@ -54,7 +55,7 @@ export interface IterationRecord {
   deliverSeconds?: number;
   /** From the first change seen to the suite's last result. */
   editToResultSeconds?: number;
-  counts: { passed: number; failed: number; skipped: number; total: number };
+  counts: RunSummary['counts'];
   failed: string[];
   note?: string;
 }
@@ -123,7 +124,77 @@ export function reloadScript(
   return lines.join('\n');
 }
 
+/** What stays fixed for the whole loop: the checked inputs, the results directory, the machine. */
+interface DevSetup {
+  options: DevOptions;
+  topology: Topology;
+  /** The suites' sessions the one guest hosts: those booting with the first one's arguments. */
+  hosted: GuestSession[];
+  cmdline: string;
+  tree: KernelTree;
+  dir: string;
+  accel: AcceleratorChoice['accel'];
+  /** The Debian kernel the module-only overlay sits on (module-only path). */
+  debianKernel?: Kernel;
+}
+
+/** The loop's guest, booted from `image`, its work directory claimed while it lives. */
+interface DevGuest {
+  booted: BootedGuest;
+  image: GuestImage;
+  claim: HeldLock;
+}
+
+/** What changes from one iteration to the next. */
+interface DevState {
+  prepared: PreparedKernel;
+  /** Module name to the sha256 of the .ko the guest runs. */
+  loaded: Map<string, string>;
+  /** Absent only while a reboot has ended one guest and not booted the next. */
+  guest?: DevGuest;
+  /** Guests booted so far: each gets a work directory of its own. */
+  guestsBooted: number;
+}
+
 export async function runDevLoop(options: DevOptions): Promise<number> {
+  // Bad input is refused before anything is written.
+  const inputs = await checkDevInputs(options);
+  const dir = await openDevResults(options.resultsDir);
+  progress(`dev: results in ${dir}`);
+  const { state, accel, debianKernel } = await prepareDevKernel(options, inputs.tree, inputs.qemu);
+  const setup: DevSetup = { options, ...inputs, dir, accel, debianKernel };
+  onInterrupt(async () => {
+    if (state.guest) await endDevGuest(state.guest);
+  });
+  await bootDevGuest(setup, state);
+  try {
+    const first = await runDevSuite(setup, state, 0);
+    await reportIteration(dir, { iteration: 0, changed: [], rebuilt: [], delivery: 'initial boot', ...outcomeOf(first) });
+    let lastFailed = first.some((r) => r.status === 'fail');
+    let seen = await snapshot(inputs.tree.dir);
+    progress(`dev: watching ${MODULE_DIRS.join(', ')} in ${inputs.tree.dir} (Ctrl-C to stop)`);
+    process.stdout.write('dev: watching for changes\n');
+    for (let iteration = 1; options.exitAfter === 0 || iteration <= options.exitAfter; ) {
+      await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+      if (!state.guest?.booted.machine.running) throw new InfraError('the dev guest stopped (QEMU exited); see console.log');
+      const change = await settledChange(inputs.tree.dir, seen);
+      if (!change) continue;
+      seen = change.seen;
+      progress(`dev: changed ${change.changed.join(', ')}`);
+      const record = await deliver(setup, state, iteration, change.changed, change.at);
+      await reportIteration(dir, record);
+      lastFailed = record.counts.failed > 0;
+      iteration++;
+    }
+    // Scripts can tell whether the last iteration's tests passed.
+    return lastFailed ? 1 : 0;
+  } finally {
+    if (state.guest) await endDevGuest(state.guest);
+  }
+}
+
+/** The topology, the sessions the one guest hosts, its command line, the tree and QEMU: checked before anything is written. */
+async function checkDevInputs(options: DevOptions) {
   const topology = await loadTopology(options.topology);
   const { sessions } = await planSuites(options.suites);
   const qemu = await checkQemu();
@@ -138,213 +209,208 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const policy = /memhp_default_state=/.test(`${options.bootArgs} ${bootArgs}`) ? '' : 'memhp_default_state=offline';
   const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, [policy, bootArgs].filter(Boolean).join(' '), options.bootArgs);
   for (const w of overrideWarnings([{ session: 1, overridden }])) warn(w);
-  // Bad input (no such tree) is refused before anything is written.
   const tree = await resolveTree(options.cacheDir, options.tree);
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-  const dir = path.join(options.resultsDir, `dev-${stamp}-${process.pid}`);
+  return { topology, hosted, cmdline, tree, qemu };
+}
+
+async function openDevResults(resultsDir: string): Promise<string> {
+  const dir = path.join(resultsDir, `dev-${fileStamp()}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${error.message}`);
   });
-  const iterationsFile = path.join(dir, 'iterations.jsonl');
-  progress(`dev: results in ${dir}`);
+  return dir;
+}
 
-  let prepared: PreparedKernel = await prepareKernelFromTree({
+/** The first build of the tree, the modules it holds, and the accelerator the guest boots with. */
+async function prepareDevKernel(options: DevOptions, tree: KernelTree, qemu: QemuInfo) {
+  const prepared = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
     tree,
     fragments: options.fragments,
     modulesOnly: options.modulesOnly,
     moduleDirs: options.modulesOnly ? ['drivers/dax'] : undefined,
   });
-  const loaded = prepared.modules ? new Map(prepared.modules.map((m) => [m.name, m.sha256])) : new Map((await installedModules(prepared.kernel, MODULE_DIRS)).map((m) => [m.name, m.sha256]));
+  const modules = prepared.modules ?? (await installedModules(prepared.kernel, MODULE_DIRS));
+  const state: DevState = { prepared, loaded: new Map(modules.map((m) => [m.name, m.sha256])), guestsBooted: 0 };
   // The module-only path builds against the Debian kernel the overlay sits on.
   const debianKernel = options.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
   const floor = await buildImage(options.cacheDir, 'floor', prepared.kernel);
   const accel = await chooseAccelerator(options.cacheDir, qemu, prepared.kernel.vmlinuz, floor.path, options.accel);
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
-  let booted: BootedGuest | undefined;
-  let guestNumber = 0;
-  const claims = new Map<string, HeldLock>();
-  const boot = async (kernel: Kernel): Promise<{ booted: BootedGuest; image: GuestImage }> => {
-    const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
-    guestNumber++;
-    const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${guestNumber}`);
-    // Held while the guest lives; a dead loop's directory is swept by the next run.
-    claims.set(workDir, await claimWorkDir(workDir));
-    const b = await bootGuest({
-      kernel,
-      kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
-      image,
-      topology,
-      accel: accel.accel,
-      cmdline,
-      consolePath: path.join(dir, 'console.log'),
-      workDir,
-      bootTimeoutSec: options.bootTimeoutSec,
-    });
-    return { booted: b, image };
-  };
-  /** Powers a guest off and removes its work directory (the sparse NVDIMM backing files). */
-  const endGuest = async (b: BootedGuest) => {
-    await shutdownGuest(b);
-    await rm(b.workDir, { recursive: true, force: true });
-    // The lock file goes before the lock, as a run's does: its name is this loop's alone.
-    await rm(`${b.workDir}.lock`, { force: true });
-    claims.get(b.workDir)?.release();
-    claims.delete(b.workDir);
-  };
-  onInterrupt(async () => {
-    if (booted) await endGuest(booted);
+  return { state, accel: accel.accel, debianKernel };
+}
+
+/** Boots a guest on `state.prepared`'s kernel and makes it the loop's guest. */
+async function bootDevGuest(setup: DevSetup, state: DevState): Promise<void> {
+  const { options, topology } = setup;
+  const kernel = state.prepared.kernel;
+  const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
+  state.guestsBooted++;
+  const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${state.guestsBooted}`);
+  // Held while the guest lives; a dead loop's directory is swept by the next run.
+  const claim = await claimWorkDir(workDir);
+  const booted = await bootGuest({
+    kernel,
+    kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
+    image,
+    topology,
+    accel: setup.accel,
+    cmdline: setup.cmdline,
+    consolePath: path.join(setup.dir, 'console.log'),
+    workDir,
+    bootTimeoutSec: options.bootTimeoutSec,
   });
-  let current = await boot(prepared.kernel);
-  booted = current.booted;
+  state.guest = { booted, image, claim };
+}
 
-  const runSuite = async (iteration: number): Promise<{ records: TestRecord[] }> => {
-    const b = booted as BootedGuest;
-    const iterDir = path.join(dir, `iteration-${iteration}`);
-    await mkdir(iterDir, { recursive: true });
-    const testsFile = path.join(iterDir, 'tests.jsonl');
-    const image = current.image;
-    const context: RunContext = {
-      ssh: { host: '127.0.0.1', port: b.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
-      kernel: { release: prepared.kernel.release, requested: tree.spec },
-      variant: b.variant,
-      topology: topology.name,
-      declaredDevices: declaredDevices(topology),
-      devices: b.devices,
-      onDemandModules: image.onDemand,
-      cmdline,
-      consolePath: path.join(dir, 'console.log'),
-      testsFile,
-      allowedTaint: prepared.allowedTaint,
-      // suites/kselftest runs the selftests of the tree being edited.
-      selftests: { dir: path.join(tree.dir, 'tools/testing/selftests'), label: tree.dir },
-    };
-    const contextFile = path.join(iterDir, 'context.json');
-    await writeFile(contextFile, JSON.stringify(context, null, 2));
-    for (const session of hosted) await runAva(session, contextFile, iterDir, options.match ?? [], b.machine.exited);
-    return { records: await readRawRecords(testsFile) };
+/** Powers a guest off and removes its work directory (the sparse NVDIMM backing files). */
+async function endDevGuest({ booted, claim }: DevGuest): Promise<void> {
+  await shutdownGuest(booted);
+  await rm(booted.workDir, { recursive: true, force: true });
+  // The lock file goes before the lock, as a run's does: its name is this loop's alone.
+  await rm(`${booted.workDir}.lock`, { force: true });
+  await claim.release();
+}
+
+/** The hosted sessions run on the loop's guest; results in iteration-<n>/. */
+async function runDevSuite(setup: DevSetup, state: DevState, iteration: number): Promise<TestRecord[]> {
+  const { booted: b, image } = state.guest as DevGuest;
+  const iterDir = path.join(setup.dir, `iteration-${iteration}`);
+  await mkdir(iterDir, { recursive: true });
+  const testsFile = path.join(iterDir, 'tests.jsonl');
+  const context: RunContext = {
+    ssh: { host: '127.0.0.1', port: b.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
+    kernel: { release: state.prepared.kernel.release, requested: setup.tree.spec },
+    variant: b.variant,
+    topology: setup.topology.name,
+    declaredDevices: declaredDevices(setup.topology),
+    devices: b.devices,
+    onDemandModules: image.onDemand,
+    cmdline: setup.cmdline,
+    consolePath: path.join(setup.dir, 'console.log'),
+    testsFile,
+    allowedTaint: state.prepared.allowedTaint,
+    // suites/kselftest runs the selftests of the tree being edited.
+    selftests: { dir: path.join(setup.tree.dir, 'tools/testing/selftests'), label: setup.tree.dir },
   };
+  const contextFile = path.join(iterDir, 'context.json');
+  await writeFile(contextFile, JSON.stringify(context, null, 2));
+  for (const session of setup.hosted) await runAva(session, contextFile, iterDir, setup.options.match ?? [], b.machine.exited);
+  return readRawRecords(testsFile);
+}
 
-  const report = async (record: IterationRecord) => {
-    await appendFile(iterationsFile, `${JSON.stringify(record)}\n`);
-    const c = record.counts;
-    const timing = record.editToResultSeconds !== undefined ? ` (edit to result ${record.editToResultSeconds.toFixed(1)} s)` : '';
-    process.stdout.write(
-      `dev: iteration ${record.iteration}: ${record.delivery}${record.rebuilt.length ? ` of ${record.rebuilt.join(', ')}` : ''}: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${timing}\n`,
-    );
-    for (const f of record.failed) process.stdout.write(`dev:   failed: ${f}\n`);
-  };
+/** An iteration's counts and failed tests. */
+function outcomeOf(records: TestRecord[]): Pick<IterationRecord, 'counts' | 'failed'> {
+  return { counts: countTests(records), failed: records.filter((r) => r.status === 'fail').map((r) => r.name) };
+}
 
-  try {
-    const first = await runSuite(0);
-    await report({
-      iteration: 0,
-      changed: [],
-      rebuilt: [],
-      delivery: 'initial boot',
-      counts: countTests(first.records),
-      failed: first.records.filter((r) => r.status === 'fail').map((r) => r.name),
-    });
-    let lastFailed = first.records.some((r) => r.status === 'fail');
-    let seen = await snapshot(tree.dir);
-    progress(`dev: watching ${MODULE_DIRS.join(', ')} in ${tree.dir} (Ctrl-C to stop)`);
-    process.stdout.write('dev: watching for changes\n');
-    for (let iteration = 1; options.exitAfter === 0 || iteration <= options.exitAfter; ) {
-      await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
-      if (!(booted as BootedGuest).machine.running) throw new InfraError('the dev guest stopped (QEMU exited); see console.log');
-      const now = await snapshot(tree.dir);
-      const changed = diffSnapshots(seen, now);
-      if (changed.length === 0) continue;
-      const changeSeen = Date.now();
-      // Let an editor finish writing (several files saved at once) before building.
-      await new Promise((r) => setTimeout(r, 300));
-      seen = await snapshot(tree.dir);
-      const all = diffSnapshots(now, seen).length ? [...new Set([...changed, ...diffSnapshots(now, seen)])] : changed;
-      progress(`dev: changed ${all.join(', ')}`);
-      const record = await deliver(iteration, all, changeSeen);
-      await report(record);
-      lastFailed = record.counts.failed > 0;
-      iteration++;
-    }
-    // Scripts can tell whether the last iteration's tests passed.
-    return lastFailed ? 1 : 0;
-  } finally {
-    if (booted) await endGuest(booted);
+/** Appends the iteration to iterations.jsonl and prints its line. */
+async function reportIteration(dir: string, record: IterationRecord): Promise<void> {
+  await appendFile(path.join(dir, 'iterations.jsonl'), `${JSON.stringify(record)}\n`);
+  const timing = record.editToResultSeconds !== undefined ? ` (edit to result ${record.editToResultSeconds.toFixed(1)} s)` : '';
+  process.stdout.write(
+    `dev: iteration ${record.iteration}: ${record.delivery}${record.rebuilt.length ? ` of ${record.rebuilt.join(', ')}` : ''}: ${countsLine(record.counts)}${timing}\n`,
+  );
+  for (const f of record.failed) process.stdout.write(`dev:   failed: ${f}\n`);
+}
+
+/** The files changed since `seen`, once an editor has finished writing; undefined when none did. */
+async function settledChange(treeDir: string, seen: Map<string, number>): Promise<{ changed: string[]; seen: Map<string, number>; at: number } | undefined> {
+  const now = await snapshot(treeDir);
+  const changed = diffSnapshots(seen, now);
+  if (changed.length === 0) return undefined;
+  const at = Date.now();
+  // Let an editor finish writing (several files saved at once) before building.
+  await new Promise((r) => setTimeout(r, 300));
+  const settled = await snapshot(treeDir);
+  const later = diffSnapshots(now, settled);
+  return { changed: later.length ? [...new Set([...changed, ...later])] : changed, seen: settled, at };
+}
+
+/** The modules a change rebuilt (those whose .ko differs from the guest's), and whether only a reboot delivers the change. */
+async function rebuild(setup: DevSetup, state: DevState, changed: string[]): Promise<{ rebuilt: BuiltModule[]; needsReboot: boolean }> {
+  const { options, tree } = setup;
+  const { dirs } = moduleDirsOf(changed);
+  if (options.modulesOnly) {
+    const build = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: setup.debianKernel as Kernel, dirs });
+    return { rebuilt: build.modules.filter((m) => state.loaded.get(m.name) !== m.sha256), needsReboot: false };
   }
+  const before = state.prepared.kernel;
+  state.prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.fragments });
+  const needsReboot = state.prepared.kernel.vmlinuz !== before.vmlinuz || changed.some((f) => !moduleDirsOf([f]).dirs.length);
+  const rebuilt = (await installedModules(state.prepared.kernel, dirs)).filter((m) => state.loaded.get(m.name) !== m.sha256);
+  return { rebuilt, needsReboot };
+}
 
-  async function deliver(iteration: number, changed: string[], changeSeen: number): Promise<IterationRecord> {
-    const { dirs } = moduleDirsOf(changed);
-    const buildStarted = Date.now();
-    let rebuilt: BuiltModule[] = [];
-    let needsReboot = false;
-    if (options.modulesOnly) {
-      const build = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: (debianKernel as Kernel), dirs });
-      rebuilt = build.modules.filter((m) => loaded.get(m.name) !== m.sha256);
-    } else {
-      const before = prepared.kernel;
-      prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.fragments });
-      if (prepared.kernel.vmlinuz !== before.vmlinuz || changed.some((f) => !moduleDirsOf([f]).dirs.length)) needsReboot = true;
-      rebuilt = (await installedModules(prepared.kernel, dirs)).filter((m) => loaded.get(m.name) !== m.sha256);
-    }
-    const buildSeconds = (Date.now() - buildStarted) / 1000;
-    const names = rebuilt.map((m) => m.name);
-    if (rebuilt.length === 0 && !needsReboot) {
-      return { iteration, changed, rebuilt: [], delivery: 'nothing to deliver', buildSeconds, counts: { passed: 0, failed: 0, skipped: 0, total: 0 }, failed: [], note: 'no module changed after the build' };
-    }
-    const deliverStarted = Date.now();
-    let delivery: IterationRecord['delivery'] = 'reload';
-    let note: string | undefined;
-    const live = new Set((await (booted as BootedGuest).guest.run('cut -d" " -f1 /proc/modules')).split('\n'));
-    const coldOnly = names.filter((n) => !HOT_RELOADABLE.has(n) && live.has(n));
-    const reboot = async () => {
-      delivery = 'reboot';
-      await endGuest(booted as BootedGuest);
-      booted = undefined;
-      if (options.modulesOnly) {
-        const dirsInTree = MODULE_DIRS.filter((d) => existsSync(path.join(tree.dir, d)));
-        const all = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: debianKernel as Kernel, dirs: dirsInTree });
-        prepared = { ...prepared, kernel: await overlayKernel(options.cacheDir, debianKernel as Kernel, tree, all.modules), modules: all.modules };
-      }
-      current = await boot(prepared.kernel);
-      booted = current.booted;
-    };
-    if (needsReboot || coldOnly.length > 0) {
-      note = needsReboot ? 'the kernel itself changed' : `${coldOnly.join(', ')} own the dax devices and cannot be swapped under them`;
-      await reboot();
-    } else {
-      const b = booted as BootedGuest;
-      const reload = names.filter((n) => live.has(n));
-      await b.guest.run('mkdir -p /tmp/dax-harness-modules');
-      for (const m of rebuilt) await b.guest.writeFile(`/tmp/dax-harness-modules/${m.name}.ko`, await readFile(m.file));
-      const spec = VARIANTS[b.variant];
-      const unplug = spec.attribute && spec.writes.unplug ? { attribute: spec.attribute, value: spec.writes.unplug } : undefined;
-      const r = await b.guest.exec(reloadScript(reload, b.devices, unplug), { timeoutMs: 120_000 });
-      if (r.code !== 0) {
-        // E.g. memory onlined to ZONE_NORMAL that will not go away: the new module still
-        // reaches the guest, by a reboot, and the iteration says why.
-        note = `hot reload of ${reload.join(', ')} failed (${(r.stdout + r.stderr).trim().split('\n').at(-1)}): delivered by a reboot`;
-        progress(`dev: ${note}`);
-        await reboot();
-      } else {
-        progress(`dev: reloaded ${reload.join(', ')} in the running guest`);
-      }
-    }
-    for (const m of rebuilt) loaded.set(m.name, m.sha256);
-    const deliverSeconds = (Date.now() - deliverStarted) / 1000;
-    const { records } = await runSuite(iteration);
-    return {
-      iteration,
-      changed,
-      rebuilt: names,
-      delivery,
-      buildSeconds,
-      deliverSeconds,
-      editToResultSeconds: (Date.now() - changeSeen) / 1000,
-      counts: countTests(records),
-      failed: records.filter((r) => r.status === 'fail').map((r) => r.name),
-      note,
-    };
+/** Rebuilds what changed, delivers it (reload or reboot) and reruns the suites. */
+async function deliver(setup: DevSetup, state: DevState, iteration: number, changed: string[], changeSeen: number): Promise<IterationRecord> {
+  const buildStarted = Date.now();
+  const { rebuilt, needsReboot } = await rebuild(setup, state, changed);
+  const buildSeconds = (Date.now() - buildStarted) / 1000;
+  const names = rebuilt.map((m) => m.name);
+  if (rebuilt.length === 0 && !needsReboot) {
+    return { iteration, changed, rebuilt: [], delivery: 'nothing to deliver', buildSeconds, counts: countTests([]), failed: [], note: 'no module changed after the build' };
   }
+  const deliverStarted = Date.now();
+  const { delivery, note } = await deliverModules(setup, state, rebuilt, needsReboot);
+  for (const m of rebuilt) state.loaded.set(m.name, m.sha256);
+  const deliverSeconds = (Date.now() - deliverStarted) / 1000;
+  const records = await runDevSuite(setup, state, iteration);
+  const editToResultSeconds = (Date.now() - changeSeen) / 1000;
+  return { iteration, changed, rebuilt: names, delivery, buildSeconds, deliverSeconds, editToResultSeconds, ...outcomeOf(records), note };
+}
+
+/** Gets the rebuilt modules into the guest: reloaded in place when they can be, else by a reboot that says why. */
+async function deliverModules(
+  setup: DevSetup,
+  state: DevState,
+  rebuilt: BuiltModule[],
+  needsReboot: boolean,
+): Promise<{ delivery: 'reload' | 'reboot'; note?: string }> {
+  const b = (state.guest as DevGuest).booted;
+  const names = rebuilt.map((m) => m.name);
+  const live = new Set((await b.guest.run('cut -d" " -f1 /proc/modules')).split('\n'));
+  const coldOnly = names.filter((n) => !HOT_RELOADABLE.has(n) && live.has(n));
+  if (needsReboot || coldOnly.length > 0) {
+    await rebootDevGuest(setup, state);
+    return { delivery: 'reboot', note: needsReboot ? 'the kernel itself changed' : `${coldOnly.join(', ')} own the dax devices and cannot be swapped under them` };
+  }
+  const reload = names.filter((n) => live.has(n));
+  const failure = await reloadInGuest(b, rebuilt, reload);
+  if (failure === undefined) {
+    progress(`dev: reloaded ${reload.join(', ')} in the running guest`);
+    return { delivery: 'reload' };
+  }
+  // E.g. memory onlined to ZONE_NORMAL that will not go away: the new module still
+  // reaches the guest, by a reboot, and the iteration says why.
+  const note = `hot reload of ${reload.join(', ')} failed (${failure}): delivered by a reboot`;
+  progress(`dev: ${note}`);
+  await rebootDevGuest(setup, state);
+  return { delivery: 'reboot', note };
+}
+
+/** Copies the rebuilt .ko files into the guest and runs reloadScript; returns the script's last line when it failed. */
+async function reloadInGuest(b: BootedGuest, rebuilt: BuiltModule[], reload: string[]): Promise<string | undefined> {
+  await b.guest.run('mkdir -p /tmp/dax-harness-modules');
+  for (const m of rebuilt) await b.guest.writeFile(`/tmp/dax-harness-modules/${m.name}.ko`, await readFile(m.file));
+  const spec = VARIANTS[b.variant];
+  const unplug = spec.attribute && spec.writes.unplug ? { attribute: spec.attribute, value: spec.writes.unplug } : undefined;
+  const r = await b.guest.exec(reloadScript(reload, b.devices, unplug), { timeoutMs: 120_000 });
+  return r.code === 0 ? undefined : (r.stdout + r.stderr).trim().split('\n').at(-1);
+}
+
+/** Ends the guest and boots a new one; on the module-only path on a new overlay of every module in the tree. */
+async function rebootDevGuest(setup: DevSetup, state: DevState): Promise<void> {
+  await endDevGuest(state.guest as DevGuest);
+  state.guest = undefined;
+  const { options, tree } = setup;
+  if (options.modulesOnly) {
+    const debianKernel = setup.debianKernel as Kernel;
+    const dirsInTree = MODULE_DIRS.filter((d) => existsSync(path.join(tree.dir, d)));
+    const all = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: debianKernel, dirs: dirsInTree });
+    state.prepared = { ...state.prepared, kernel: await overlayKernel(options.cacheDir, debianKernel, tree, all.modules), modules: all.modules };
+  }
+  await bootDevGuest(setup, state);
 }
 
 /** Full-build path: the installed modules under some of the watched directories, with their hashes. */

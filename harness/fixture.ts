@@ -296,104 +296,147 @@ function newKit(t: ExecutionContext, g: Guest, device: DaxDevice, record: TestRe
   };
 }
 
+/**
+ * Whether this worker registers `title` at all. The plan file hears of every test ava will
+ * run (skips included), --match narrowing it the way ava's runner does.
+ */
+function registersHere(title: string, options: TestOptions): boolean {
+  // A session dedicated to one backing (suite.json env) runs only that backing's tests.
+  const only = process.env.DAX_HARNESS_BACKING;
+  if (only && options.backing && options.backing !== only) return false;
+  // Recorded already on a guest that died since: the runner reruns only the rest.
+  if (context.done?.includes(`${fileLabel()}|${title}`)) return false;
+  if (context.only && !context.only.includes(`${fileLabel()}|${title}`)) return false;
+  const selected = !context.match?.length || isMatch(title, context.match);
+  if (context.planFile && selected) appendFileSync(context.planFile, `${JSON.stringify({ file: fileLabel(), name: title })}\n`);
+  return true;
+}
+
 export function guestTest(
   title: string,
   options: TestOptions,
   body: (t: ExecutionContext, kit: TestKit) => Promise<void>,
 ): void {
-  // A session dedicated to one backing (suite.json env) runs only that backing's tests.
-  const only = process.env.DAX_HARNESS_BACKING;
-  if (only && options.backing && options.backing !== only) return;
-  // Recorded already on a guest that died since: the runner reruns only the rest.
-  if (context.done?.includes(`${fileLabel()}|${title}`)) return;
-  if (context.only && !context.only.includes(`${fileLabel()}|${title}`)) return;
-  // The plan holds what ava will run: --match narrows it the way ava's runner does.
-  const selected = !context.match?.length || isMatch(title, context.match);
-  if (context.planFile && selected) appendFileSync(context.planFile, `${JSON.stringify({ file: fileLabel(), name: title })}\n`);
+  if (!registersHere(title, options)) return;
   const reason = skipReason(options);
-  if (reason || context.setupFailure) {
-    if (reason) skipWith(title, reason);
-    else if (context.setupFailure) failForSetup(title, context.setupFailure);
-    return;
-  }
-  test.serial(title, async (t) => {
-    // The guest is gone: record nothing; the runner stops this worker and reruns the test on a
-    // fresh guest.
-    if (guestGone) await new Promise(() => {});
-    const started = Date.now();
-    const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, checks: [], reports: [] };
-    if (context.attempt && context.attempt > 1) record.attempts = context.attempt;
-    const id = `${process.pid}-${++testSerial}`;
-    const begin = `dax-harness: test-begin ${id}`;
-    const end = `dax-harness: test-end ${id}`;
-    let g: Guest | undefined;
-    let threw = false;
-    let consoleStart = consoleSize();
-    let skipped: string | undefined;
-    try {
-      g = await connected();
-      consoleStart = consoleSize();
-      await g.run(`echo '${begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
-      record.taintBefore = Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
-      const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
-      const kit = newKit(t, g, device, record, (reason) => {
-        skipped = reason;
-      });
-      if (options.backing && options.exclusive) await quietOtherDevices(kit);
-      await body(t, kit);
-    } catch (error) {
-      threw = true;
-      // ava 7 throws at a failed assertion ("The test has failed"): the check says more.
-      const failedCheck = record.checks.find((c) => !c.ok);
-      record.reason = failedCheck ? `check failed: ${failedCheck.name}` : error instanceof Error ? error.message.split('\n')[0] : String(error);
-      if (isGuestFailure(error)) {
-        guestGone = record.reason;
-        record.reason = `guest stopped answering: ${record.reason}`;
-      }
-      throw error;
-    } finally {
-      if (guestGone) {
-        // No more SSH round trips (they would hang too): what the console caught explains it.
-        g?.close();
-        guest = undefined;
-      }
-      // The crash check runs even when the body failed: a report explains the failure.
-      if (!guestGone) await g?.run(`echo '${end}' > /dev/kmsg`).catch(() => undefined);
-      const dmesg = guestGone ? undefined : await g?.run('dmesg').catch(() => undefined);
-      const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
-      const from = dmesgLines.findIndex((l) => l.includes(begin));
-      // The console holds what reached it even when the guest stopped answering.
-      const consoleLines = await consoleLinesBetween(begin, end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000, consoleStart);
-      const expected = options.expectReports ?? [];
-      record.reports = triageAll(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines).map((r) => ({
-        ...r,
-        expected: isExpected(r, expected),
-      }));
-      if (guestGone) record.consoleTail = consoleTail(25);
-      const taint = guestGone ? undefined : await g?.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
-      record.taintAfter = taint === undefined ? undefined : Number(taint.trim());
-      record.durationMs = Date.now() - started;
-      const problems: string[] = [];
-      const unexpected = record.reports.filter((r) => !r.expected);
-      if (unexpected.length > 0) {
-        problems.push(`kernel reported during this test: ${unexpected.map((r) => r.title).join('; ')}`);
-      }
-      if (record.taintBefore !== undefined && record.taintAfter !== undefined) {
-        const added = taintLetters(record.taintAfter & ~record.taintBefore);
-        const unexpectedTaint = [...added].filter((l) => !(options.allowTaint ?? '').includes(l)).join('');
-        if (unexpectedTaint) problems.push(`kernel taint gained ${unexpectedTaint} during this test`);
-      }
-      const failedCheck = record.checks.find((c) => !c.ok);
-      record.status = threw || failedCheck || problems.length > 0 ? 'fail' : skipped ? 'skip' : 'pass';
-      if (record.status === 'skip') record.reason = skipped;
-      if (record.status === 'fail' && !record.reason) {
-        record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
-      }
-      // Written before ava hears of the failure, so a crash of this worker loses nothing, and
-      // before a stuck guest is killed (the runner then stops this worker).
-      writeRecord(record);
-      if (guestGone) await killStuckGuest(title, guestGone);
-      if (problems.length > 0) t.fail(problems.join('; '));
+  if (reason) skipWith(title, reason);
+  else if (context.setupFailure) failForSetup(title, context.setupFailure);
+  else test.serial(title, (t) => runGuestTest(t, title, options, body));
+}
+
+/** The kernel-log lines written around one test: what lies between them in dmesg and on the console is the test's. */
+interface TestMarks {
+  begin: string;
+  end: string;
+}
+
+/** One registered test: its body on the connected guest, then the crash and taint checks. */
+async function runGuestTest(
+  t: ExecutionContext,
+  title: string,
+  options: TestOptions,
+  body: (t: ExecutionContext, kit: TestKit) => Promise<void>,
+): Promise<void> {
+  // The guest is gone: record nothing; the runner stops this worker and reruns the test on a
+  // fresh guest.
+  if (guestGone) await new Promise(() => {});
+  const started = Date.now();
+  const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, checks: [], reports: [] };
+  if (context.attempt && context.attempt > 1) record.attempts = context.attempt;
+  const id = `${process.pid}-${++testSerial}`;
+  const marks: TestMarks = { begin: `dax-harness: test-begin ${id}`, end: `dax-harness: test-end ${id}` };
+  let g: Guest | undefined;
+  let threw = false;
+  let consoleStart = consoleSize();
+  let skipped: string | undefined;
+  try {
+    g = await connected();
+    consoleStart = consoleSize();
+    record.taintBefore = await markBegin(g, marks, title);
+    const device = options.backing ? (devicesOf(options.backing)[0] as DaxDevice) : (context.devices[0] as DaxDevice);
+    const kit = newKit(t, g, device, record, (reason) => {
+      skipped = reason;
+    });
+    if (options.backing && options.exclusive) await quietOtherDevices(kit);
+    await body(t, kit);
+  } catch (error) {
+    threw = true;
+    noteFailure(record, error);
+    throw error;
+  } finally {
+    if (guestGone) {
+      // No more SSH round trips (they would hang too): what the console caught explains it.
+      g?.close();
+      guest = undefined;
     }
-  });
+    // The crash check runs even when the body failed: a report explains the failure.
+    await collectAfterTest(record, g, marks, consoleStart, options.expectReports ?? []);
+    record.durationMs = Date.now() - started;
+    const problems = testProblems(record, options.allowTaint ?? '');
+    settleStatus(record, threw, skipped, problems);
+    // Written before ava hears of the failure, so a crash of this worker loses nothing, and
+    // before a stuck guest is killed (the runner then stops this worker).
+    writeRecord(record);
+    if (guestGone) await killStuckGuest(title, guestGone);
+    if (problems.length > 0) t.fail(problems.join('; '));
+  }
+}
+
+/** Writes the begin mark into the kernel log; returns the taint mask the test starts from. */
+async function markBegin(g: Guest, marks: TestMarks, title: string): Promise<number> {
+  await g.run(`echo '${marks.begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
+  return Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
+}
+
+/** Why the body threw; a guest that stopped answering marks this worker's guest gone. */
+function noteFailure(record: TestRecord, error: unknown): void {
+  // ava 7 throws at a failed assertion ("The test has failed"): the check says more.
+  const failedCheck = record.checks.find((c) => !c.ok);
+  record.reason = failedCheck ? `check failed: ${failedCheck.name}` : error instanceof Error ? error.message.split('\n')[0] : String(error);
+  if (isGuestFailure(error)) {
+    guestGone = record.reason;
+    record.reason = `guest stopped answering: ${record.reason}`;
+  }
+}
+
+/** The kernel's reports during the test (dmesg and console) and its taint after it, into `record`. */
+async function collectAfterTest(record: TestRecord, g: Guest | undefined, marks: TestMarks, consoleStart: number, expected: ExpectedReport[]): Promise<void> {
+  if (!guestGone) await g?.run(`echo '${marks.end}' > /dev/kmsg`).catch(() => undefined);
+  const dmesg = guestGone ? undefined : await g?.run('dmesg').catch(() => undefined);
+  const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
+  const from = dmesgLines.findIndex((l) => l.includes(marks.begin));
+  // The console holds what reached it even when the guest stopped answering.
+  const consoleLines = await consoleLinesBetween(marks.begin, marks.end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000, consoleStart);
+  record.reports = triageAll(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines).map((r) => ({
+    ...r,
+    expected: isExpected(r, expected),
+  }));
+  if (guestGone) record.consoleTail = consoleTail(25);
+  const taint = guestGone ? undefined : await g?.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
+  record.taintAfter = taint === undefined ? undefined : Number(taint.trim());
+}
+
+/** What fails a test whose body passed: an unexpected kernel report, or a taint letter it may not add. */
+function testProblems(record: TestRecord, allowTaint: string): string[] {
+  const problems: string[] = [];
+  const unexpected = record.reports.filter((r) => !r.expected);
+  if (unexpected.length > 0) {
+    problems.push(`kernel reported during this test: ${unexpected.map((r) => r.title).join('; ')}`);
+  }
+  if (record.taintBefore !== undefined && record.taintAfter !== undefined) {
+    const added = taintLetters(record.taintAfter & ~record.taintBefore);
+    const unexpectedTaint = [...added].filter((l) => !allowTaint.includes(l)).join('');
+    if (unexpectedTaint) problems.push(`kernel taint gained ${unexpectedTaint} during this test`);
+  }
+  return problems;
+}
+
+/** The test's status and, when it did not pass, the first reason. */
+function settleStatus(record: TestRecord, threw: boolean, skipped: string | undefined, problems: string[]): void {
+  const failedCheck = record.checks.find((c) => !c.ok);
+  record.status = threw || failedCheck || problems.length > 0 ? 'fail' : skipped ? 'skip' : 'pass';
+  if (record.status === 'skip') record.reason = skipped;
+  if (record.status === 'fail' && !record.reason) {
+    record.reason = failedCheck ? `check failed: ${failedCheck.name}` : problems[0];
+  }
 }

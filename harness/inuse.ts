@@ -1,48 +1,22 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InfraError } from './errors.js';
-import { diesWithHarness } from './reaper.js';
+import { type HeldLock, holdFlock } from './flock.js';
 
 /**
- * What in the cache a live harness is using, told by flock(1) locks that a child process holds
- * for as long as the harness lives: its stdin is a pipe from the harness, so when the harness
- * dies (even by SIGKILL) the pipe closes, the holder exits and the kernel drops the lock.
- * Unlike PIDs, a lock means the same thing in every PID namespace (containers sharing a cache
- * volume). Kept small and apart so a cache-wide lock module can replace it.
+ * What in the cache a live harness is using, told by locks (harness/flock.ts) held for as long
+ * as the harness lives: a run's work directory, and the cache itself while any harness uses it.
  */
-export interface HeldLock {
-  release(): void;
-}
 
-const BUSY = 75;
+export type { HeldLock } from './flock.js';
 
 /**
  * Takes a lock on `file` (created if missing). waitSeconds 0: give up at once if another
- * process holds it (undefined); otherwise wait that long, then fail.
+ * process holds it (undefined); otherwise wait that long, then give up (undefined).
  */
-export async function holdLock(file: string, mode: 'shared' | 'exclusive', waitSeconds: number): Promise<HeldLock | undefined> {
-  const wait = waitSeconds === 0 ? ['--nonblock'] : ['--timeout', String(waitSeconds)];
-  const [command, args] = diesWithHarness('flock', [`--${mode}`, ...wait, '--conflict-exit-code', String(BUSY), file, 'sh', '-c', 'echo held; exec cat >/dev/null']);
-  const holder = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  holder.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const held = await new Promise<boolean>((resolve, reject) => {
-    holder.stdout.once('data', () => resolve(true));
-    holder.once('error', (error) => reject(new InfraError(`cannot lock ${file}: ${error.message}`)));
-    holder.once('exit', (code) => {
-      if (code === BUSY) resolve(false);
-      else reject(new InfraError(`cannot lock ${file}: ${stderr.trim() || `flock exited with ${code}`}`));
-    });
-  });
-  if (!held) return undefined;
-  // The holder must not keep the harness alive; it ends with the harness or on release().
-  holder.unref();
-  for (const stream of [holder.stdin, holder.stdout, holder.stderr]) (stream as unknown as { unref?: () => void }).unref?.();
-  return { release: () => holder.stdin.end() };
+export function holdLock(file: string, mode: 'shared' | 'exclusive', waitSeconds: number): Promise<HeldLock | undefined> {
+  return holdFlock(file, { mode, wait: waitSeconds });
 }
 
 const lockOf = (dir: string) => `${dir}.lock`;

@@ -21,6 +21,7 @@ import { collapseRetries, readRawRecords } from './results/records.js';
 import { runOnce } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
+import { fileStamp } from './util/stamp.js';
 import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
 
 /**
@@ -380,10 +381,6 @@ export interface MatrixOptions {
   kcidb?: string;
 }
 
-function stamp(): string {
-  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-}
-
 function cellFromRun(plan: PlannedCell, run: RunSummary, runDir: string, suites: string[]): MatrixCell {
   return {
     id: plan.id,
@@ -403,122 +400,170 @@ function cellFromRun(plan: PlannedCell, run: RunSummary, runDir: string, suites:
   };
 }
 
-/** Runs every cell of a matrix file (or one shard of it), one after another, each via runOnce. */
-export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
-  const started = Date.now();
-  // Everything that can be refused is checked before the matrix directory exists.
+type PreparedCellKernel = Awaited<ReturnType<typeof prepareKernel>>;
+
+/** What a matrix run needs, checked and prepared before its directory exists. */
+interface MatrixInputs {
+  config: MatrixConfig;
+  /** Every cell of the file; `mine` are the ones this shard runs. */
+  planned: PlannedCell[];
+  mine: PlannedCell[];
+  knownIssues: KnownIssue[];
+  kernels: Map<KernelSpec, PreparedCellKernel>;
+}
+
+async function loadMatrixInputs(options: MatrixOptions): Promise<MatrixInputs> {
   const { config, cells: planned } = await loadMatrixConfig(options.file);
   const knownIssues: KnownIssue[] = await loadKnownIssues(options.knownIssuesFile);
   for (const t of config.topologies) await loadTopology(t);
   const mine = shardCells(planned, options.shard);
-  const prepared = new Map<KernelSpec, Awaited<ReturnType<typeof prepareKernel>>>();
+  const kernels = new Map<KernelSpec, PreparedCellKernel>();
   for (const cell of mine) {
-    if (!prepared.has(cell.kernel)) prepared.set(cell.kernel, await prepareKernel(cell.kernel, options.cacheDir));
+    if (!kernels.has(cell.kernel)) kernels.set(cell.kernel, await prepareKernel(cell.kernel, options.cacheDir));
   }
+  return { config, planned, mine, knownIssues, kernels };
+}
 
+/** A matrix being run: its directory and its summary, written out whole by saveMatrix. */
+interface OpenMatrix {
+  dir: string;
+  summary: MatrixSummary;
+  started: number;
+  kcidb?: string;
+}
+
+async function openMatrix(options: MatrixOptions, inputs: MatrixInputs, started: number): Promise<OpenMatrix> {
   const shardTag = options.shard ? `-shard${options.shard.index}of${options.shard.total}` : '';
-  const matrixId = `matrix-${stamp()}${shardTag}-${process.pid}`;
+  const matrixId = `matrix-${fileStamp()}${shardTag}-${process.pid}`;
   const dir = path.join(options.resultsDir, matrixId);
   await mkdir(path.join(dir, 'cells'), { recursive: true });
   const summary: MatrixSummary = {
     kind: MATRIX_KIND,
     matrixId,
-    config: config.file,
+    config: inputs.config.file,
     status: 'running',
     startedAt: new Date(started).toISOString(),
     shard: options.shard,
-    plannedCells: shardCells(planned).map((c) => ({ id: c.id, kernel: c.kernel.label, topology: c.topologyName })),
+    plannedCells: shardCells(inputs.planned).map((c) => ({ id: c.id, kernel: c.kernel.label, topology: c.topologyName })),
     counts: countTests([]),
     cells: [],
   };
-  const save = async () => {
-    summary.counts = matrixCounts(summary.cells);
-    summary.wallSeconds = (Date.now() - started) / 1000;
-    await writeMatrixOutputs(dir, summary);
-    if (summary.status !== 'running' && options.kcidb) await writeKcidb(options.kcidb, await matrixKcidbRuns(dir, summary));
+  return { dir, summary, started, kcidb: options.kcidb };
+}
+
+async function saveMatrix({ dir, summary, started, kcidb }: OpenMatrix): Promise<void> {
+  summary.counts = matrixCounts(summary.cells);
+  summary.wallSeconds = (Date.now() - started) / 1000;
+  await writeMatrixOutputs(dir, summary);
+  if (summary.status !== 'running' && kcidb) await writeKcidb(kcidb, await matrixKcidbRuns(dir, summary));
+}
+
+/** The cell running at an interrupt: its own handler writes its run; the matrix records what had finished in it. */
+async function interruptedCell(dir: string, plan: PlannedCell, suites: string[], signal: string): Promise<MatrixCell> {
+  const runDir = await readlink(path.join(dir, 'cells', plan.id, 'latest')).catch(() => undefined);
+  // Retries collapsed as in the run: one record per test (JUnit ids stay unique).
+  const tests = runDir ? collapseRetries(await readRawRecords(path.join(dir, 'cells', plan.id, runDir, 'tests.jsonl'))) : [];
+  return {
+    id: plan.id,
+    kernel: { requested: plan.kernel.label, label: plan.kernel.label },
+    topology: plan.topologyName,
+    suites,
+    status: 'interrupted',
+    counts: countTests(tests),
+    error: `interrupted by ${signal}`,
+    runDir: runDir ? path.join('cells', plan.id, runDir) : undefined,
+    tests,
   };
+}
+
+/** One cell's run; undefined when an interrupt ended it (the interrupt handler records it). */
+async function runCell(options: MatrixOptions, inputs: MatrixInputs, dir: string, plan: PlannedCell): Promise<MatrixCell | undefined> {
+  const { config } = inputs;
+  const kernel = inputs.kernels.get(plan.kernel)!;
+  const cellResults = path.join(dir, 'cells', plan.id);
+  try {
+    const run = await runOnce({
+      prepared: kernel.prepared,
+      kernel: kernel.kernel,
+      modules: kernel.modules,
+      topology: plan.topology,
+      suites: config.suites,
+      bootArgs: config.bootArgs,
+      cacheDir: options.cacheDir,
+      resultsDir: cellResults,
+      accel: options.accel,
+      bootTimeoutSec: options.bootTimeoutSec,
+      jobs: options.jobs ?? config.jobs,
+      knownIssues: inputs.knownIssues,
+    });
+    return cellFromRun(plan, run.summary, path.relative(dir, run.dir), config.suites);
+  } catch (error) {
+    if (interruptedBy()) return undefined;
+    const cell = await erroredCell(plan, kernel, cellResults, config.suites, error);
+    progress(`matrix: cell ${plan.id} errored: ${cell.error?.split('\n')[0]}`);
+    return cell;
+  }
+}
+
+/**
+ * QEMU died, a boot failed, ...: the cell is recorded as errored (with what its run wrote, if
+ * anything) and the matrix goes on with the next cell.
+ */
+async function erroredCell(plan: PlannedCell, kernel: PreparedCellKernel, cellResults: string, suites: string[], error: unknown): Promise<MatrixCell> {
+  const runId = await readlink(path.join(cellResults, 'latest')).catch(() => undefined);
+  const run = runId ? await readJson<RunSummary>(path.join(cellResults, runId, 'summary.json')) : undefined;
+  const cell: MatrixCell = run
+    ? cellFromRun(plan, run, path.join('cells', plan.id, runId as string), suites)
+    : {
+        id: plan.id,
+        kernel: { requested: kernel.kernel, release: kernel.release, label: plan.kernel.label },
+        topology: plan.topologyName,
+        suites,
+        status: 'error',
+        counts: countTests([]),
+        tests: [],
+      };
+  cell.status = 'error';
+  cell.error ??= errorMessage(error);
+  return cell;
+}
+
+/** Runs every cell of a matrix file (or one shard of it), one after another, each via runOnce. */
+export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
+  const started = Date.now();
+  // Everything that can be refused is checked before the matrix directory exists.
+  const inputs = await loadMatrixInputs(options);
+  const matrix = await openMatrix(options, inputs, started);
+  const { dir, summary } = matrix;
   let current: PlannedCell | undefined;
   onInterrupt(async (signal) => {
     if (summary.status !== 'running') return;
-    if (current) {
-      // The cell's own handler writes its run; the matrix records what had finished in it.
-      const runDir = await readlink(path.join(dir, 'cells', current.id, 'latest')).catch(() => undefined);
-      // Retries collapsed as in the run: one record per test (JUnit ids stay unique).
-      const tests = runDir ? collapseRetries(await readRawRecords(path.join(dir, 'cells', current.id, runDir, 'tests.jsonl'))) : [];
-      summary.cells.push({
-        id: current.id,
-        kernel: { requested: current.kernel.label, label: current.kernel.label },
-        topology: current.topologyName,
-        suites: config.suites,
-        status: 'interrupted',
-        counts: countTests(tests),
-        error: `interrupted by ${signal}`,
-        runDir: runDir ? path.join('cells', current.id, runDir) : undefined,
-        tests,
-      });
-    }
+    if (current) summary.cells.push(await interruptedCell(dir, current, inputs.config.suites, signal));
     summary.status = 'interrupted';
     summary.error = `interrupted by ${signal}`;
     summary.finishedAt = new Date().toISOString();
-    await save();
+    await saveMatrix(matrix);
   });
-  await save();
+  await saveMatrix(matrix);
 
+  const { mine } = inputs;
   for (const [i, plan] of mine.entries()) {
     if (interruptedBy()) break;
     current = plan;
-    const inputs = prepared.get(plan.kernel)!;
-    const cellResults = path.join(dir, 'cells', plan.id);
     progress(`matrix: cell ${i + 1}/${mine.length}: ${plan.id}`);
-    try {
-      const run = await runOnce({
-        prepared: inputs.prepared,
-        kernel: inputs.kernel,
-        modules: inputs.modules,
-        topology: plan.topology,
-        suites: config.suites,
-        bootArgs: config.bootArgs,
-        cacheDir: options.cacheDir,
-        resultsDir: cellResults,
-        accel: options.accel,
-        bootTimeoutSec: options.bootTimeoutSec,
-        jobs: options.jobs ?? config.jobs,
-        knownIssues,
-      });
-      summary.cells.push(cellFromRun(plan, run.summary, path.relative(dir, run.dir), config.suites));
-    } catch (error) {
-      if (interruptedBy()) break;
-      // QEMU died, a boot failed, ...: the cell is recorded as errored (with what its run
-      // wrote, if anything) and the matrix goes on with the next cell.
-      const runId = await readlink(path.join(cellResults, 'latest')).catch(() => undefined);
-      const run = runId ? await readJson<RunSummary>(path.join(cellResults, runId, 'summary.json')) : undefined;
-      const cell: MatrixCell = run
-        ? cellFromRun(plan, run, path.join('cells', plan.id, runId as string), config.suites)
-        : {
-            id: plan.id,
-            kernel: { requested: inputs.kernel, release: inputs.release, label: plan.kernel.label },
-            topology: plan.topologyName,
-            suites: config.suites,
-            status: 'error',
-            counts: countTests([]),
-            tests: [],
-          };
-      cell.status = 'error';
-      cell.error ??= errorMessage(error);
-      summary.cells.push(cell);
-      progress(`matrix: cell ${plan.id} errored: ${cell.error.split('\n')[0]}`);
-    }
+    const cell = await runCell(options, inputs, dir, plan);
+    if (!cell) break;
+    summary.cells.push(cell);
     current = undefined;
-    const c = summary.cells.at(-1)!;
-    progress(`matrix: cell ${plan.id}: ${c.status.toUpperCase()} (${countsLine(c.counts)})`);
-    await save();
+    progress(`matrix: cell ${plan.id}: ${cell.status.toUpperCase()} (${countsLine(cell.counts)})`);
+    await saveMatrix(matrix);
   }
   if (interruptedBy()) return { exitCode: process.exitCode as number, summary, dir };
   const { status, exitCode } = matrixStatus(summary.cells, mine.map((c) => c.id));
   summary.status = status;
   summary.exitCode = exitCode;
   summary.finishedAt = new Date().toISOString();
-  await save();
+  await saveMatrix(matrix);
   return { exitCode, summary, dir };
 }
 

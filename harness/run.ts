@@ -33,6 +33,7 @@ import { runWorkers } from './scheduler/pool.js';
 import { runSessionOnPool, type SessionEntry } from './scheduler/session.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, type Topology } from './topology.js';
+import { fileStamp } from './util/stamp.js';
 
 export interface RunOptions {
   /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
@@ -71,7 +72,7 @@ export async function resolveKernel(cacheDir: string, spec: string, modules?: st
 }
 
 function runIdFor(kernel: string, topology: string): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
+  const stamp = fileStamp();
   // Plain names only: a run id is one path component, and merge accepts no other.
   const plain = (text: string) => text.replace(/[^A-Za-z0-9.+-]/g, '_');
   return `${stamp}-${plain(path.basename(kernel))}-${plain(topology)}-${process.pid}`;

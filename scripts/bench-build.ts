@@ -18,6 +18,7 @@ import { resolveTree } from '../harness/build/tree.js';
 import { fetchDebianKernel } from '../harness/kernel/fetch.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
+import { fileStamp } from '../harness/util/stamp.js';
 
 const full = process.argv.includes('--full');
 const cacheDir = resolveCacheDir();
@@ -79,7 +80,7 @@ if (full) {
 }
 
 await mkdir(path.join(projectRoot, 'results'), { recursive: true });
-const file = path.join(projectRoot, 'results', `bench-build-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+const file = path.join(projectRoot, 'results', `bench-build-${fileStamp()}.json`);
 await writeFile(file, `${JSON.stringify({ load, figures }, null, 2)}\n`);
 process.stdout.write(`\nfigures: ${file}\n`);
 await execa('rm', ['-rf', copy, results]);

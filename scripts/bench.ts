@@ -25,7 +25,9 @@ import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE } from '../harness/cmdline.js';
 import { resolveKernel, runOnce } from '../harness/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
+import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
+import { fileStamp } from '../harness/util/stamp.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -255,7 +257,7 @@ if (!skipSuites) {
   for (const jobs of [1, 2]) {
     const t = Date.now();
     const r = await runOnce({ ...base, suites: ['all'], jobs });
-    report(`full suites, --jobs ${jobs}`, `${s(Date.now() - t)} (${r.summary.counts.passed} passed, ${r.summary.counts.failed} failed)`);
+    report(`full suites, --jobs ${jobs}`, `${s(Date.now() - t)} (${countsLine(r.summary.counts)})`);
     figures[`suites-jobs-${jobs}-ms`] = Date.now() - t;
   }
   const j1 = figures['suites-jobs-1-ms'] as number;
@@ -264,7 +266,7 @@ if (!skipSuites) {
 }
 await rm(work, { recursive: true, force: true });
 await rm(results, { recursive: true, force: true });
-const out = path.join(projectRoot, 'results', `bench-${new Date().toISOString().replace(/[:.]/g, '')}.json`);
+const out = path.join(projectRoot, 'results', `bench-${fileStamp()}.json`);
 await mkdir(path.dirname(out), { recursive: true });
 await writeFile(out, `${JSON.stringify({ kernel: kernel.release, qemu: qemu.version, figures }, null, 2)}\n`);
 process.stdout.write(`\nfigures written to ${path.relative(projectRoot, out)}\n`);

@@ -5,7 +5,7 @@ import type { FixedKnownIssue } from '../knownissues.js';
 import { type Comparison, compareCells, previousRun, runCellId, type TestRef } from './compare.js';
 import type { TestRecord } from './record.js';
 import { type SquareKind, type StateGrid, squareKind, stateGrids } from './stategrid.js';
-import type { RunSummary } from './summary.js';
+import { countsLine, type RunSummary } from './summary.js';
 
 /** A session of a run as the report shows it (the fields of summary.guests[] it reads). */
 export interface ReportSession {
@@ -158,10 +158,6 @@ td.sq-skip { background: #eee; color: #555; } td.sq-none { background: #fff; col
 .tl .boot { background: #7da7d9; } .tl .work { background: #2e6bb0; }
 tr:target, h4:target { outline: 3px solid #f0a000; }
 `;
-
-function countsText(c: RunSummary['counts']): string {
-  return `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped${c.known ? `, ${c.known} known` : ''}`;
-}
 
 function refList(title: string, refs: TestRef[], cls: string, single: boolean): string {
   if (refs.length === 0) return `<p><b>${esc(title)}</b>: none</p>`;
@@ -402,7 +398,7 @@ export function toHtmlReport(model: ReportModel): string {
     `<style>${STYLE}</style>`,
     '</head><body>',
     `<h1>dax-harness ${esc(model.kind)} <code>${esc(model.id)}</code>: <span class="${esc(model.status)}">${esc(model.status.toUpperCase())}</span></h1>`,
-    `<p>Started ${esc(model.startedAt)}${model.wallSeconds !== undefined ? `, ${model.wallSeconds.toFixed(1)} s wall` : ''}. <b>${esc(countsText(model.counts))}</b>.</p>`,
+    `<p>Started ${esc(model.startedAt)}${model.wallSeconds !== undefined ? `, ${model.wallSeconds.toFixed(1)} s wall` : ''}. <b>${esc(countsLine(model.counts))}</b>.</p>`,
     ...(model.notes ?? []).map((n) => `<p class="muted">${esc(n)}</p>`),
     artifactLinks(model.artifacts),
     ...cellsTable(model),

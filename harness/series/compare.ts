@@ -1,5 +1,5 @@
 import type { Variant } from '../hotplug.js';
-import type { RunSummary } from '../results/summary.js';
+import { countsLine, type RunSummary } from '../results/summary.js';
 
 /** One side (base or base+series) as the comparison reports it. */
 export interface ComparedSide {
@@ -88,7 +88,7 @@ export function comparisonText(c: SeriesComparison, header: string[]): string {
   const lines = [...header, ''];
   for (const s of [c.base, c.series]) {
     lines.push(
-      `${s.label.padEnd(12)} ${s.kernel}, variant ${s.variant ?? '?'}: ${s.counts.passed} passed, ${s.counts.failed} failed, ${s.counts.skipped} skipped${s.error ? ` (error: ${s.error})` : ''}`,
+      `${s.label.padEnd(12)} ${s.kernel}, variant ${s.variant ?? '?'}: ${countsLine(s.counts)}${s.error ? ` (error: ${s.error})` : ''}`,
       `${''.padEnd(12)} ${s.runDir}`,
     );
   }

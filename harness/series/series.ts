@@ -10,6 +10,7 @@ import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
 import { type GuestRunOptions, runOnce } from '../run.js';
+import { fileStamp } from '../util/stamp.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './compare.js';
 import { type Patch, readSeries, type Series } from './patches.js';
 
@@ -116,12 +117,17 @@ export async function checkGitRepository(dir: string): Promise<void> {
   throw new UsageError(`series needs --tree to be a git repository (${dir} is not; debian:7.3 is one)`);
 }
 
-/**
- * Validates a patch series: a worktree at the base and one with the series applied (git am),
- * both built the same way, the suites run on each, and a comparison naming what the series
- * broke or fixed. Exit status: 0 no regression, 1 regression, 2 bad input or infrastructure.
- */
-export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
+/** The series, the tree and base it goes on, and what it touches; refused here, before anything is written. */
+interface SeriesInput {
+  series: Series;
+  tree: KernelTree;
+  base: string;
+  touched: string[];
+  /** Module directories the series touches (built on the module-only path). */
+  dirs: string[];
+}
+
+async function checkSeriesInput(options: SeriesOptions): Promise<SeriesInput> {
   const series = await readSeries(options.mbox);
   const tree = await resolveTree(options.cacheDir, options.tree);
   await checkGitRepository(tree.dir);
@@ -133,19 +139,26 @@ export async function runSeries(options: SeriesOptions): Promise<{ exitCode: num
   if (options.modulesOnly && elsewhere.length > 0) {
     throw new UsageError(`the series touches ${elsewhere.join(', ')}: a module-only build cannot test that; drop --modules-only`);
   }
+  return { series, tree, base, touched, dirs };
+}
 
+/** A series that does not apply to --base is refused, naming the patch, the file and a base where it applies. */
+async function checkSeriesApplies({ series, tree, base }: SeriesInput, baseName: string): Promise<void> {
   const failure = await step(`series: check it applies to ${await describeCommit(tree.dir, base)}`, () => checkApplies(tree.dir, base, series));
-  if (failure) {
-    const found = await step('series: look for the base it needs', () => findBase(tree.dir, series));
-    const where = found ? `it applies to ${await describeCommit(tree.dir, found.commit)}, found by ${found.how}` : 'no commit among the newest 200 takes it';
-    throw new UsageError(
-      `series does not apply to ${options.base}: patch ${failure.patch.index}/${failure.total} "${failure.patch.subject}" fails${failure.file ? ` in ${failure.file}` : ''} (${failure.reason}); ${where}`,
-    );
-  }
+  if (!failure) return;
+  const found = await step('series: look for the base it needs', () => findBase(tree.dir, series));
+  const where = found ? `it applies to ${await describeCommit(tree.dir, found.commit)}, found by ${found.how}` : 'no commit among the newest 200 takes it';
+  throw new UsageError(
+    `series does not apply to ${baseName}: patch ${failure.patch.index}/${failure.total} "${failure.patch.subject}" fails${failure.file ? ` in ${failure.file}` : ''} (${failure.reason}); ${where}`,
+  );
+}
 
+/** The two worktrees (base, and base with the series applied by git am) under the cache, and the series' head commit. */
+async function seriesWorktrees(input: SeriesInput, cacheDir: string, modulesOnly: boolean): Promise<{ baseDir: string; seriesDir: string; head: string }> {
+  const { series, tree, base, touched, dirs } = input;
   const id = createHash('sha256').update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n')).digest('hex').slice(0, 12);
-  const work = path.join(options.cacheDir, 'series', id);
-  const sparse = options.modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
+  const work = path.join(cacheDir, 'series', id);
+  const sparse = modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
   await mkdir(work, { recursive: true });
   const baseDir = path.join(work, 'base');
   const seriesDir = path.join(work, 'series');
@@ -159,46 +172,64 @@ export async function runSeries(options: SeriesOptions): Promise<{ exitCode: num
     }
   });
   const head = (await git(seriesDir, ['rev-parse', 'HEAD'])).stdout.trim();
+  return { baseDir, seriesDir, head };
+}
 
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-  const dir = path.join(options.resultsDir, `series-${stamp}-${process.pid}`);
+/** The series' results directory, with series.json saying what was tested. */
+async function openSeriesResults(resultsDir: string, { series, tree, base }: SeriesInput, head: string, modulesOnly: boolean): Promise<string> {
+  const dir = path.join(resultsDir, `series-${fileStamp()}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${error.message}`);
   });
   await writeFile(
     path.join(dir, 'series.json'),
-    `${JSON.stringify({ tree: tree.spec, treeDir: tree.dir, base, head, modulesOnly: options.modulesOnly, patches: series.patches.map(({ index, subject, files }) => ({ index, subject, files })) }, null, 2)}\n`,
+    `${JSON.stringify({ tree: tree.spec, treeDir: tree.dir, base, head, modulesOnly, patches: series.patches.map(({ index, subject, files }) => ({ index, subject, files })) }, null, 2)}\n`,
   );
+  return dir;
+}
 
-  const side = async (label: 'base' | 'series', dirOfTree: string, commit: string) => {
-    const sideTree: KernelTree = { ...tree, dir: dirOfTree, spec: `${tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
-    const prepared = await step(`series: build ${label}`, () =>
-      prepareKernelFromTree({
-        cacheDir: options.cacheDir,
-        tree: sideTree,
-        fragments: options.fragments,
-        modulesOnly: options.modulesOnly,
-        moduleDirs: options.modulesOnly ? [...new Set(['drivers/dax', ...dirs])] : undefined,
-      }),
-    );
-    progress(`series: running the suites on ${label}`);
-    return runOnce({
-      prepared,
-      kernel: `${label}:${sideTree.spec}`,
-      topology: options.topology,
-      suites: options.suites,
-      match: options.match,
-      bootArgs: options.bootArgs,
+/** One side (base or series): its worktree built and the suites run on it, results under <dir>/<label>. */
+async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, label: 'base' | 'series', dirOfTree: string, commit: string) {
+  const sideTree: KernelTree = { ...input.tree, dir: dirOfTree, spec: `${input.tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
+  const prepared = await step(`series: build ${label}`, () =>
+    prepareKernelFromTree({
       cacheDir: options.cacheDir,
-      resultsDir: path.join(dir, label),
-      accel: options.accel,
-      bootTimeoutSec: options.bootTimeoutSec,
-      jobs: options.jobs,
-    });
-  };
-  const baseRun = await side('base', baseDir, base);
-  const seriesRun = await side('series', seriesDir, head);
+      tree: sideTree,
+      fragments: options.fragments,
+      modulesOnly: options.modulesOnly,
+      moduleDirs: options.modulesOnly ? [...new Set(['drivers/dax', ...input.dirs])] : undefined,
+    }),
+  );
+  progress(`series: running the suites on ${label}`);
+  return runOnce({
+    prepared,
+    kernel: `${label}:${sideTree.spec}`,
+    topology: options.topology,
+    suites: options.suites,
+    match: options.match,
+    bootArgs: options.bootArgs,
+    cacheDir: options.cacheDir,
+    resultsDir: path.join(dir, label),
+    accel: options.accel,
+    bootTimeoutSec: options.bootTimeoutSec,
+    jobs: options.jobs,
+  });
+}
+
+/**
+ * Validates a patch series: a worktree at the base and one with the series applied (git am),
+ * both built the same way, the suites run on each, and a comparison naming what the series
+ * broke or fixed. Exit status: 0 no regression, 1 regression, 2 bad input or infrastructure.
+ */
+export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
+  const input = await checkSeriesInput(options);
+  await checkSeriesApplies(input, options.base);
+  const { baseDir, seriesDir, head } = await seriesWorktrees(input, options.cacheDir, options.modulesOnly);
+  const dir = await openSeriesResults(options.resultsDir, input, head, options.modulesOnly);
+  const baseRun = await runSide(options, input, dir, 'base', baseDir, input.base);
+  const seriesRun = await runSide(options, input, dir, 'series', seriesDir, head);
   const comparison = compareRuns(baseRun, seriesRun);
+  const { series, tree, base } = input;
   const header = [
     `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.modulesOnly ? ' (module-only)' : ''}`,
     ...series.patches.map((p) => `  ${p.index}/${series.patches.length} ${p.subject}`),

@@ -8,7 +8,7 @@ import { GIT_IDENTITY } from '../../harness/build/tree.js';
 import { UsageError } from '../../harness/errors.js';
 import { projectRoot } from '../../harness/paths.js';
 import type { RunSummary } from '../../harness/results/summary.js';
-import { compareRuns } from '../../harness/series/compare.js';
+import { compareRuns, comparisonText } from '../../harness/series/compare.js';
 import { parseSeries, splitMbox } from '../../harness/series/patches.js';
 import { checkApplies, checkGitRepository, failedFile } from '../../harness/series/series.js';
 
@@ -77,6 +77,14 @@ test('compareRuns: newly failing, newly passing, new warnings, one-sided tests, 
   t.true(c.regression);
   const same = compareRuns({ summary: summary([['a', 'pass']]), dir: 'b' }, { summary: summary([['a', 'pass']]), dir: 's' });
   t.false(same.regression);
+});
+
+test('comparisonText gives each side the counts line of its run, known failures included', (t) => {
+  const base = { ...summary([['a', 'fail']]), counts: { passed: 3, failed: 1, skipped: 0, total: 4, known: 1 } };
+  const c = compareRuns({ summary: base, dir: 'base' }, { summary: summary([['a', 'pass']]), dir: 'series' });
+  const text = comparisonText(c, ['header']);
+  t.regex(text, /^base {9}k \(7\.3-amd64\), variant merged: 3 passed, 1 failed, 0 skipped, 1 known$/m);
+  t.regex(text, /^base\+series {2}k \(7\.3-amd64\), variant merged: 0 passed, 0 failed, 0 skipped$/m);
 });
 
 /** A git repository with two commits changing a.txt; returns it, its first commit and the second as a patch. */
