@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
-import { planSuites } from '../../harness/suites.js';
+import { projectRoot } from '../../harness/paths.js';
+import { listSuites, planSuites } from '../../harness/suites.js';
 
 test('smoke is one session without boot arguments', async (t) => {
   const { sessions } = await planSuites(['smoke']);
@@ -38,4 +41,24 @@ test('"suite/file" keeps only the sessions holding that file, with that file onl
   t.deepEqual(sessions[0]?.files, ['suites/hotplug/bad-writes.test.ts']);
   t.is(sessions[0]?.bootArgs, 'memhp_default_state=offline');
   await t.throwsAsync(planSuites(['hotplug/nosuch']), { message: 'suite hotplug has no test file nosuch.test.ts' });
+});
+
+/**
+ * Every suite's sessions, pinned: test/fixtures/suite-sessions.json was written by today's
+ * suite.json loader (before the typed manifests) and must not change when the manifests do.
+ */
+test('the expanded sessions of every suite are the pinned ones', async (t) => {
+  const pinned = JSON.parse(await readFile(path.join(projectRoot, 'test/fixtures/suite-sessions.json'), 'utf8')) as Record<string, unknown>;
+  const actual: Record<string, unknown> = {};
+  for (const suite of await listSuites()) {
+    actual[suite] = (await planSuites([suite])).sessions.map(({ suite, files, env, bootArgs, freshGuest, needsAttribute }) => ({
+      suite,
+      files,
+      env,
+      bootArgs,
+      freshGuest,
+      needsAttribute,
+    }));
+  }
+  t.deepEqual(actual, pinned);
 });
