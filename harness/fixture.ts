@@ -2,14 +2,15 @@ import { appendFileSync, closeSync, fstatSync, openSync, readFileSync, readSync,
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
-import { isMatch } from 'matcher';
 import { type RunContext, loadRunContext } from './context.js';
 import type { Backing, DaxDevice } from './devices.js';
 import { CommandTimeoutError, Guest, GuestLostError } from './guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from './hotplug.js';
 import type { CheckRecord, TestRecord, TestStatus } from './results/record.js';
 import type { SetupFailure } from './setupfailure.js';
+import { BACKING_ENV, type FileNeeds, loadSuiteManifest, withFileNeeds } from './suites.js';
 import { taintLetters } from './sysfs.js';
+import { titleMatches } from './title-match.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
 
 /**
@@ -17,6 +18,10 @@ import { type ExpectedReport, isExpected, triage } from './triage.js';
  * gets a connected Guest, the run's devices and a variant-neutral hotplug driver. Around
  * every test it marks the kernel log, and afterwards triages the new dmesg and console lines
  * and compares the taint mask: an unexpected report fails the test that caused it.
+ *
+ * What a whole file needs (the attribute, a module, devices) is declared once in its suite's
+ * manifest (suite.json "files") and applies to each of its tests; a test's options add what
+ * only that test needs.
  */
 export interface TestOptions {
   /** Skip unless the kernel has the whole-device attribute. */
@@ -143,6 +148,21 @@ function readConsoleFrom(from: number): string {
 /** The suite file this worker runs (ava runs one test file per worker). */
 function fileLabel(): string {
   return path.basename(fileURLToPath(test.meta.file));
+}
+
+/** What this file's suite manifest declares it needs (suites/<suite>/suite.json "files"). */
+const fileNeeds: FileNeeds = loadSuiteManifest(path.basename(path.dirname(fileURLToPath(test.meta.file))))?.files[fileLabel()] ?? {};
+
+/**
+ * The backing this session is dedicated to, for a file that tests one backing per session:
+ * its manifest declares it "oneBacking", which makes every session holding it list "backings".
+ */
+export function sessionBacking(): Backing {
+  const backing = process.env[BACKING_ENV];
+  if (!fileNeeds.oneBacking || (backing !== 'cxl' && backing !== 'pmem')) {
+    throw new Error(`${fileLabel()} tests its session's backing: declare it "oneBacking" in its suite.json (got ${BACKING_ENV}=${backing ?? 'unset'})`);
+  }
+  return backing;
 }
 
 async function connected(): Promise<Guest> {
@@ -301,13 +321,13 @@ function newKit(t: ExecutionContext, g: Guest, device: DaxDevice, record: TestRe
  * run (skips included), --match narrowing it the way ava's runner does.
  */
 function registersHere(title: string, options: TestOptions): boolean {
-  // A session dedicated to one backing (suite.json env) runs only that backing's tests.
-  const only = process.env.DAX_HARNESS_BACKING;
+  // A session dedicated to one backing (suite.json "backings") runs only that backing's tests.
+  const only = process.env[BACKING_ENV];
   if (only && options.backing && options.backing !== only) return false;
   // Recorded already on a guest that died since: the runner reruns only the rest.
   if (context.done?.includes(`${fileLabel()}|${title}`)) return false;
   if (context.only && !context.only.includes(`${fileLabel()}|${title}`)) return false;
-  const selected = !context.match?.length || isMatch(title, context.match);
+  const selected = !context.match?.length || titleMatches(title, context.match);
   if (context.planFile && selected) appendFileSync(context.planFile, `${JSON.stringify({ file: fileLabel(), name: title })}\n`);
   return true;
 }
@@ -318,7 +338,7 @@ export function guestTest(
   body: (t: ExecutionContext, kit: TestKit) => Promise<void>,
 ): void {
   if (!registersHere(title, options)) return;
-  const reason = skipReason(options);
+  const reason = skipReason(withFileNeeds(options, fileNeeds));
   if (reason) skipWith(title, reason);
   else if (context.setupFailure) failForSetup(title, context.setupFailure);
   else test.serial(title, (t) => runGuestTest(t, title, options, body));

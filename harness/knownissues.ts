@@ -1,8 +1,12 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import semver, { type SemVer } from 'semver';
+import { checkConfig } from './config/validate.js';
 import { UsageError } from './errors.js';
+import { isKernelVersion } from './kernel/fetch.js';
 import { projectRoot } from './paths.js';
+import { titleMatches } from './title-match.js';
 import type { TestRecord } from './results/record.js';
 
 /**
@@ -10,14 +14,15 @@ import type { TestRecord } from './results/record.js';
  * an entry is reported as "known" (counted apart from `failed`, never hidden); an entry whose
  * tests now pass is reported as "fixed".
  *
- * File format (known-issues.json):
+ * File format (known-issues.json; config/schema/known-issues.schema.json):
  *   { "issues": [ { "kernel": ">=7.3 <7.4", "test": "hotplug: cxl: *", "reason": "..." },
  *                 { "kernel": ["7.2"], "crash": "^WARNING: .* at kmem_", "reason": "..." } ] }
  * - kernel: a range of space-separated comparisons (>=, >, <=, <, =) of versions like 7.3 or
- *   7.2.13, all of which must hold; or a list of versions/releases (7.2 matches 7.2.x,
- *   "7.2.13+deb14-amd64" matches that release exactly); "*" or absent: any kernel. The
- *   kernel's version is the leading X.Y[.Z] of its release (7.3-amd64 is 7.3.0).
- * - test: a glob over the test's title (`*` any run of characters, `?` one character).
+ *   7.2.13, all of which must hold (semver's reading of partial versions); or a list of
+ *   versions/releases (7.2 matches 7.2.x, "7.2.13+deb14-amd64" matches that release exactly);
+ *   "*" or absent: any kernel. The kernel's version is the leading X.Y[.Z] of its release
+ *   (7.3-amd64 is 7.3.0).
+ * - test: a pattern over the test's title in --match's dialect (title-match.ts).
  * - crash: a regular expression over the titles of the unexpected kernel reports the test
  *   recorded (e.g. "BUG: unable to handle page fault"). With both, both must match.
  * - reason: why (a bug link, a mailing-list thread); shown wherever the failure is shown.
@@ -39,7 +44,6 @@ export interface FixedKnownIssue {
 }
 
 export const DEFAULT_KNOWN_ISSUES = path.join(projectRoot, 'known-issues.json');
-const COMPARISON = /^(>=|<=|>|<|=)?(\d+(?:\.\d+){0,2})$/;
 
 /** Loads the file; the default file may be absent (no known issues), a named one may not. */
 export async function loadKnownIssues(file?: string): Promise<KnownIssue[]> {
@@ -54,94 +58,53 @@ export async function loadKnownIssues(file?: string): Promise<KnownIssue[]> {
   } catch (error) {
     throw new UsageError(`known issues ${chosen}: not valid JSON (${(error as Error).message})`);
   }
-  return validateKnownIssues(raw, chosen);
+  return validateKnownIssues(raw, `known issues ${chosen}`);
 }
 
+/** Checks a parsed file against config/schema/known-issues.schema.json, then each crash regex. */
 export function validateKnownIssues(raw: unknown, where = 'known issues'): KnownIssue[] {
-  const fail = (what: string): never => {
-    throw new UsageError(`${where}: ${what}`);
-  };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('must be a JSON object with "issues"');
-  const top = raw as Record<string, unknown>;
-  for (const key of Object.keys(top)) if (key !== 'issues' && key !== '$comment') fail(`unknown key "${key}" (known: issues)`);
-  if (!Array.isArray(top.issues)) return fail('"issues" must be a list');
-  return top.issues.map((entry, i) => {
-    const at = `issues[${i}]`;
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return fail(`${at} must be an object`);
-    const e = entry as Record<string, unknown>;
-    for (const key of Object.keys(e)) {
-      if (!['kernel', 'test', 'crash', 'reason'].includes(key)) fail(`${at}: unknown key "${key}" (known: kernel, test, crash, reason)`);
-    }
-    if (typeof e.reason !== 'string' || e.reason.trim() === '') fail(`${at}.reason must be a non-empty string`);
-    if (e.test === undefined && e.crash === undefined) fail(`${at} needs "test" (a title glob) or "crash" (a report title regex)`);
-    if (e.test !== undefined && typeof e.test !== 'string') fail(`${at}.test must be a string (a glob)`);
+  const { issues } = checkConfig<{ issues: Partial<KnownIssue>[] }>('known-issues', raw, where);
+  return issues.map((e, i) => {
     if (e.crash !== undefined) {
-      if (typeof e.crash !== 'string') fail(`${at}.crash must be a string (a regular expression)`);
       try {
-        new RegExp(e.crash as string);
+        new RegExp(e.crash);
       } catch (error) {
-        fail(`${at}.crash is not a valid regular expression (${(error as Error).message})`);
+        throw new UsageError(`${where}: issues[${i}].crash is not a valid regular expression (${(error as Error).message})`);
       }
     }
-    const kernel = e.kernel ?? '*';
-    if (typeof kernel === 'string') {
-      if (kernel.trim() !== '*') {
-        for (const part of kernel.trim().split(/\s+/)) {
-          if (!COMPARISON.test(part)) fail(`${at}.kernel: "${part}" is not a comparison like >=7.3 or <7.4`);
-        }
-      }
-    } else if (!Array.isArray(kernel) || kernel.length === 0 || !kernel.every((k) => typeof k === 'string' && k !== '')) {
-      fail(`${at}.kernel must be a range string (">=7.3 <7.4") or a non-empty list of versions/releases`);
-    }
-    return { kernel: kernel as string | string[], test: e.test as string | undefined, crash: e.crash as string | undefined, reason: e.reason as string };
+    return { kernel: e.kernel ?? '*', test: e.test, crash: e.crash, reason: e.reason as string };
   });
 }
 
-/** The numeric version of a release: "7.2.13+deb14-amd64" → [7, 2, 13]; undefined if none. */
-export function releaseVersion(release: string): number[] | undefined {
-  const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(release);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : undefined;
+/**
+ * The version of a kernel release, for semver: its leading X.Y[.Z] ("7.2.13+deb14-amd64" is
+ * 7.2.13, "7.3.0-1-amd64" and "7.3-amd64" are 7.3.0); undefined when it does not start with one.
+ */
+export function releaseVersion(release: string): SemVer | undefined {
+  return /^\d+\.\d+/.test(release) ? (semver.coerce(release) ?? undefined) : undefined;
 }
 
-function compareVersions(a: number[], b: number[]): number {
-  for (let i = 0; i < 3; i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
+const ANY_KERNEL = /^\s*\*\s*$/;
 
+/**
+ * Whether an entry's `kernel` covers a release. A range is semver's: each comparison's
+ * version may be partial, as semver reads it (`<7.4` is below 7.4.0, `<=7.3` and `=7.3` take
+ * every 7.3.x, `>7.3` starts at 7.4.0). A list names versions ("7.2": every 7.2.x) or exact
+ * releases.
+ */
 export function kernelMatches(spec: KnownIssue['kernel'], release: string | undefined): boolean {
-  if (spec === '*' || (typeof spec === 'string' && spec.trim() === '*')) return true;
+  if (typeof spec === 'string' && ANY_KERNEL.test(spec)) return true;
   if (!release) return false;
   const version = releaseVersion(release);
   if (Array.isArray(spec)) {
-    return spec.some((s) => s === release || (version !== undefined && /^\d+\.\d+(\.\d+)?$/.test(s) && versionPrefix(s, version)));
+    return spec.some((s) => s === release || (version !== undefined && isKernelVersion(s) && semver.satisfies(version, s)));
   }
-  if (!version) return false;
-  return spec
-    .trim()
-    .split(/\s+/)
-    .every((part) => {
-      const [, op = '=', v = ''] = COMPARISON.exec(part) ?? [];
-      const d = compareVersions(version, v.split('.').map(Number));
-      return { '>=': d >= 0, '<=': d <= 0, '>': d > 0, '<': d < 0, '=': d === 0 }[op] ?? false;
-    });
+  return version !== undefined && semver.satisfies(version, spec);
 }
 
-/** "7.2" covers every 7.2.x; "7.2.13" only 7.2.13. */
-function versionPrefix(spec: string, version: number[]): boolean {
-  const parts = spec.split('.').map(Number);
-  return parts.every((p, i) => version[i] === p);
-}
-
-export function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${body}$`);
-}
-
+/** One pattern dialect for test titles: --match's (matcher's), case-insensitive. */
 function coversTest(issue: KnownIssue, name: string): boolean {
-  return issue.test === undefined || globToRegExp(issue.test).test(name);
+  return issue.test === undefined || titleMatches(name, issue.test);
 }
 
 /** The entry a failed test matches, if any. */

@@ -25,7 +25,7 @@ export interface ListedSession {
   suite: string;
   files: string[];
   cmdline: string;
-  /** The backing a session is restricted to (suite.json env), if any. */
+  /** The backing a session is restricted to (suite.json "backings"), if any. */
   backing?: string;
   tests: { file: string; name: string }[];
 }

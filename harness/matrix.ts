@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, readlink, rm, } from 'node:fs/promises';
 import path from 'node:path';
 import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
+import { checkConfig } from './config/validate.js';
 import { checkInputDir, checkInputFile } from './inputs.js';
 import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
 import { localKernel } from './kernel/kernel.js';
@@ -36,7 +37,6 @@ export type KernelSpec =
 
 /** Object forms not handled yet (a series is validated with `dax-harness series`); refused clearly. */
 const PLANNED_KERNEL_KINDS = ['series'];
-const TREE_KEYS = ['tree', 'modulesOnly', 'fragments', 'name'];
 
 export interface MatrixConfig {
   file: string;
@@ -97,8 +97,17 @@ export interface MatrixSummary {
   error?: string;
 }
 
-const TOP_KEYS = ['kernels', 'topologies', 'suites', 'jobs', 'bootArgs', '$comment'];
-const PATH_KEYS = ['path', 'modules', 'name'];
+/** A matrix file as written (config/schema/matrix.schema.json checks its form). */
+interface MatrixFile {
+  kernels: unknown[];
+  topologies: string[];
+  suites: string[];
+  jobs?: number;
+  bootArgs?: string;
+}
+
+type TreeKernelEntry = { tree: string; modulesOnly?: boolean; fragments?: string; name?: string };
+type PathKernelEntry = { path: string; modules: string; name?: string };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -108,47 +117,36 @@ function labelOf(text: string): string {
   return text.replace(/[^A-Za-z0-9.+_-]/g, '_');
 }
 
-/** The one place a kernel entry of a matrix file is understood. */
+const KERNEL_FORMS = 'a Debian version like "7.3", {"path": BZIMAGE, "modules": DIR}, or {"tree": DIR|"debian:7.3", "modulesOnly"?, "fragments"?}';
+
+/**
+ * The one place a kernel entry of a matrix file is understood: which form it is and what it
+ * means. Its fields' types were checked by the matrix schema; a string must still be a
+ * Debian version, and an object of another kind is refused here.
+ */
 export function parseKernelSpec(raw: unknown, at: string, baseDir: string): KernelSpec {
   const fail = (what: string): never => {
     throw new UsageError(`${at}: ${what}`);
   };
-  const forms = 'a Debian version like "7.3", {"path": BZIMAGE, "modules": DIR}, or {"tree": DIR|"debian:7.3", "modulesOnly"?, "fragments"?}';
   if (typeof raw === 'string') {
-    if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${forms})`);
+    if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${KERNEL_FORMS})`);
     return { kind: 'debian', label: raw, version: raw };
   }
-  if (!isObject(raw)) return fail(`must be ${forms}`);
-  const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
-  if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${forms})`);
+  if (!isObject(raw)) return fail(`must be ${KERNEL_FORMS}`);
   if ('tree' in raw) {
-    for (const key of Object.keys(raw)) if (!TREE_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${TREE_KEYS.join(', ')})`);
-    if (typeof raw.tree !== 'string' || raw.tree === '') fail('"tree" must be a string (a directory or debian:<version>)');
-    if (raw.modulesOnly !== undefined && typeof raw.modulesOnly !== 'boolean') fail('"modulesOnly" must be true or false');
-    if (raw.fragments !== undefined && typeof raw.fragments !== 'string') fail('"fragments" must be a string (comma list)');
-    if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
-    const tree = (raw.tree as string).startsWith('debian:') ? (raw.tree as string) : path.resolve(baseDir, raw.tree as string);
-    const modulesOnly = raw.modulesOnly === true;
-    return {
-      kind: 'tree',
-      label: labelOf((raw.name as string | undefined) ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`),
-      tree,
-      modulesOnly,
-      fragments: raw.fragments as string | undefined,
-    };
+    const entry = raw as TreeKernelEntry;
+    const tree = entry.tree.startsWith('debian:') ? entry.tree : path.resolve(baseDir, entry.tree);
+    const modulesOnly = entry.modulesOnly === true;
+    return { kind: 'tree', label: labelOf(entry.name ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`), tree, modulesOnly, fragments: entry.fragments };
   }
-  if (!('path' in raw)) fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
-  for (const key of Object.keys(raw)) if (!PATH_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${PATH_KEYS.join(', ')})`);
-  if (typeof raw.path !== 'string' || raw.path === '') fail('"path" must be a string (a bzImage)');
-  if (typeof raw.modules !== 'string' || raw.modules === '') fail('"modules" must be a string (the modules directory)');
-  if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
-  const file = path.resolve(baseDir, raw.path as string);
-  return {
-    kind: 'path',
-    label: labelOf((raw.name as string | undefined) ?? path.basename(file)),
-    path: file,
-    modules: path.resolve(baseDir, raw.modules as string),
-  };
+  if ('path' in raw) {
+    const entry = raw as PathKernelEntry;
+    const file = path.resolve(baseDir, entry.path);
+    return { kind: 'path', label: labelOf(entry.name ?? path.basename(file)), path: file, modules: path.resolve(baseDir, entry.modules) };
+  }
+  const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
+  if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${KERNEL_FORMS})`);
+  return fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${KERNEL_FORMS})`);
 }
 
 /** What runOnce() is given for a kernel spec; checks it first (downloads a Debian kernel once). */
@@ -174,28 +172,20 @@ export function validateMatrixConfig(
   file: string,
   known: { topologies: string[]; suites: string[] },
 ): { config: MatrixConfig; cells: PlannedCell[] } {
-  const name = path.basename(file);
+  const where = `matrix ${path.basename(file)}`;
   const fail = (what: string): never => {
-    throw new UsageError(`matrix ${name}: ${what}`);
+    throw new UsageError(`${where}: ${what}`);
   };
-  if (!isObject(raw)) return fail('must be a JSON object');
-  for (const key of Object.keys(raw)) if (!TOP_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${TOP_KEYS.filter((k) => k !== '$comment').join(', ')})`);
-  const list = (key: string): unknown[] => {
-    const v = raw[key];
-    if (v === undefined) return fail(`"${key}" is missing`);
-    if (!Array.isArray(v) || v.length === 0) return fail(`"${key}" must be a non-empty list`);
-    return v;
-  };
+  const m = checkConfig<MatrixFile>('matrix', raw, where);
   const baseDir = path.dirname(path.resolve(file));
-  const kernels = list('kernels').map((k, i) => {
+  const kernels = m.kernels.map((k, i) => {
     try {
       return parseKernelSpec(k, `kernels[${i}]`, baseDir);
     } catch (error) {
       return fail(errorMessage(error));
     }
   });
-  const topologies = list('topologies').map((t, i) => {
-    if (typeof t !== 'string' || t === '') return fail(`topologies[${i}] must be a string`);
+  const topologies = m.topologies.map((t, i) => {
     if (t.endsWith('.json')) {
       const p = path.resolve(baseDir, t);
       if (!existsSync(p)) fail(`topologies[${i}]: topology file ${t} does not exist`);
@@ -204,22 +194,19 @@ export function validateMatrixConfig(
     if (!known.topologies.includes(t)) fail(`topologies[${i}]: unknown topology "${t}" (known: ${known.topologies.join(', ')}, or a .json file)`);
     return t;
   });
-  const suites = list('suites').map((s, i) => {
-    if (typeof s !== 'string') return fail(`suites[${i}] must be a string`);
+  const suites = m.suites.map((s, i) => {
     // "suite/file" narrows a suite to one test file, as on the command line (checked by loadMatrixConfig).
     const suite = s.split('/')[0] ?? s;
     if (s !== 'all' && !known.suites.includes(suite)) fail(`suites[${i}]: unknown suite "${suite}" (known: ${known.suites.join(', ')}, all)`);
     return s;
   });
-  if (raw.jobs !== undefined && (!Number.isInteger(raw.jobs) || (raw.jobs as number) < 1)) fail('"jobs" must be a positive integer');
-  if (raw.bootArgs !== undefined && typeof raw.bootArgs !== 'string') fail('"bootArgs" must be a string');
   const config: MatrixConfig = {
     file: path.resolve(file),
     kernels,
     topologies,
     suites,
-    jobs: raw.jobs as number | undefined,
-    bootArgs: (raw.bootArgs as string | undefined) ?? '',
+    jobs: m.jobs,
+    bootArgs: m.bootArgs ?? '',
   };
   const cells: PlannedCell[] = [];
   const seen = new Set<string>();

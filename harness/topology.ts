@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { checkConfig } from './config/validate.js';
 import { UsageError } from './errors.js';
 import { projectRoot } from './paths.js';
 
@@ -42,7 +43,6 @@ export interface CxlRegion {
 
 export const DEFAULT_TOPOLOGY = 'cxl-pmem';
 const TOPOLOGY_DIR = path.join(projectRoot, 'harness/topologies');
-const SIZE = /^\d+[KMG]$/;
 
 export async function listTopologies(): Promise<string[]> {
   return (await readdir(TOPOLOGY_DIR))
@@ -53,76 +53,68 @@ export async function listTopologies(): Promise<string[]> {
 
 /** Loads a topology by name or by path to a JSON file, validating every field. */
 export async function loadTopology(nameOrPath: string): Promise<Topology> {
-  const file = nameOrPath.endsWith('.json') ? path.resolve(nameOrPath) : path.join(TOPOLOGY_DIR, `${nameOrPath}.json`);
+  const isFile = nameOrPath.endsWith('.json');
+  const file = isFile ? path.resolve(nameOrPath) : path.join(TOPOLOGY_DIR, `${nameOrPath}.json`);
   if (!existsSync(file)) {
     throw new UsageError(`unknown topology "${nameOrPath}" (known: ${(await listTopologies()).join(', ')})`);
   }
+  const where = `topology ${isFile ? file : nameOrPath}`;
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(file, 'utf8'));
   } catch (error) {
-    throw new UsageError(`topology ${file}: not valid JSON (${(error as Error).message})`);
+    throw new UsageError(`${where}: not valid JSON (${(error as Error).message})`);
   }
-  return validateTopology(path.basename(file, '.json'), raw);
+  return validateTopology(path.basename(file, '.json'), raw, where);
 }
 
-export function validateTopology(name: string, raw: unknown): Topology {
+/** The file as written (config/schema/topology.schema.json checks its form). */
+interface TopologyFile {
+  description?: string;
+  cpus: number;
+  memory: Topology['memory'];
+  cxl?: CxlDevice[];
+  cxlRegions?: CxlRegion[];
+  pmem?: Topology['pmem'];
+}
+
+/**
+ * Checks a parsed topology: its form against the schema, then what a schema cannot say
+ * (a device at all, each name once, the regions); `where` starts every error line.
+ */
+export function validateTopology(name: string, raw: unknown, where = `topology ${name}`): Topology {
   const fail = (what: string): never => {
-    throw new UsageError(`topology ${name}: ${what}`);
+    throw new UsageError(`${where}: ${what}`);
   };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('must be a JSON object');
-  const t = raw as Record<string, unknown>;
-  const memory = t.memory as Topology['memory'] | undefined;
-  if (!Number.isInteger(t.cpus) || (t.cpus as number) < 1) fail('"cpus" must be a positive integer');
-  if (!memory || !SIZE.test(String(memory.boot)) || !SIZE.test(String(memory.max)) || !Number.isInteger(memory.slots)) {
-    fail('"memory" needs "boot" and "max" sizes like 2G and an integer "slots"');
-  }
-  const cxl = (t.cxl ?? []) as Topology['cxl'];
-  const pmem = (t.pmem ?? []) as Topology['pmem'];
-  if (!Array.isArray(cxl) || !Array.isArray(pmem)) fail('"cxl" and "pmem" must be lists');
+  const t = checkConfig<TopologyFile>('topology', raw, where);
+  const cxl = t.cxl ?? [];
+  const pmem = t.pmem ?? [];
   if (cxl.length + pmem.length === 0) fail('needs at least one "cxl" or "pmem" device');
   const names = new Set<string>();
   for (const d of [...cxl, ...pmem]) {
-    if (typeof d.name !== 'string' || !/^[a-z][a-z0-9-]*$/.test(d.name)) fail(`device name ${JSON.stringify(d.name)} is not a simple id`);
     if (names.has(d.name)) fail(`device name ${d.name} is used twice`);
     names.add(d.name);
-    if (!SIZE.test(String(d.size))) fail(`device ${d.name}: size ${JSON.stringify(d.size)} is not like 512M or 1G`);
-  }
-  for (const d of pmem) {
-    if (!SIZE.test(String(d.labelSize))) fail(`device ${d.name}: labelSize must be like 128K`);
-  }
-  for (const d of cxl) {
-    if (d.hostBridge !== undefined && !(Number.isInteger(d.hostBridge) && d.hostBridge >= 0 && d.hostBridge < 4)) {
-      fail(`device ${d.name}: "hostBridge" must be 0 to 3`);
-    }
-    if (d.switch !== undefined && typeof d.switch !== 'boolean') fail(`device ${d.name}: "switch" must be true or false`);
   }
   return {
     name,
-    description: String(t.description ?? ''),
-    cpus: t.cpus as number,
-    memory: memory as Topology['memory'],
+    description: t.description ?? '',
+    cpus: t.cpus,
+    memory: t.memory,
     cxl,
-    cxlRegions: validateRegions(cxl, t.cxlRegions, fail),
+    cxlRegions: checkRegions(cxl, t.cxlRegions ?? [], fail),
     pmem,
   };
 }
-
-const GRANULARITIES = [256, 512, 1024, 2048, 4096, 8192, 16384];
 
 /**
  * The declared regions, checked (each device in at most one region, interleave ways a power
  * of two, devices of one region the same size), plus a region of its own for every device
  * no region names.
  */
-function validateRegions(cxl: CxlDevice[], raw: unknown, fail: (what: string) => never): CxlRegion[] {
-  if (raw !== undefined && !Array.isArray(raw)) fail('"cxlRegions" must be a list');
-  const declared = (raw ?? []) as CxlRegion[];
+function checkRegions(cxl: CxlDevice[], declared: CxlRegion[], fail: (what: string) => never): CxlRegion[] {
   const byName = new Map(cxl.map((d) => [d.name, d]));
   const used = new Set<string>();
   for (const r of declared) {
-    if (typeof r.name !== 'string' || !/^[a-z][a-z0-9-]*$/.test(r.name)) fail(`region name ${JSON.stringify(r.name)} is not a simple id`);
-    if (!Array.isArray(r.devices) || r.devices.length === 0) fail(`region ${r.name}: "devices" must list CXL devices`);
     if (![1, 2, 4, 8].includes(r.devices.length)) fail(`region ${r.name}: ${r.devices.length} devices: interleave ways must be 1, 2, 4 or 8`);
     for (const name of r.devices) {
       if (!byName.has(name)) fail(`region ${r.name}: no CXL device named ${JSON.stringify(name)}`);
@@ -130,9 +122,6 @@ function validateRegions(cxl: CxlDevice[], raw: unknown, fail: (what: string) =>
       used.add(name);
     }
     if (new Set(r.devices.map((n) => byName.get(n)?.size)).size > 1) fail(`region ${r.name}: its devices must all have the same size`);
-    if (r.granularity !== undefined && !GRANULARITIES.includes(r.granularity)) {
-      fail(`region ${r.name}: granularity must be one of ${GRANULARITIES.join(', ')}`);
-    }
   }
   const own = cxl.filter((d) => !used.has(d.name)).map((d) => ({ name: d.name, devices: [d.name] }));
   return [...declared.map((r) => ({ name: r.name, devices: [...r.devices], ...(r.granularity ? { granularity: r.granularity } : {}) })), ...own];

@@ -11,7 +11,7 @@ import { reach } from '../../harness/steps.js';
 const ROUNDS = 3;
 
 for (const backing of ['cxl', 'pmem'] as const) {
-  guestTest(`${backing}: online_movable and unplug ${ROUNDS} times return to the same state`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: online_movable and unplug ${ROUNDS} times return to the same state`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     const checker = new DeviceChecker(kit, device);
     await reach(kit, device, 'unplugged');

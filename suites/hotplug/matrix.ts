@@ -16,7 +16,7 @@ const ROLLBACK_LOG = { merged: /hotremove failed, device left online: -16/, v3: 
  * side, write the value, check the errno against what kmem.c says, and check every side again.
  */
 export function stateCell(backing: Backing, start: HotplugState, written: Written): void {
-  guestTest(`${backing}: from ${start}, write ${written}`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: from ${start}, write ${written}`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     const checker = new DeviceChecker(kit, device);
     await reach(kit, device, start);

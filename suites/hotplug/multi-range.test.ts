@@ -10,7 +10,7 @@ import { reach, unbindKmem } from '../../harness/steps.js';
  * ranges as one device, and every range's blocks and iomem entry must follow the attribute.
  */
 // Two 128 MiB carves and a grow to 384 MiB need a region of 512 MiB.
-guestTest('cxl: a device with three ranges moves as one', { backing: 'cxl', minDeviceMiB: 512, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+guestTest('cxl: a device with three ranges moves as one', { backing: 'cxl', exclusive: true }, async (_t, kit) => {
   const { guest, device, driver } = kit;
   const region = /^dax(\d+)\./.exec(device.name)?.[1];
   kit.assert('device name gives its region', region !== undefined, device.name);

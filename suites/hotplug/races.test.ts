@@ -18,7 +18,7 @@ function movableZone(zoneinfo: string, node: number): { free: number; managed: n
  * unplugging movable memory that is in use.
  */
 for (const backing of ['cxl', 'pmem'] as const) {
-  guestTest(`${backing}: a block offlined behind the attribute's back`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: a block offlined behind the attribute's back`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     await reach(kit, device, 'online_movable');
     const block = device.blocks[0] as number;
@@ -37,7 +37,7 @@ for (const backing of ['cxl', 'pmem'] as const) {
     await new DeviceChecker(kit, device).expectState('unplugged', 'after unplug');
   });
 
-  guestTest(`${backing}: a block onlined behind the attribute's back`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: a block onlined behind the attribute's back`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     await reach(kit, device, 'offline');
     const block = device.blocks.at(-1) as number;
@@ -51,7 +51,7 @@ for (const backing of ['cxl', 'pmem'] as const) {
     await new DeviceChecker(kit, device).expectState('unplugged', 'after unplug');
   });
 
-  guestTest(`${backing}: concurrent writers end in one consistent state`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: concurrent writers end in one consistent state`, { backing, exclusive: true }, async (_t, kit) => {
     const { device, driver } = kit;
     await reach(kit, device, 'unplugged');
     const checker = new DeviceChecker(kit, device);
@@ -71,7 +71,7 @@ for (const backing of ['cxl', 'pmem'] as const) {
     await checker.expectState(final, 'after the race');
   });
 
-  guestTest(`${backing}: unplug movable memory that is in use migrates it`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
+  guestTest(`${backing}: unplug movable memory that is in use migrates it`, { backing, exclusive: true }, async (_t, kit) => {
     const { device } = kit;
     await reach(kit, device, 'online_movable');
     const checker = new DeviceChecker(kit, device);

@@ -1,4 +1,4 @@
-import { guestTest, runContext } from '../../harness/fixture.js';
+import { guestTest, runContext, sessionBacking } from '../../harness/fixture.js';
 import { VARIANTS } from '../../harness/hotplug.js';
 import { blockStates, viewDevice } from '../../harness/probe.js';
 import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harness/steps.js';
@@ -15,7 +15,7 @@ import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harne
  */
 const context = runContext();
 const spec = VARIANTS[context.variant];
-const backing = process.env.DAX_HARNESS_BACKING === 'pmem' ? 'pmem' : 'cxl';
+const backing = sessionBacking();
 const messages = spec.attribute ? spec.unbindWhileOnline.messages : [/cannot be hotremoved until the next reboot/];
 
 guestTest(

@@ -1,4 +1,4 @@
-import { guestTest, runContext } from '../../harness/fixture.js';
+import { guestTest, runContext, sessionBacking } from '../../harness/fixture.js';
 import { VARIANTS } from '../../harness/hotplug.js';
 import { blockStates, viewDevice } from '../../harness/probe.js';
 import { dmesgSinceTestStart, driverOf } from '../../harness/steps.js';
@@ -12,13 +12,12 @@ import { bindTo, type DaxDriver, unbindFrom } from './drivers.js';
  */
 const context = runContext();
 const spec = VARIANTS[context.variant];
-const backing = process.env.DAX_HARNESS_BACKING === 'pmem' ? 'pmem' : 'cxl';
+const backing = sessionBacking();
 
 guestTest(
   `${backing}: memory online, kmem unbound: fsdev_dax, device_dax and kmem are refused and the memory stays`,
   {
     backing,
-    needsModule: 'fsdev_dax',
     expectReports: spec.unbindWhileOnline.warn ? [{ kind: 'WARNING', match: /Hotplug memory regions stuck online until reboot/ }] : [],
     allowTaint: spec.unbindWhileOnline.warn ? 'W' : '',
   },

@@ -16,7 +16,7 @@ const ROUTE: DaxDriver[] = ['fsdev_dax', 'device_dax', 'fsdev_dax', 'kmem'];
 for (const backing of ['cxl', 'pmem'] as const) {
   guestTest(
     `${backing}: kmem -> fsdev_dax -> device_dax -> fsdev_dax -> kmem with the memory unplugged, then the state machine`,
-    { backing, needsModule: 'fsdev_dax', exclusive: true },
+    { backing, exclusive: true },
     async (_t, kit) => {
       const { device, driver } = kit;
       const checker = new DeviceChecker(kit, device);

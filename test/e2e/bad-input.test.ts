@@ -19,6 +19,15 @@ const matrixOf = (name: string, suites: string[]) => {
   return file;
 };
 const badSuiteMatrix = matrixOf('bad-file.json', ['hotplug/nosuch']);
+// Issue 14: topology, matrix and known-issues files are checked by their schemas (harness/config/schema/).
+const scratchJson = (name: string, value: unknown) => {
+  const file = path.join(scratch, name);
+  writeFileSync(file, JSON.stringify(value));
+  return file;
+};
+const misspeltTopology = scratchJson('misspelt.json', { cpus: 2, memory: { boot: '2G', max: '8G', slots: 4 }, pmem: [{ name: 'n', size: '1G', labelSize: '128K', lablSize: '1K' }] });
+const tildeKnownIssues = scratchJson('tilde-known.json', { issues: [{ kernel: '~7.3', test: 'x', reason: 'r' }] });
+const stringJobsMatrix = scratchJson('string-jobs.json', { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], jobs: '2' });
 
 const cases: [string, string[], RegExp][] = [
   ['unknown kernel version', ['run', '--kernel', '9.9'], /no Debian kernel 9\.9 in sid or experimental \(available: .*7\.3/],
@@ -48,6 +57,9 @@ const cases: [string, string[], RegExp][] = [
   ['--modules with the default kernel', ['run', '--modules', '/tmp'], /--modules goes with --kernel PATH/],
   ['--quiet with --verbose', ['run', '--quiet', '--verbose'], /--quiet and --verbose contradict each other/],
   ['matrix of a suite file that does not exist', ['matrix', badSuiteMatrix], /matrix bad-file\.json: suites: suite hotplug has no test file nosuch\.test\.ts/],
+  ['a topology file with an unknown key', ['run', '--topology', misspeltTopology], /topology .*misspelt\.json: pmem\[0\]: unknown key "lablSize" \(known: name, size, labelSize\)/],
+  ['a known-issues range that is no comparison', ['run', '--known-issues', tildeKnownIssues], /known issues .*tilde-known\.json: issues\[0\]\.kernel must be .* \(found "~7\.3"\)/],
+  ['a matrix file with jobs of the wrong type', ['matrix', stringJobsMatrix], /matrix string-jobs\.json: jobs must be a positive integer \(found "2"\)/],
   ['merge of a missing directory', ['merge', '/nonexistent-shard', '--out', path.join(scratch, 'merged')], /result directory \/nonexistent-shard does not exist/],
   ['kernel without a subcommand', ['kernel'], /kernel needs a subcommand: fetch <version>/],
   ['kernel with an unknown subcommand', ['kernel', 'frob'], /unknown kernel subcommand "frob" \(known: fetch\)/],

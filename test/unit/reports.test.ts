@@ -1,6 +1,6 @@
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
-import { applyKnownIssues, globToRegExp, kernelMatches, type KnownIssue, validateKnownIssues } from '../../harness/knownissues.js';
+import { applyKnownIssues, kernelMatches, type KnownIssue, validateKnownIssues } from '../../harness/knownissues.js';
 import { compareCells } from '../../harness/results/compare.js';
 import { toHtmlReport } from '../../harness/results/html.js';
 import { junitDocument } from '../../harness/results/junit.js';
@@ -33,27 +33,46 @@ test('kernel ranges: comparisons, lists, any', (t) => {
   t.false(kernelMatches('>=7.3', undefined));
 });
 
-test('test globs', (t) => {
-  t.true(globToRegExp('hotplug: cxl: *').test('hotplug: cxl: online -> unplugged'));
-  t.false(globToRegExp('hotplug: cxl: *').test('hotplug: pmem: x'));
-  t.true(globToRegExp('a?c (x)').test('abc (x)'));
+test('kernel ranges are semver ranges over the release\'s leading version, partial versions as semver reads them', (t) => {
+  t.true(kernelMatches('>=7.3 <7.4', '7.3.0-1-amd64'));
+  t.true(kernelMatches('=7.3', '7.3.2-amd64'), '=7.3 takes every 7.3.x');
+  t.true(kernelMatches('<=7.3', '7.3.9-amd64'), '<=7.3 takes every 7.3.x');
+  t.false(kernelMatches('>7.3', '7.3.9-amd64'), '>7.3 starts at 7.4.0');
+  t.true(kernelMatches('>7.2.12', '7.2.13+deb14-amd64'));
+  t.false(kernelMatches(['7.2.13+deb14-amd64'], '7.2.13+deb15-amd64'), 'a release in a list is exact');
+  t.false(kernelMatches('>=7.0', 'custom-kernel-7.3'), 'a release that does not start with a version matches no range');
+});
+
+test('test patterns are --match\'s dialect (matcher): * any run, leading ! negates, case ignored, ? literal', (t) => {
+  const failed = (name: string) => rec(name, 'fail');
+  const issue = (test: string): KnownIssue[] => [{ kernel: '*', test, reason: 'r' }];
+  const known = (test: string, name: string) => applyKnownIssues(issue(test), '7.3-amd64', [failed(name)], true).tests[0]?.known;
+  t.is(known('hotplug: cxl: *', 'hotplug: cxl: online -> unplugged'), 'r');
+  t.is(known('hotplug: cxl: *', 'hotplug: pmem: x'), undefined);
+  t.is(known('CXL: *', 'cxl: a'), 'r');
+  t.is(known('!*pmem*', 'cxl: a'), 'r');
+  t.is(known('!*pmem*', 'pmem: a'), undefined);
+  t.is(known('a?c', 'abc'), undefined);
+  t.is(known('a?c', 'a?c'), 'r');
 });
 
 test('known issues file: one-line errors naming the field', (t) => {
   const cases: [unknown, RegExp][] = [
-    [[], /must be a JSON object with "issues"/],
-    [{ issues: {} }, /"issues" must be a list/],
-    [{ issue: [] }, /unknown key "issue"/],
-    [{ issues: [{ kernel: '>=7.3', reason: 'x' }] }, /issues\[0\] needs "test" .* or "crash"/],
-    [{ issues: [{ kernel: '~7.3', test: 'a', reason: 'x' }] }, /issues\[0\]\.kernel: "~7\.3" is not a comparison/],
-    [{ issues: [{ kernel: [], test: 'a', reason: 'x' }] }, /issues\[0\]\.kernel must be a range string/],
-    [{ issues: [{ test: 'a' }] }, /issues\[0\]\.reason must be a non-empty string/],
+    [[], /^known issues: must be a JSON object with "issues" \(found an empty list\)$/],
+    [{ issues: {} }, /^known issues: issues must be a list \(found an object\)$/],
+    [{ issue: [] }, /^known issues: unknown key "issue" \(known: issues\)$/],
+    [{ issues: [{ kernel: '>=7.3', reason: 'x' }] }, /^known issues: issues\[0\] must be an entry with "test" .* or "crash" /],
+    [{ issues: [{ kernel: '~7.3', test: 'a', reason: 'x' }] }, /issues\[0\]\.kernel must be "\*", comparisons like ">=7\.3 <7\.4" .* \(found "~7\.3"\)$/],
+    [{ issues: [{ kernel: [], test: 'a', reason: 'x' }] }, /issues\[0\]\.kernel must be "\*", comparisons .* \(found an empty list\)$/],
+    [{ issues: [{ test: 'a' }] }, /issues\[0\]\.reason is missing/],
+    [{ issues: [{ test: 'a', reason: ' ' }] }, /issues\[0\]\.reason must be a non-empty string/],
     [{ issues: [{ test: 'a', reason: 'r', crash: '(' }] }, /issues\[0\]\.crash is not a valid regular expression/],
     [{ issues: [{ test: 'a', reason: 'r', bug: 1 }] }, /issues\[0\]: unknown key "bug"/],
   ];
   for (const [raw, message] of cases) {
     const error = t.throws(() => validateKnownIssues(raw), { instanceOf: UsageError });
     t.regex(error?.message ?? '', message);
+    t.false(error?.message.includes('\n'), 'one line');
   }
   t.is(validateKnownIssues({ issues: [{ test: 'a', reason: 'r' }] })[0]?.kernel, '*');
 });

@@ -1,3 +1,6 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
 import { cxlWindows, declaredDevices, listTopologies, loadTopology, qemuArgs, restrictTopology, sizeBytes, validateTopology } from '../../harness/topology.js';
@@ -95,11 +98,11 @@ test('two CXL devices get two root ports and a window that holds both', (t) => {
 
 test('bad topologies are rejected with a UsageError that names the problem', async (t) => {
   const bad: [unknown, RegExp][] = [
-    [[], /JSON object/],
-    [{ cpus: 0, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /cpus/],
-    [{ cpus: 1, memory: { boot: '2 GB', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /memory/],
+    [[], /^topology x: must be a JSON object \(found an empty list\)$/],
+    [{ cpus: 0, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /^topology x: cpus must be a positive integer \(found 0\)$/],
+    [{ cpus: 1, memory: { boot: '2 GB', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /^topology x: memory\.boot must be a size like 512M or 1G \(found "2 GB"\)$/],
     [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [] }, /at least one/],
-    [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: 'big' }] }, /size/],
+    [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: 'big' }] }, /^topology x: cxl\[0\]\.size must be a size like 512M or 1G \(found "big"\)$/],
     [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }], pmem: [{ name: 'a', size: '1G', labelSize: '128K' }] }, /used twice/],
   ];
   for (const [raw, message] of bad) {
@@ -107,6 +110,12 @@ test('bad topologies are rejected with a UsageError that names the problem', asy
     t.regex(error?.message ?? '', message);
   }
   await t.throwsAsync(loadTopology('nope'), { instanceOf: UsageError, message: /unknown topology "nope" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/ });
+});
+
+test('a bad topology file is named by its path, with the field', async (t) => {
+  const file = path.join(await mkdtemp(path.join(tmpdir(), 'dax-topology-')), 'mine.json');
+  await writeFile(file, JSON.stringify({ cpus: 2, memory: { boot: '2G', max: '8G', slots: 4 }, pmem: [{ name: 'n', size: '1G', labelSize: 128 }] }));
+  await t.throwsAsync(loadTopology(file), { instanceOf: UsageError, message: `topology ${file}: pmem[0].labelSize must be a size like 128K (found 128)` });
 });
 
 test('sizes', (t) => {
@@ -184,9 +193,12 @@ test('bad regions are rejected with the region and the problem named', (t) => {
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b', 'c'] }] }, /region r: 3 devices: interleave ways must be 1, 2, 4 or 8/],
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'c'] }] }, /region r: its devices must all have the same size/],
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a'] }, { name: 's', devices: ['a'] }] }, /region s: device a is in another region already/],
-    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b'], granularity: 3000 }] }, /region r: granularity must be one of/],
-    [{ ...machine, cxl: [{ name: 'a', size: '1G', hostBridge: 9 }] }, /device a: "hostBridge" must be 0 to 3/],
-    [{ ...machine, cxl: two, cxlRegions: {} }, /"cxlRegions" must be a list/],
+    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b'], granularity: 3000 }] }, /topology x: cxlRegions\[0\]\.granularity must be one of 256, .* \(found 3000\)/],
+    [{ ...machine, cxl: [{ name: 'a', size: '1G', hostBridge: 9 }] }, /topology x: cxl\[0\]\.hostBridge must be 0 to 3 \(found 9\)/],
+    [{ ...machine, cxl: two, cxlRegions: {} }, /topology x: cxlRegions must be a list \(found an object\)/],
+    [{ ...machine, cxl: two, cxlRegion: [] }, /topology x: unknown key "cxlRegion" \(known: description, cpus, memory, cxl, cxlRegions, pmem\)/],
+    [{ ...machine, cxl: [{ name: 'a', size: '1G', sw: true }] }, /topology x: cxl\[0\]: unknown key "sw"/],
+    [{ cpus: 1, cxl: two }, /topology x: memory is missing/],
   ];
   for (const [raw, message] of bad) {
     const error = t.throws(() => validateTopology('x', raw), { instanceOf: UsageError });
