@@ -2,7 +2,7 @@ import type { DaxDevice } from './devices.js';
 import type { HotplugState } from './hotplug.js';
 import { expectedZone, isOnline } from './expectations.js';
 import type { TestKit } from './fixture.js';
-import { blockStates, type DeviceView, viewDevice } from './probe.js';
+import { blockStates, type DeviceView, viewDevice } from './device-view.js';
 
 /**
  * Checks a device from every side against the state it should be in: the attribute, each

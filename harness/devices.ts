@@ -2,7 +2,7 @@ import type { Guest } from './guest.js';
 import { InfraError } from './errors.js';
 import { progress } from './progress.js';
 import type { CheckRecord } from './results/record.js';
-import { blocksForRange } from './sysfs.js';
+import { blocksForRange } from './kernel-text.js';
 import { type CxlRegion, cxlWindows, sizeBytes, type Topology } from './topology.js';
 
 export type Backing = 'cxl' | 'pmem';

@@ -9,7 +9,7 @@ import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from '.
 import type { CheckRecord, TestRecord, TestStatus } from './results/record.js';
 import type { SetupFailure } from './setupfailure.js';
 import { BACKING_ENV, type FileNeeds, loadSuiteManifest, withFileNeeds } from './suites.js';
-import { taintLetters } from './sysfs.js';
+import { taintLetters } from './kernel-text.js';
 import { titleMatches } from './title-match.js';
 import { type ExpectedReport, isExpected, triage } from './triage.js';
 

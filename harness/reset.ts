@@ -1,7 +1,7 @@
 import type { DaxDevice } from './devices.js';
 import type { Guest } from './guest.js';
 import type { HotplugDriver } from './hotplug.js';
-import { blockStates, viewDevice } from './probe.js';
+import { blockStates, viewDevice } from './device-view.js';
 
 /**
  * Returns a guest's devices to their state right after setup without a reboot: every device

@@ -2,7 +2,7 @@ import { type Backing, createTopologyDevices, type DaxDevice, DeviceSetupError, 
 import type { Guest } from './guest.js';
 import { detectVariant, VARIANTS } from './hotplug.js';
 import { backingsOf } from './image.js';
-import { blockStates, viewDevice } from './probe.js';
+import { blockStates, viewDevice } from './device-view.js';
 import { progress } from './progress.js';
 import type { CheckRecord } from './results/record.js';
 import type { Topology } from './topology.js';

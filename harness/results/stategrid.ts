@@ -1,7 +1,7 @@
 import type { TestRecord } from './record.js';
 
 /**
- * The state-transition tests as a grid: suites/hotplug/matrix.ts names each one
+ * The state-transition tests as a grid: suites/hotplug/state-matrix.ts names each one
  * `${backing}: from ${start}, write ${written}`, so a run's flat list of them becomes, per
  * backing, rows of start states and columns of written values.
  */

@@ -11,7 +11,7 @@ import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
 import { type GuestRunOptions, runOnce } from '../run.js';
 import { fileStamp } from '../util/stamp.js';
-import { compareRuns, comparisonText, type SeriesComparison } from './compare.js';
+import { compareRuns, comparisonText, type SeriesComparison } from './base-vs-series.js';
 import { type Patch, readSeries, type Series } from './patches.js';
 
 export interface SeriesOptions extends GuestRunOptions {

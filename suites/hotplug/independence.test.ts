@@ -3,7 +3,7 @@ import type { DaxDevice } from '../../harness/devices.js';
 import { isOnline } from '../../harness/expectations.js';
 import { devicesOf, guestTest, type TestKit } from '../../harness/fixture.js';
 import type { HotplugOp, HotplugState } from '../../harness/hotplug.js';
-import { reach } from '../../harness/steps.js';
+import { reach } from '../../harness/device-steps.js';
 
 /**
  * Two dax devices of one backing (topology cxl-two-regions): every write to one device's

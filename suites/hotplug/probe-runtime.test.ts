@@ -1,6 +1,6 @@
 import { DeviceChecker } from '../../harness/devicecheck.js';
 import { guestTest } from '../../harness/fixture.js';
-import { driverOf, rebindWithPolicy } from '../../harness/steps.js';
+import { driverOf, rebindWithPolicy } from '../../harness/device-steps.js';
 
 /**
  * Probe auto-onlining with the runtime policy: auto_online_blocks is changed before kmem is

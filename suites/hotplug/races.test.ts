@@ -2,8 +2,8 @@ import { DeviceChecker } from '../../harness/devicecheck.js';
 import { guestTest } from '../../harness/fixture.js';
 import type { HotplugState } from '../../harness/hotplug.js';
 import { writeSysfs } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/probe.js';
-import { reach } from '../../harness/steps.js';
+import { blockStates, viewDevice } from '../../harness/device-view.js';
+import { reach } from '../../harness/device-steps.js';
 
 /** "pages free" and "managed" of a node's Movable zone in /proc/zoneinfo. */
 function movableZone(zoneinfo: string, node: number): { free: number; managed: number } | undefined {

@@ -1,4 +1,4 @@
-import { stateCell } from './matrix.js';
+import { stateCell } from './state-matrix.js';
 
 /**
  * The state matrix for the starts that never leave kernel-zone memory behind: unplugged,

@@ -1,4 +1,4 @@
-import { stateCell } from './matrix.js';
+import { stateCell } from './state-matrix.js';
 
 /** unplugged -> online_kernel (ZONE_NORMAL), then every value from online_kernel. */
 for (const backing of ['cxl', 'pmem'] as const) {

@@ -1,4 +1,4 @@
-import { stateCell } from './matrix.js';
+import { stateCell } from './state-matrix.js';
 
 /** unplugged -> online (the kernel picks the zone), then every value from online. */
 for (const backing of ['cxl', 'pmem'] as const) {

@@ -2,8 +2,8 @@ import type { DeviceChecker } from '../../harness/devicecheck.js';
 import type { DaxDevice } from '../../harness/devices.js';
 import type { TestKit } from '../../harness/fixture.js';
 import { writeSysfs } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/probe.js';
-import { dmesgSinceTestStart, driverOf } from '../../harness/steps.js';
+import { blockStates, viewDevice } from '../../harness/device-view.js';
+import { dmesgSinceTestStart, driverOf } from '../../harness/device-steps.js';
 
 /**
  * Moving a dax device between the three drivers it can be bound to: device_dax (a character

@@ -1,7 +1,7 @@
 import { guestTest, runContext, sessionBacking } from '../../harness/fixture.js';
 import { VARIANTS } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/probe.js';
-import { dmesgSinceTestStart, driverOf } from '../../harness/steps.js';
+import { blockStates, viewDevice } from '../../harness/device-view.js';
+import { dmesgSinceTestStart, driverOf } from '../../harness/device-steps.js';
 import { bindTo, type DaxDriver, unbindFrom } from './drivers.js';
 
 /**

@@ -1,7 +1,7 @@
 import { DeviceChecker } from '../../harness/devicecheck.js';
 import { guestTest } from '../../harness/fixture.js';
-import { blockStates, viewDevice } from '../../harness/probe.js';
-import { driverOf, reach, removeMemory } from '../../harness/steps.js';
+import { blockStates, viewDevice } from '../../harness/device-view.js';
+import { driverOf, reach, removeMemory } from '../../harness/device-steps.js';
 import { bindTo, type DaxDriver, expectNoSystemRam, move, unbindFrom } from './drivers.js';
 
 /**

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
 import { projectRoot } from '../../harness/paths.js';
-import type { SeriesComparison } from '../../harness/series/compare.js';
+import type { SeriesComparison } from '../../harness/series/base-vs-series.js';
 import { isOneLineError, runCli, tempResultsDir } from './helpers.js';
 
 const MBOX = path.join(projectRoot, 'test/fixtures/series/kmem-offline-regression.mbox');

@@ -2,7 +2,7 @@ import test from 'ava';
 import { DEFAULT_FRAGMENTS, droppedOptions, fragmentFiles, parseConfig } from '../../harness/build/kconfig.js';
 import { moduleDirsOf } from '../../harness/build/module-build.js';
 import { parseMakefileVersion } from '../../harness/build/tree.js';
-import { taintMask } from '../../harness/sysfs.js';
+import { taintMask } from '../../harness/kernel-text.js';
 
 test('parseConfig reads =values, "is not set" and =n; later lines win', (t) => {
   const c = parseConfig('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_S="x y"\nCONFIG_C=y\nCONFIG_D=n\n# comment\n');

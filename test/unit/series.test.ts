@@ -8,7 +8,7 @@ import { GIT_IDENTITY } from '../../harness/build/tree.js';
 import { UsageError } from '../../harness/errors.js';
 import { projectRoot } from '../../harness/paths.js';
 import type { RunSummary } from '../../harness/results/summary.js';
-import { compareRuns, comparisonText } from '../../harness/series/compare.js';
+import { compareRuns, comparisonText } from '../../harness/series/base-vs-series.js';
 import { parseSeries, splitMbox } from '../../harness/series/patches.js';
 import { checkApplies, checkGitRepository, failedFile } from '../../harness/series/series.js';
 

@@ -1,12 +1,12 @@
-import type { DaxDevice } from './devices.js';
-import type { TestKit } from './fixture.js';
-import { type HotplugState, writeSysfs } from './hotplug.js';
-
 /**
  * Guest-side steps the hotplug suites share: bringing a device to a starting state, kmem
  * bind/unbind, and the auto_online_blocks policy, always restored (state leaking between
  * tests is what users of ndctl's daxctl tests complain about most).
  */
+import type { DaxDevice } from './devices.js';
+import type { TestKit } from './fixture.js';
+import { type HotplugState, writeSysfs } from './hotplug.js';
+
 const AUTO_ONLINE = '/sys/devices/system/memory/auto_online_blocks';
 
 export async function driverOf(kit: TestKit, device: DaxDevice): Promise<string> {

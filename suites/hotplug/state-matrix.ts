@@ -3,7 +3,7 @@ import type { Backing } from '../../harness/devices.js';
 import { expectWrite } from '../../harness/expectations.js';
 import { guestTest } from '../../harness/fixture.js';
 import { type HotplugOp, type HotplugState, writeSysfs } from '../../harness/hotplug.js';
-import { dmesgSinceTestStart, reach } from '../../harness/steps.js';
+import { dmesgSinceTestStart, reach } from '../../harness/device-steps.js';
 
 /** A word written in a cell: an operation (spelt as the variant spells it) or a literal. */
 export type Written = HotplugOp | 'offline' | 'bogus';

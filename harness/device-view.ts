@@ -1,6 +1,10 @@
+/**
+ * A dax device's memory as the kernel shows it from every side (driver, attribute, each block's
+ * state and valid_zones, /proc/iomem, node meminfo), read in one guest command.
+ */
 import type { DaxDevice } from './devices.js';
 import type { Guest } from './guest.js';
-import { kmemRangesWithin, parseIomem, parseMeminfo } from './sysfs.js';
+import { kmemRangesWithin, parseIomem, parseMeminfo } from './kernel-text.js';
 
 /** Everything the kernel says about one device's memory, read in one round trip. */
 export interface DeviceView {
