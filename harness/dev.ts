@@ -11,6 +11,7 @@ import { backingsOf, buildImage, type GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
+import type { TreeKernelSpec } from './kernel/spec.js';
 import { checkQemu, chooseAccelerator } from './machine.js';
 import { progress, step, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
@@ -30,9 +31,8 @@ import { declaredDevices, loadTopology } from './topology.js';
  * the dax regions) is delivered by a reboot instead, and the iteration says so.
  */
 export interface DevOptions extends GuestRunOptions {
-  tree: string;
-  modulesOnly: boolean;
-  fragments?: string;
+  /** The tree kernel to build (harness/kernel/spec.ts). */
+  kernel: TreeKernelSpec;
   /** Stop after this many rebuild iterations (0: run until interrupted). */
   exitAfter: number;
   pollMs?: number;
@@ -135,7 +135,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, [policy, bootArgs].filter(Boolean).join(' '), options.bootArgs);
   for (const w of overrideWarnings([{ session: 1, overridden }])) warn(w);
   // Bad input (no such tree) is refused before anything is written.
-  const tree = await resolveTree(options.cacheDir, options.tree);
+  const tree = await resolveTree(options.cacheDir, options.kernel.tree);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
   const dir = path.join(options.resultsDir, `dev-${stamp}-${process.pid}`);
   await mkdir(dir, { recursive: true }).catch((error) => {
@@ -147,13 +147,13 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   let prepared: PreparedKernel = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
     tree,
-    fragments: options.fragments,
-    modulesOnly: options.modulesOnly,
-    moduleDirs: options.modulesOnly ? ['drivers/dax'] : undefined,
+    fragments: options.kernel.fragments,
+    modulesOnly: options.kernel.modulesOnly,
+    moduleDirs: options.kernel.modulesOnly ? ['drivers/dax'] : undefined,
   });
   const loaded = prepared.modules ? new Map(prepared.modules.map((m) => [m.name, m.sha256])) : new Map((await installedModules(prepared.kernel, MODULE_DIRS)).map((m) => [m.name, m.sha256]));
   // The module-only path builds against the Debian kernel the overlay sits on.
-  const debianKernel = options.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
+  const debianKernel = options.kernel.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
   const floor = await buildImage(options.cacheDir, 'floor', prepared.kernel);
   const accel = await chooseAccelerator(options.cacheDir, qemu, prepared.kernel.vmlinuz, floor.path, options.accel);
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
@@ -273,12 +273,12 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
     const buildStarted = Date.now();
     let rebuilt: BuiltModule[] = [];
     let needsReboot = false;
-    if (options.modulesOnly) {
+    if (options.kernel.modulesOnly) {
       const build = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: (debianKernel as Kernel), dirs });
       rebuilt = build.modules.filter((m) => loaded.get(m.name) !== m.sha256);
     } else {
       const before = prepared.kernel;
-      prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.fragments });
+      prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.kernel.fragments });
       if (prepared.kernel.vmlinuz !== before.vmlinuz || changed.some((f) => !moduleDirsOf([f]).dirs.length)) needsReboot = true;
       rebuilt = (await installedModules(prepared.kernel, dirs)).filter((m) => loaded.get(m.name) !== m.sha256);
     }
@@ -296,7 +296,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
       delivery = 'reboot';
       await endGuest(booted as BootedGuest);
       booted = undefined;
-      if (options.modulesOnly) {
+      if (options.kernel.modulesOnly) {
         const dirsInTree = MODULE_DIRS.filter((d) => existsSync(path.join(tree.dir, d)));
         const all = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: debianKernel as Kernel, dirs: dirsInTree });
         prepared = { ...prepared, kernel: await overlayKernel(options.cacheDir, debianKernel as Kernel, tree, all.modules), modules: all.modules };

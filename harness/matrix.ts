@@ -4,8 +4,7 @@ import path from 'node:path';
 import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
 import { checkInputDir, checkInputFile } from './inputs.js';
-import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
-import { localKernel } from './kernel/kernel.js';
+import { type KernelSpec, labelOf, parseKernelSpec, prepareKernel, requestedKernel } from './kernel/spec.js';
 import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knownissues.js';
 import { progress } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
@@ -20,21 +19,6 @@ import { countsLine, countTests, type RunStatus, type RunSummary, SUMMARY_SCHEMA
 import { collapseRetries, readRawRecords, runOnce } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
-import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
-
-/**
- * A kernel named by a matrix file. Every form is parsed by parseKernelSpec() and turned into
- * what runOnce() takes by prepareKernel(): a new kind (a built tree, a patch series) adds a
- * case to both and a member here.
- */
-export type KernelSpec =
-  | { kind: 'debian'; label: string; version: string }
-  | { kind: 'path'; label: string; path: string; modules: string }
-  | { kind: 'tree'; label: string; tree: string; modulesOnly: boolean; fragments?: string };
-
-/** Object forms not handled yet (a series is validated with `dax-harness series`); refused clearly. */
-const PLANNED_KERNEL_KINDS = ['series'];
-const TREE_KEYS = ['tree', 'modulesOnly', 'fragments', 'name'];
 
 export interface MatrixConfig {
   file: string;
@@ -96,74 +80,8 @@ export interface MatrixSummary {
 }
 
 const TOP_KEYS = ['kernels', 'topologies', 'suites', 'jobs', 'bootArgs', '$comment'];
-const PATH_KEYS = ['path', 'modules', 'name'];
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function labelOf(text: string): string {
-  return text.replace(/[^A-Za-z0-9.+_-]/g, '_');
-}
-
-/** The one place a kernel entry of a matrix file is understood. */
-export function parseKernelSpec(raw: unknown, at: string, baseDir: string): KernelSpec {
-  const fail = (what: string): never => {
-    throw new UsageError(`${at}: ${what}`);
-  };
-  const forms = 'a Debian version like "7.3", {"path": BZIMAGE, "modules": DIR}, or {"tree": DIR|"debian:7.3", "modulesOnly"?, "fragments"?}';
-  if (typeof raw === 'string') {
-    if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${forms})`);
-    return { kind: 'debian', label: raw, version: raw };
-  }
-  if (!isObject(raw)) return fail(`must be ${forms}`);
-  const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
-  if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${forms})`);
-  if ('tree' in raw) {
-    for (const key of Object.keys(raw)) if (!TREE_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${TREE_KEYS.join(', ')})`);
-    if (typeof raw.tree !== 'string' || raw.tree === '') fail('"tree" must be a string (a directory or debian:<version>)');
-    if (raw.modulesOnly !== undefined && typeof raw.modulesOnly !== 'boolean') fail('"modulesOnly" must be true or false');
-    if (raw.fragments !== undefined && typeof raw.fragments !== 'string') fail('"fragments" must be a string (comma list)');
-    if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
-    const tree = (raw.tree as string).startsWith('debian:') ? (raw.tree as string) : path.resolve(baseDir, raw.tree as string);
-    const modulesOnly = raw.modulesOnly === true;
-    return {
-      kind: 'tree',
-      label: labelOf((raw.name as string | undefined) ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`),
-      tree,
-      modulesOnly,
-      fragments: raw.fragments as string | undefined,
-    };
-  }
-  if (!('path' in raw)) fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
-  for (const key of Object.keys(raw)) if (!PATH_KEYS.includes(key)) fail(`unknown key "${key}" (known: ${PATH_KEYS.join(', ')})`);
-  if (typeof raw.path !== 'string' || raw.path === '') fail('"path" must be a string (a bzImage)');
-  if (typeof raw.modules !== 'string' || raw.modules === '') fail('"modules" must be a string (the modules directory)');
-  if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
-  const file = path.resolve(baseDir, raw.path as string);
-  return {
-    kind: 'path',
-    label: labelOf((raw.name as string | undefined) ?? path.basename(file)),
-    path: file,
-    modules: path.resolve(baseDir, raw.modules as string),
-  };
-}
-
-/** What runOnce() is given for a kernel spec; checks it first (downloads a Debian kernel once). */
-export async function prepareKernel(
-  spec: KernelSpec,
-  cacheDir: string,
-): Promise<{ kernel: string; modules?: string; release: string; prepared?: PreparedKernel }> {
-  switch (spec.kind) {
-    case 'tree': {
-      const prepared = await prepareKernelFromTree({ cacheDir, tree: spec.tree, modulesOnly: spec.modulesOnly, fragments: spec.fragments });
-      return { kernel: spec.label, release: prepared.kernel.release, prepared };
-    }
-    case 'debian':
-      return { kernel: spec.version, release: (await fetchDebianKernel(cacheDir, spec.version)).release };
-    case 'path':
-      return { kernel: spec.path, modules: spec.modules, release: (await localKernel(spec.path, spec.modules)).release };
-  }
 }
 
 /** Validates a parsed matrix file; every error is one line naming the field. */
@@ -448,7 +366,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
       const tests = runDir ? collapseRetries(await readRawRecords(path.join(dir, 'cells', current.id, runDir, 'tests.jsonl'))) : [];
       summary.cells.push({
         id: current.id,
-        kernel: { requested: current.kernel.label, label: current.kernel.label },
+        kernel: { requested: requestedKernel(current.kernel), label: current.kernel.label },
         topology: current.topologyName,
         suites: config.suites,
         status: 'interrupted',
@@ -474,8 +392,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
     try {
       const run = await runOnce({
         prepared: inputs.prepared,
-        kernel: inputs.kernel,
-        modules: inputs.modules,
+        kernel: plan.kernel,
         topology: plan.topology,
         suites: config.suites,
         bootArgs: config.bootArgs,
@@ -497,7 +414,7 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
         ? cellFromRun(plan, run, path.join('cells', plan.id, runId as string), config.suites)
         : {
             id: plan.id,
-            kernel: { requested: inputs.kernel, release: inputs.release, label: plan.kernel.label },
+            kernel: { requested: requestedKernel(plan.kernel), release: inputs.kernel.release, label: plan.kernel.label },
             topology: plan.topologyName,
             suites: config.suites,
             status: 'error',

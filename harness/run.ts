@@ -13,9 +13,9 @@ import { Guest } from './guest.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { BASELINE_SKIP_REASON, detectVariant, HotplugDriver, VARIANTS, type Variant } from './hotplug.js';
 import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
-import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
-import { type Kernel, localKernel } from './kernel/kernel.js';
+import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
+import { type KernelSpec, requestedKernel, resolveKernel } from './kernel/spec.js';
 import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, describeExit, freePort, Machine } from './machine.js';
 import { projectRoot } from './paths.js';
@@ -40,8 +40,8 @@ import type { CrashReport } from './triage.js';
 export interface RunOptions {
   /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
   sshPort?: number;
-  kernel: string;
-  modules?: string;
+  /** The kernel (harness/kernel/spec.ts); a tree kernel comes ready-made in `prepared`. */
+  kernel: KernelSpec;
   topology: string;
   suites: string[];
   bootArgs: string;
@@ -70,11 +70,6 @@ export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' |
 
 /** Base kernel command line; `panic=-1` with QEMU's -no-reboot ends the guest on a panic. */
 export const BASE_CMDLINE = 'console=ttyS0 panic=-1';
-
-export async function resolveKernel(cacheDir: string, spec: string, modules?: string): Promise<Kernel> {
-  if (isKernelVersion(spec)) return fetchDebianKernel(cacheDir, spec);
-  return localKernel(spec, modules);
-}
 
 function runIdFor(kernel: string, topology: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
@@ -337,12 +332,13 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   const qemu = await checkQemu();
   // A kernel given by path is checked before anything is written: bad input leaves no run behind.
   const localKernelChecked =
-    options.prepared?.kernel ?? (isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules));
+    options.prepared?.kernel ?? (options.kernel.kind === 'path' ? await resolveKernel(options.cacheDir, options.kernel) : undefined);
+  const requested = requestedKernel(options.kernel);
   if (options.sshPort !== undefined) {
     if ((options.jobs ?? 1) > 1) throw new UsageError('--ssh-port serves one guest at a time: it cannot go with --jobs above 1');
     await checkPortFree(options.sshPort);
   }
-  const runId = runIdFor(options.kernel, topology.name);
+  const runId = runIdFor(requested, topology.name);
   const dir = path.join(options.resultsDir, runId);
   await mkdir(dir, { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${errorMessage(error)}`);
@@ -357,7 +353,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     runId,
     status: 'running',
     startedAt: new Date(started).toISOString(),
-    kernel: { requested: options.kernel },
+    kernel: { requested },
     qemu: { version: qemu.version },
     topology: topology.name,
     suites,
@@ -388,7 +384,6 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     harness: await harnessIdentity(),
     options: {
       kernel: options.kernel,
-      modules: options.modules,
       topology: options.topology,
       suites: options.suites,
       bootArgs: options.bootArgs,
@@ -488,9 +483,9 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
   await writeResultFiles();
 
   try {
-    const kernel = localKernelChecked ?? (await resolveKernel(options.cacheDir, options.kernel, options.modules));
-    summary.kernel = { requested: options.kernel, release: kernel.release, source: kernel.source };
-    repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
+    const kernel = localKernelChecked ?? (await resolveKernel(options.cacheDir, options.kernel));
+    summary.kernel = { requested, release: kernel.release, source: kernel.source };
+    repro.kernel = { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
     await cleanStaleStages(options.cacheDir);
     const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
     // One image per set of backings: a session restricted to one backing boots an image with
@@ -537,7 +532,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
         privateKeyPath: image.keys?.clientPrivateKeyPath ?? '',
         hostPublicKey: image.keys?.hostPublicKey ?? '',
       },
-      kernel: { release: kernel.release, requested: options.kernel },
+      kernel: { release: kernel.release, requested },
       variant: slot.booted.variant,
       topology: topology.name,
       declaredDevices: declaredDevices(topology),
@@ -641,7 +636,7 @@ export async function runOnce(options: RunOptions): Promise<{ exitCode: number; 
     const runWithoutGuest = async (name: string, session: GuestSession, cmdline: string, extra: Partial<RunContext>) => {
       const context: RunContext = {
         ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
-        kernel: { release: kernel.release, requested: options.kernel },
+        kernel: { release: kernel.release, requested },
         variant: options.variant ?? summary.variant ?? 'baseline',
         topology: topology.name,
         declaredDevices: declaredDevices(topology),

@@ -16,12 +16,13 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
+import { kernelSpecFromFlags, resolveKernel } from '../harness/kernel/spec.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
-import { BASE_CMDLINE, bootGuest, resolveKernel, runOnce, shutdownGuest } from '../harness/run.js';
+import { BASE_CMDLINE, bootGuest, runOnce, shutdownGuest } from '../harness/run.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 
 const argv = process.argv.slice(2);
@@ -29,7 +30,7 @@ const flag = (name: string, fallback: string) => {
   const i = argv.indexOf(name);
   return i >= 0 ? (argv[i + 1] ?? fallback) : fallback;
 };
-const kernelSpec = flag('--kernel', '7.3');
+const kernelSpec = await kernelSpecFromFlags({ kernel: flag('--kernel', '7.3') }, false);
 const reps = Number(flag('--reps', '3'));
 // The lean-boot table compares small differences (0.3 to 3 s) between interleaved boots.
 const leanReps = Number(flag('--lean-reps', '5'));

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execa } from '../reaper.js';
 import { moduleDirsOf } from '../build/module-build.js';
 import { prepareKernelFromTree } from '../build/prepare.js';
+import type { TreeKernelSpec } from '../kernel/spec.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
@@ -14,11 +15,10 @@ import { compareRuns, comparisonText, type SeriesComparison } from './compare.js
 import { type Patch, readSeries, type Series } from './patches.js';
 
 export interface SeriesOptions extends GuestRunOptions {
-  tree: string;
+  /** The tree holding the base, and how each side is built (harness/kernel/spec.ts). */
+  kernel: TreeKernelSpec;
   base: string;
   mbox: string;
-  modulesOnly: boolean;
-  fragments?: string;
   jobs?: number;
 }
 
@@ -123,14 +123,14 @@ export async function checkGitRepository(dir: string): Promise<void> {
  */
 export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
   const series = await readSeries(options.mbox);
-  const tree = await resolveTree(options.cacheDir, options.tree);
+  const tree = await resolveTree(options.cacheDir, options.kernel.tree);
   await checkGitRepository(tree.dir);
   const base = await commitOf(tree.dir, options.base);
   if (!base) throw new UsageError(`base ${options.base} is not a commit in ${tree.dir}`);
   const touched = [...new Set(series.patches.flatMap((p) => p.files))];
   progress(`series: ${series.patches.length} patch(es) from ${series.source}, touching ${touched.join(', ')}`);
   const { dirs, elsewhere } = moduleDirsOf(touched);
-  if (options.modulesOnly && elsewhere.length > 0) {
+  if (options.kernel.modulesOnly && elsewhere.length > 0) {
     throw new UsageError(`the series touches ${elsewhere.join(', ')}: a module-only build cannot test that; drop --modules-only`);
   }
 
@@ -145,7 +145,7 @@ export async function runSeries(options: SeriesOptions): Promise<{ exitCode: num
 
   const id = createHash('sha256').update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n')).digest('hex').slice(0, 12);
   const work = path.join(options.cacheDir, 'series', id);
-  const sparse = options.modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
+  const sparse = options.kernel.modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
   await mkdir(work, { recursive: true });
   const baseDir = path.join(work, 'base');
   const seriesDir = path.join(work, 'series');
@@ -167,24 +167,22 @@ export async function runSeries(options: SeriesOptions): Promise<{ exitCode: num
   });
   await writeFile(
     path.join(dir, 'series.json'),
-    `${JSON.stringify({ tree: tree.spec, treeDir: tree.dir, base, head, modulesOnly: options.modulesOnly, patches: series.patches.map(({ index, subject, files }) => ({ index, subject, files })) }, null, 2)}\n`,
+    `${JSON.stringify({ tree: tree.spec, treeDir: tree.dir, base, head, modulesOnly: options.kernel.modulesOnly, patches: series.patches.map(({ index, subject, files }) => ({ index, subject, files })) }, null, 2)}\n`,
   );
 
   const side = async (label: 'base' | 'series', dirOfTree: string, commit: string) => {
     const sideTree: KernelTree = { ...tree, dir: dirOfTree, spec: `${tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
-    const prepared = await step(`series: build ${label}`, () =>
-      prepareKernelFromTree({
-        cacheDir: options.cacheDir,
-        tree: sideTree,
-        fragments: options.fragments,
-        modulesOnly: options.modulesOnly,
-        moduleDirs: options.modulesOnly ? [...new Set(['drivers/dax', ...dirs])] : undefined,
-      }),
-    );
+    const kernel: TreeKernelSpec = {
+      ...options.kernel,
+      label: `${label}:${sideTree.spec}`,
+      tree: dirOfTree,
+      moduleDirs: options.kernel.modulesOnly ? [...new Set(['drivers/dax', ...dirs])] : undefined,
+    };
+    const prepared = await step(`series: build ${label}`, () => prepareKernelFromTree({ cacheDir: options.cacheDir, ...kernel, tree: sideTree }));
     progress(`series: running the suites on ${label}`);
     return runOnce({
       prepared,
-      kernel: `${label}:${sideTree.spec}`,
+      kernel,
       topology: options.topology,
       suites: options.suites,
       match: options.match,
@@ -200,7 +198,7 @@ export async function runSeries(options: SeriesOptions): Promise<{ exitCode: num
   const seriesRun = await side('series', seriesDir, head);
   const comparison = compareRuns(baseRun, seriesRun);
   const header = [
-    `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.modulesOnly ? ' (module-only)' : ''}`,
+    `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.kernel.modulesOnly ? ' (module-only)' : ''}`,
     ...series.patches.map((p) => `  ${p.index}/${series.patches.length} ${p.subject}`),
   ];
   await writeFile(path.join(dir, 'comparison.json'), `${JSON.stringify(comparison, null, 2)}\n`);
