@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
-import { errorMessage, InfraError, UsageError } from './errors.js';
+import { errorMessage, errorReport, UsageError } from './errors.js';
 import { checkInputDir, checkInputFile, ensureWritableDir } from './inputs.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import { kernelSpecFromFlags, prepareKernel, treeKernelSpec } from './kernel/spec.js';
@@ -477,11 +477,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = error.code === 'commander.helpDisplayed' || error.code === 'commander.help' ? 0 : 2;
       return;
     }
-    const kind = error instanceof UsageError ? 'error' : error instanceof InfraError ? 'infrastructure error' : 'internal error';
-    process.stderr.write(`dax-harness: ${kind}: ${errorMessage(error).split('\n')[0]}\n`);
-    if (error instanceof InfraError && errorMessage(error).includes('\n')) {
-      process.stderr.write(`${errorMessage(error).split('\n').slice(1).join('\n')}\n`);
-    }
+    process.stderr.write(errorReport(error));
     process.exitCode = 2;
   }
 }
