@@ -13,7 +13,7 @@
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+import { $ } from 'zx';
 import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
 import { kernelSpecFromFlags, resolveKernel } from '../harness/kernel/spec.js';
@@ -150,7 +150,7 @@ const floorTimes: number[] = [];
 for (let i = 0; i < reps; i++) {
   const floorWork = path.join(work, `floor-${i}`);
   await mkdir(floorWork, { recursive: true });
-  for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(floorWork, p.name)]);
+  for (const p of topology.pmem) await $`truncate -s ${p.size} ${pmemBackingFile(floorWork, p.name)}`;
   const m = Machine.start(qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: floorWork }));
   const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
   if (marker) floorTimes.push(Date.now() - m.startedAt);
