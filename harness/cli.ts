@@ -142,7 +142,7 @@ function addRunCommand(cli: Command): void {
     .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (o, command: Command) => {
       if (o.kcidb) checkKcidbTarget(o.kcidb);
-      const kernel = await kernelSpecFromFlags(o as Parameters<typeof kernelSpecFromFlags>[0], command.getOptionValueSource('kernel') === 'cli');
+      const kernel = await kernelSpecFromFlags(o, command.getOptionValueSource('kernel') === 'cli');
       await checkTopology(o.topology);
       if (o.list) return printList(await listRun({ topology: o.topology, suites: o.suite, bootArgs: o.bootArgs, match: o.match, variant: o.variant }), o.json);
       if (o.knownIssues) await checkInputFile(o.knownIssues, '--known-issues');
