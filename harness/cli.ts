@@ -3,9 +3,10 @@ import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
-import { errorMessage, InfraError, UsageError } from './errors.js';
+import { errorMessage, errorReport, UsageError } from './errors.js';
 import { checkInputDir, checkInputFile, ensureWritableDir } from './inputs.js';
-import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
+import { fetchDebianKernel } from './kernel/fetch.js';
+import { kernelSpecFromFlags, prepareKernel, treeKernelSpec } from './kernel/spec.js';
 import { chooseCacheDir, projectRoot, resolveCacheDir } from './paths.js';
 import { interruptedBy, killAllChildren } from './reaper.js';
 import { prepareKernelFromTree } from './build/prepare.js';
@@ -50,9 +51,6 @@ function tcpPort(value: string): number {
   return n;
 }
 
-/** The largest file --kernel may name: a bzImage is some 10 MiB; this leaves room for debug builds. */
-const MAX_KERNEL_BYTES = 512 * 1024 * 1024;
-
 /** "dax-harness 0.1.0 (git v0.1-12-gabc1234-dirty)": package.json, plus git describe in a clone. */
 export function versionText(): string {
   const pkg = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
@@ -78,30 +76,6 @@ async function resultsDirOf(flag: string): Promise<string> {
   const dir = path.resolve(flag);
   await ensureWritableDir(dir, '--results-dir');
   return dir;
-}
-
-/**
- * A kernel named on the command line: a Debian version (with no --modules: Debian's package
- * brings them), or a readable bzImage file (with --modules a readable directory).
- */
-async function checkKernelSpec(kernel: string, modules: string | undefined): Promise<void> {
-  if (isKernelVersion(kernel)) {
-    if (modules) throw new UsageError(`--modules goes with --kernel PATH: Debian's kernel ${kernel} brings its own modules`);
-    return;
-  }
-  if (!(await stat(kernel).catch(() => undefined))) {
-    throw new UsageError(`--kernel ${kernel} does not exist and is not a Debian version (give one like 7.3 or 7.2.13, or the path of a bzImage)`);
-  }
-  await checkInputFile(kernel, '--kernel', MAX_KERNEL_BYTES);
-  if (modules) await checkInputDir(modules, '--modules');
-}
-
-/** run's kernel options: --kernel or --tree (never both), --modules only with a kernel path. */
-async function checkRunKernel(o: OptionValues, kernelGiven: boolean): Promise<void> {
-  if ((o.fragments || o.modulesOnly) && !o.tree) throw new UsageError('--fragments and --modules-only need --tree');
-  if (!o.tree) return checkKernelSpec(o.kernel, o.modules);
-  if (kernelGiven) throw new UsageError(`--kernel ${o.kernel} and --tree both choose the kernel: give one (--tree builds it)`);
-  if (o.modules) throw new UsageError('--modules goes with --kernel PATH: --tree builds its own modules');
 }
 
 /** A patch series: one mbox or .patch file, or a directory of them. */
@@ -168,19 +142,17 @@ function addRunCommand(cli: Command): void {
     .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (o, command: Command) => {
       if (o.kcidb) checkKcidbTarget(o.kcidb);
-      await checkRunKernel(o, command.getOptionValueSource('kernel') === 'cli');
+      const kernel = await kernelSpecFromFlags(o, command.getOptionValueSource('kernel') === 'cli');
       await checkTopology(o.topology);
       if (o.list) return printList(await listRun({ topology: o.topology, suites: o.suite, bootArgs: o.bootArgs, match: o.match, variant: o.variant }), o.json);
       if (o.knownIssues) await checkInputFile(o.knownIssues, '--known-issues');
       const guestRun = await guestRunOptions(o);
-      const prepared = o.tree
-        ? await prepareKernelFromTree({ cacheDir: guestRun.cacheDir, tree: o.tree, fragments: o.fragments, modulesOnly: o.modulesOnly })
-        : undefined;
+      // A tree is built before the run starts: a failed build leaves no results directory.
+      const { prepared } = kernel.kind === 'tree' ? await prepareKernel(kernel, guestRun.cacheDir) : {};
       const result = await runOnce({
         ...guestRun,
         prepared,
-        kernel: prepared ? `${prepared.tree.spec}${prepared.mode === 'modules-only' ? '+modules' : ''}` : o.kernel,
-        modules: o.modules,
+        kernel,
         variant: o.variant,
         jobs: o.jobs,
         knownIssues: await loadKnownIssues(o.knownIssues),
@@ -290,13 +262,7 @@ function addBuildCommand(cli: Command): void {
     .option('--build-dir <DIR>', 'O= directory (default: one per tree in the cache)')
     .option('--cache-dir <DIR>', 'download and build cache (default as for run)')
     .action(async (o) => {
-      const prepared = await prepareKernelFromTree({
-        cacheDir: await cacheDirOf(o.cacheDir),
-        tree: o.tree,
-        fragments: o.fragments,
-        modulesOnly: o.modulesOnly,
-        buildDir: o.buildDir,
-      });
+      const prepared = await prepareKernelFromTree({ cacheDir: await cacheDirOf(o.cacheDir), ...treeKernelSpec(o.tree, o), buildDir: o.buildDir });
       const { kernel } = prepared;
       process.stdout.write(
         `${JSON.stringify({ mode: prepared.mode, tree: prepared.tree.dir, built: prepared.built, seconds: prepared.seconds, release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot, rebuiltModules: prepared.modules?.map((m) => m.name), source: kernel.source }, null, 2)}\n`,
@@ -315,9 +281,7 @@ function addTreeCommands(cli: Command): void {
   guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all", rerun on every change', results: 'dev-<stamp>' }).action(
     async (o) => {
       process.exitCode = await runDevLoop({
-        tree: o.tree,
-        modulesOnly: o.modulesOnly === true,
-        fragments: o.fragments,
+        kernel: treeKernelSpec(o.tree, o),
         ...(await guestRunOptions(o)),
         exitAfter: o.exitAfter,
       });
@@ -338,11 +302,9 @@ function addTreeCommands(cli: Command): void {
     async (o) => {
       await checkMbox(o.mbox);
       const { exitCode, dir } = await runSeries({
-        tree: o.tree,
+        kernel: treeKernelSpec(o.tree, o),
         base: o.base,
         mbox: o.mbox,
-        modulesOnly: o.modulesOnly === true,
-        fragments: o.fragments,
         ...(await guestRunOptions(o)),
         jobs: o.jobs,
       });
@@ -385,7 +347,11 @@ function addPrepareCommand(cli: Command): void {
     .option('--topology <NAME|FILE>', 'topology whose guest image to build', DEFAULT_TOPOLOGY)
     .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
     .action(async (o) => {
-      const warm = await warmCache({ cacheDir: await cacheDirOf(o.cacheDir), kernel: o.kernel, modules: o.modules, topology: o.topology });
+      const warm = await warmCache({
+        cacheDir: await cacheDirOf(o.cacheDir),
+        kernel: await kernelSpecFromFlags({ kernel: o.kernel, modules: o.modules }, false),
+        topology: o.topology,
+      });
       process.stdout.write(`${JSON.stringify(warm, null, 2)}\n`);
     });
 }
@@ -511,11 +477,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = error.code === 'commander.helpDisplayed' || error.code === 'commander.help' ? 0 : 2;
       return;
     }
-    const kind = error instanceof UsageError ? 'error' : error instanceof InfraError ? 'infrastructure error' : 'internal error';
-    process.stderr.write(`dax-harness: ${kind}: ${errorMessage(error).split('\n')[0]}\n`);
-    if (error instanceof InfraError && errorMessage(error).includes('\n')) {
-      process.stderr.write(`${errorMessage(error).split('\n').slice(1).join('\n')}\n`);
-    }
+    process.stderr.write(errorReport(error));
     process.exitCode = 2;
   }
 }

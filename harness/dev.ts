@@ -11,6 +11,7 @@ import { backingsOf, buildImage, type GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
 import { kernelEntry } from './kernel/pvh.js';
+import type { TreeKernelSpec } from './kernel/spec.js';
 import { type AcceleratorChoice, checkQemu, chooseAccelerator, type QemuInfo } from './machine.js';
 import { progress, step, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
@@ -35,9 +36,8 @@ import { fileStamp } from './util/stamp.js';
  * the dax regions) is delivered by a reboot instead, and the iteration says so.
  */
 export interface DevOptions extends GuestRunOptions {
-  tree: string;
-  modulesOnly: boolean;
-  fragments?: string;
+  /** The tree kernel to build (harness/kernel/spec.ts). */
+  kernel: TreeKernelSpec;
   /** Stop after this many rebuild iterations (0: run until interrupted). */
   exitAfter: number;
   pollMs?: number;
@@ -209,7 +209,7 @@ async function checkDevInputs(options: DevOptions) {
   const policy = /memhp_default_state=/.test(`${options.bootArgs} ${bootArgs}`) ? '' : 'memhp_default_state=offline';
   const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, [policy, bootArgs].filter(Boolean).join(' '), options.bootArgs);
   for (const w of overrideWarnings([{ session: 1, overridden }])) warn(w);
-  const tree = await resolveTree(options.cacheDir, options.tree);
+  const tree = await resolveTree(options.cacheDir, options.kernel.tree);
   return { topology, hosted, cmdline, tree, qemu };
 }
 
@@ -226,14 +226,14 @@ async function prepareDevKernel(options: DevOptions, tree: KernelTree, qemu: Qem
   const prepared = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
     tree,
-    fragments: options.fragments,
-    modulesOnly: options.modulesOnly,
-    moduleDirs: options.modulesOnly ? ['drivers/dax'] : undefined,
+    fragments: options.kernel.fragments,
+    modulesOnly: options.kernel.modulesOnly,
+    moduleDirs: options.kernel.modulesOnly ? ['drivers/dax'] : undefined,
   });
   const modules = prepared.modules ?? (await installedModules(prepared.kernel, MODULE_DIRS));
   const state: DevState = { prepared, loaded: new Map(modules.map((m) => [m.name, m.sha256])), guestsBooted: 0 };
   // The module-only path builds against the Debian kernel the overlay sits on.
-  const debianKernel = options.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
+  const debianKernel = options.kernel.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
   const floor = await buildImage(options.cacheDir, 'floor', prepared.kernel);
   const accel = await chooseAccelerator(options.cacheDir, qemu, prepared.kernel.vmlinuz, floor.path, options.accel);
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
@@ -331,12 +331,12 @@ async function settledChange(treeDir: string, seen: Map<string, number>): Promis
 async function rebuild(setup: DevSetup, state: DevState, changed: string[]): Promise<{ rebuilt: BuiltModule[]; needsReboot: boolean }> {
   const { options, tree } = setup;
   const { dirs } = moduleDirsOf(changed);
-  if (options.modulesOnly) {
+  if (options.kernel.modulesOnly) {
     const build = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: setup.debianKernel as Kernel, dirs });
     return { rebuilt: build.modules.filter((m) => state.loaded.get(m.name) !== m.sha256), needsReboot: false };
   }
   const before = state.prepared.kernel;
-  state.prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.fragments });
+  state.prepared = await prepareKernelFromTree({ cacheDir: options.cacheDir, tree, fragments: options.kernel.fragments });
   const needsReboot = state.prepared.kernel.vmlinuz !== before.vmlinuz || changed.some((f) => !moduleDirsOf([f]).dirs.length);
   const rebuilt = (await installedModules(state.prepared.kernel, dirs)).filter((m) => state.loaded.get(m.name) !== m.sha256);
   return { rebuilt, needsReboot };
@@ -404,7 +404,7 @@ async function rebootDevGuest(setup: DevSetup, state: DevState): Promise<void> {
   await endDevGuest(state.guest as DevGuest);
   state.guest = undefined;
   const { options, tree } = setup;
-  if (options.modulesOnly) {
+  if (options.kernel.modulesOnly) {
     const debianKernel = setup.debianKernel as Kernel;
     const dirsInTree = MODULE_DIRS.filter((d) => existsSync(path.join(tree.dir, d)));
     const all = await buildModulesAgainstHeaders({ cacheDir: options.cacheDir, tree, kernel: debianKernel, dirs: dirsInTree });

@@ -5,8 +5,7 @@ import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
 import { checkConfig } from './config/validate.js';
 import { checkInputDir, checkInputFile } from './inputs.js';
-import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
-import { localKernel } from './kernel/kernel.js';
+import { type KernelSpec, labelOf, parseKernelSpec, prepareKernel, requestedKernel } from './kernel/spec.js';
 import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knownissues.js';
 import { progress } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
@@ -23,20 +22,6 @@ import { runOnce } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
 import { fileStamp } from './util/stamp.js';
-import { type PreparedKernel, prepareKernelFromTree } from './build/prepare.js';
-
-/**
- * A kernel named by a matrix file. Every form is parsed by parseKernelSpec() and turned into
- * what runOnce() takes by prepareKernel(): a new kind (a built tree, a patch series) adds a
- * case to both and a member here.
- */
-export type KernelSpec =
-  | { kind: 'debian'; label: string; version: string }
-  | { kind: 'path'; label: string; path: string; modules: string }
-  | { kind: 'tree'; label: string; tree: string; modulesOnly: boolean; fragments?: string };
-
-/** Object forms not handled yet (a series is validated with `dax-harness series`); refused clearly. */
-const PLANNED_KERNEL_KINDS = ['series'];
 
 export interface MatrixConfig {
   file: string;
@@ -106,65 +91,6 @@ interface MatrixFile {
   bootArgs?: string;
 }
 
-type TreeKernelEntry = { tree: string; modulesOnly?: boolean; fragments?: string; name?: string };
-type PathKernelEntry = { path: string; modules: string; name?: string };
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function labelOf(text: string): string {
-  return text.replace(/[^A-Za-z0-9.+_-]/g, '_');
-}
-
-const KERNEL_FORMS = 'a Debian version like "7.3", {"path": BZIMAGE, "modules": DIR}, or {"tree": DIR|"debian:7.3", "modulesOnly"?, "fragments"?}';
-
-/**
- * The one place a kernel entry of a matrix file is understood: which form it is and what it
- * means. Its fields' types were checked by the matrix schema; a string must still be a
- * Debian version, and an object of another kind is refused here.
- */
-export function parseKernelSpec(raw: unknown, at: string, baseDir: string): KernelSpec {
-  const fail = (what: string): never => {
-    throw new UsageError(`${at}: ${what}`);
-  };
-  if (typeof raw === 'string') {
-    if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${KERNEL_FORMS})`);
-    return { kind: 'debian', label: raw, version: raw };
-  }
-  if (!isObject(raw)) return fail(`must be ${KERNEL_FORMS}`);
-  if ('tree' in raw) {
-    const entry = raw as TreeKernelEntry;
-    const tree = entry.tree.startsWith('debian:') ? entry.tree : path.resolve(baseDir, entry.tree);
-    const modulesOnly = entry.modulesOnly === true;
-    return { kind: 'tree', label: labelOf(entry.name ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`), tree, modulesOnly, fragments: entry.fragments };
-  }
-  if ('path' in raw) {
-    const entry = raw as PathKernelEntry;
-    const file = path.resolve(baseDir, entry.path);
-    return { kind: 'path', label: labelOf(entry.name ?? path.basename(file)), path: file, modules: path.resolve(baseDir, entry.modules) };
-  }
-  const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
-  if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${KERNEL_FORMS})`);
-  return fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${KERNEL_FORMS})`);
-}
-
-/** What runOnce() is given for a kernel spec; checks it first (downloads a Debian kernel once). */
-export async function prepareKernel(
-  spec: KernelSpec,
-  cacheDir: string,
-): Promise<{ kernel: string; modules?: string; release: string; prepared?: PreparedKernel }> {
-  switch (spec.kind) {
-    case 'tree': {
-      const prepared = await prepareKernelFromTree({ cacheDir, tree: spec.tree, modulesOnly: spec.modulesOnly, fragments: spec.fragments });
-      return { kernel: spec.label, release: prepared.kernel.release, prepared };
-    }
-    case 'debian':
-      return { kernel: spec.version, release: (await fetchDebianKernel(cacheDir, spec.version)).release };
-    case 'path':
-      return { kernel: spec.path, modules: spec.modules, release: (await localKernel(spec.path, spec.modules)).release };
-  }
-}
 
 /** Validates a parsed matrix file; every error is one line naming the field. */
 export function validateMatrixConfig(
@@ -452,7 +378,7 @@ async function interruptedCell(dir: string, plan: PlannedCell, suites: string[],
   const tests = runDir ? collapseRetries(await readRawRecords(path.join(dir, 'cells', plan.id, runDir, 'tests.jsonl'))) : [];
   return {
     id: plan.id,
-    kernel: { requested: plan.kernel.label, label: plan.kernel.label },
+    kernel: { requested: requestedKernel(plan.kernel), label: plan.kernel.label },
     topology: plan.topologyName,
     suites,
     status: 'interrupted',
@@ -471,8 +397,7 @@ async function runCell(options: MatrixOptions, inputs: MatrixInputs, dir: string
   try {
     const run = await runOnce({
       prepared: kernel.prepared,
-      kernel: kernel.kernel,
-      modules: kernel.modules,
+      kernel: plan.kernel,
       topology: plan.topology,
       suites: config.suites,
       bootArgs: config.bootArgs,
@@ -503,7 +428,7 @@ async function erroredCell(plan: PlannedCell, kernel: PreparedCellKernel, cellRe
     ? cellFromRun(plan, run, path.join('cells', plan.id, runId as string), suites)
     : {
         id: plan.id,
-        kernel: { requested: kernel.kernel, release: kernel.release, label: plan.kernel.label },
+        kernel: { requested: requestedKernel(plan.kernel), release: kernel.kernel.release, label: plan.kernel.label },
         topology: plan.topologyName,
         suites,
         status: 'error',

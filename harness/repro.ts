@@ -2,7 +2,9 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from './errors.js';
-import type { Repro } from './results/repro.js';
+import { prepareKernel, recordedKernelSpec } from './kernel/spec.js';
+import { warn } from './progress.js';
+import { bootedDifferences, type Repro } from './results/repro.js';
 import { readRawRecords } from './results/records.js';
 import { runOnce } from './run.js';
 
@@ -46,9 +48,12 @@ export async function reproRun(
     if (tests.length === 0) throw new UsageError(`run ${repro.runId} has no failed test to rerun (name one with --test)`);
   }
   const o = repro.options;
+  const kernel = recordedKernelSpec(o.kernel, o.modules, reproFile);
+  // A tree kernel is rebuilt (or its build reused) the way the run made it.
+  const prepared = kernel.kind === 'tree' ? (await prepareKernel(kernel, options.cacheDir)).prepared : undefined;
   const result = await runOnce({
-    kernel: o.kernel,
-    modules: o.modules,
+    kernel,
+    prepared,
     topology: path.join(from, repro.topology.file),
     suites: o.suites,
     bootArgs: o.bootArgs,
@@ -60,5 +65,16 @@ export async function reproRun(
     variant: o.variant as 'merged' | 'v3' | 'baseline' | undefined,
     retries: 0,
   });
+  await warnOfDifferences(repro, path.join(result.dir, 'repro.json'));
   return { ...result, tests };
+}
+
+/** Warns when the rerun booted another kernel or image than the recorded run (its repro.json says which). */
+async function warnOfDifferences(recorded: Repro, rerunFile: string): Promise<void> {
+  const rerun = await readFile(rerunFile, 'utf8')
+    .then((text) => JSON.parse(text) as Repro)
+    .catch(() => undefined);
+  // A rerun that stopped before booting recorded no kernel or image: nothing to compare.
+  if (!rerun) return;
+  for (const line of bootedDifferences(recorded, rerun)) warn(`repro: ${line}`);
 }

@@ -14,8 +14,8 @@ import { sha256File } from './hash.js';
 import { BASELINE_SKIP_REASON, type Variant } from './hotplug.js';
 import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
 import { claimWorkDir, sweepDeadWorkDirs } from './inuse.js';
-import { fetchDebianKernel, isKernelVersion } from './kernel/fetch.js';
-import { type Kernel, localKernel } from './kernel/kernel.js';
+import type { Kernel } from './kernel/kernel.js';
+import { type KernelSpec, requestedKernel, resolveKernel } from './kernel/spec.js';
 import { kernelEntry } from './kernel/pvh.js';
 import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { KSELFTEST_SUITE, selftestSource } from './kselftest/source.js';
@@ -38,8 +38,8 @@ import { fileStamp } from './util/stamp.js';
 export interface RunOptions {
   /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
   sshPort?: number;
-  kernel: string;
-  modules?: string;
+  /** The kernel (harness/kernel/spec.ts); a tree kernel comes ready-made in `prepared`. */
+  kernel: KernelSpec;
   topology: string;
   suites: string[];
   bootArgs: string;
@@ -66,10 +66,6 @@ export interface RunOptions {
 /** What every command that boots guests to run suites (run, dev, series) is told. */
 export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec'>;
 
-export async function resolveKernel(cacheDir: string, spec: string, modules?: string): Promise<Kernel> {
-  if (isKernelVersion(spec)) return fetchDebianKernel(cacheDir, spec);
-  return localKernel(spec, modules);
-}
 
 function runIdFor(kernel: string, topology: string): string {
   const stamp = fileStamp();
@@ -106,7 +102,7 @@ async function checkRunInputs(options: RunOptions): Promise<RunInputs> {
   const topology = await loadTopology(options.topology);
   const { suites, sessions } = await planSuites(options.suites);
   const qemu = await checkQemu();
-  const kernel = options.prepared?.kernel ?? (isKernelVersion(options.kernel) ? undefined : await localKernel(options.kernel, options.modules));
+  const kernel = options.prepared?.kernel ?? (options.kernel.kind === 'path' ? await resolveKernel(options.cacheDir, options.kernel) : undefined);
   if (options.sshPort !== undefined) {
     if ((options.jobs ?? 1) > 1) throw new UsageError('--ssh-port serves one guest at a time: it cannot go with --jobs above 1');
     await checkPortFree(options.sshPort);
@@ -116,7 +112,7 @@ async function checkRunInputs(options: RunOptions): Promise<RunInputs> {
 
 /** The run's directory, `latest` pointing at it, and the recorder with the first results written. */
 async function openRecorder(options: RunOptions, inputs: RunInputs): Promise<{ recorder: RunRecorder; restoreLatest: () => Promise<void> }> {
-  const runId = runIdFor(options.kernel, inputs.topology.name);
+  const runId = runIdFor(requestedKernel(options.kernel), inputs.topology.name);
   const dir = path.join(options.resultsDir, runId);
   await mkdir(path.join(dir, 'repro'), { recursive: true }).catch((error) => {
     throw new InfraError(`cannot create results directory ${dir}: ${errorMessage(error)}`);
@@ -148,8 +144,8 @@ async function openRecorder(options: RunOptions, inputs: RunInputs): Promise<{ r
 }
 
 function reproOptions(options: RunOptions): Repro['options'] {
-  const { kernel, modules, topology, suites, bootArgs, accel, bootTimeoutSec, match, variant, jobs, retries } = options;
-  return { kernel, modules, topology, suites, bootArgs, accel, bootTimeoutSec, match, variant, jobs, retries };
+  const { kernel, topology, suites, bootArgs, accel, bootTimeoutSec, match, variant, jobs, retries } = options;
+  return { kernel, topology, suites, bootArgs, accel, bootTimeoutSec, match, variant, jobs, retries };
 }
 
 function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunSummary {
@@ -158,7 +154,7 @@ function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunS
     runId,
     status: 'running',
     startedAt: new Date().toISOString(),
-    kernel: { requested: options.kernel },
+    kernel: { requested: requestedKernel(options.kernel) },
     qemu: { version: inputs.qemuVersion },
     topology: inputs.topology.name,
     suites: inputs.suites,
@@ -172,9 +168,10 @@ function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunS
 /** The kernel, its boot entry, the guest images and the accelerator: everything a boot needs. */
 async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: RunRecorder): Promise<BootKit> {
   const { summary, repro } = recorder;
-  const kernel = inputs.kernel ?? (await resolveKernel(options.cacheDir, options.kernel, options.modules));
-  summary.kernel = { requested: options.kernel, release: kernel.release, source: kernel.source };
-  repro.kernel = { requested: options.kernel, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
+  const kernel = inputs.kernel ?? (await resolveKernel(options.cacheDir, options.kernel));
+  const requested = requestedKernel(options.kernel);
+  summary.kernel = { requested, release: kernel.release, source: kernel.source };
+  repro.kernel = { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
   await cleanStaleStages(options.cacheDir);
   const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
   const imageFor = guestImages(options.cacheDir, kernel);
@@ -302,7 +299,7 @@ export async function runOnce(options: RunOptions): Promise<RunResult> {
       recorder,
       kit,
       topology: inputs.topology,
-      requestedKernel: options.kernel,
+      requestedKernel: requestedKernel(options.kernel),
       workDir,
       jobs: Math.max(1, Math.min(options.jobs ?? 1, demands.length)),
       bootTimeoutSec: options.bootTimeoutSec,

@@ -1,7 +1,7 @@
 import { backingsOf, buildImage, cleanStaleStages } from './image.js';
 import { kernelEntry } from './kernel/pvh.js';
+import { type KernelSpec, resolveKernel } from './kernel/spec.js';
 import { step } from './progress.js';
-import { resolveKernel } from './run.js';
 import { loadTopology } from './topology.js';
 
 /** What `prepare` left in the cache, for a CI log or a check. */
@@ -17,9 +17,9 @@ export interface WarmCache {
  * SSH keys) and the PVH entry, as `run` would make them. A CI job runs it once to warm a
  * shared cache; several may run it at once (each entry is made under its lock).
  */
-export async function warmCache(options: { cacheDir: string; kernel: string; modules?: string; topology: string }): Promise<WarmCache> {
+export async function warmCache(options: { cacheDir: string; kernel: KernelSpec; topology: string }): Promise<WarmCache> {
   const topology = await loadTopology(options.topology);
-  const kernel = await resolveKernel(options.cacheDir, options.kernel, options.modules);
+  const kernel = await resolveKernel(options.cacheDir, options.kernel);
   await cleanStaleStages(options.cacheDir);
   const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
   const guest = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));

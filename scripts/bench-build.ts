@@ -10,7 +10,7 @@
 import { cp, mkdir, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+import { $, sleep } from 'zx';
 import { fragmentFiles } from '../harness/build/kconfig.js';
 import { buildKernel } from '../harness/build/kernel-build.js';
 import { buildModulesAgainstHeaders } from '../harness/build/module-build.js';
@@ -51,19 +51,24 @@ report('module-only: drivers/dax after touching kmem.c', again.seconds);
 
 // The dev loop, for real: boot, wait until it watches, edit kmem.c, wait for the results.
 const results = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-dev-'));
-const dev = execa(process.execPath, [path.join(projectRoot, 'bin/dax-harness.js'), 'dev', '--tree', copy, '--modules-only', '--results-dir', results, '--exit-after', '1'], { reject: false, all: true });
+const cli = path.join(projectRoot, 'bin/dax-harness.js');
+const dev = $({ nothrow: true, quiet: true })`${process.execPath} ${cli} dev --tree ${copy} --modules-only --results-dir ${results} --exit-after 1`;
 let out = '';
-dev.stdout?.on('data', (c: Buffer) => {
+let ended = false;
+dev.stdout.on('data', (c: Buffer) => {
   out += c.toString();
 });
-while (!/dev: watching for changes/.test(out) && dev.exitCode === null) await new Promise((r) => setTimeout(r, 500));
+void dev.finally(() => {
+  ended = true;
+});
+while (!/dev: watching for changes/.test(out) && !ended) await sleep(500);
 const source = await readFile(kmem, 'utf8');
 // An edit that changes the object code (and what `state` reads), as a real fix would.
 await writeFile(kmem, source.replace('return sysfs_emit(buf, "%s\\n", state_str ?: "unknown");', 'return sysfs_emit(buf, "%s!\\n", state_str ?: "unknown");'));
 const result = await dev;
 const editToResult = Number(/edit to result ([\d.]+) s/.exec(out)?.[1] ?? Number.NaN);
 report(`dev loop: edit kmem.c to results (${/iteration 1: ([^:]+)/.exec(out)?.[1] ?? 'failed'})`, editToResult, 60);
-if (result.exitCode === 2) process.stdout.write(`  (dev exited ${result.exitCode}: ${String(result.all).split('\n').slice(-3).join(' | ')})\n`);
+if (result.exitCode === 2) process.stdout.write(`  (dev exited ${result.exitCode}: ${result.stdall.split('\n').slice(-3).join(' | ')})\n`);
 
 if (full) {
   const fragments = fragmentFiles(undefined);
@@ -83,4 +88,4 @@ await mkdir(path.join(projectRoot, 'results'), { recursive: true });
 const file = path.join(projectRoot, 'results', `bench-build-${fileStamp()}.json`);
 await writeFile(file, `${JSON.stringify({ load, figures }, null, 2)}\n`);
 process.stdout.write(`\nfigures: ${file}\n`);
-await execa('rm', ['-rf', copy, results]);
+await $`rm -rf ${copy} ${results}`;

@@ -13,17 +13,18 @@
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
+import { $ } from 'zx';
 import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
 import { kernelEntry } from '../harness/kernel/pvh.js';
 import type { Guest } from '../harness/guest.js';
+import { kernelSpecFromFlags, resolveKernel } from '../harness/kernel/spec.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE } from '../harness/cmdline.js';
-import { resolveKernel, runOnce } from '../harness/run.js';
+import { runOnce } from '../harness/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
@@ -34,7 +35,7 @@ const flag = (name: string, fallback: string) => {
   const i = argv.indexOf(name);
   return i >= 0 ? (argv[i + 1] ?? fallback) : fallback;
 };
-const kernelSpec = flag('--kernel', '7.3');
+const kernelSpec = await kernelSpecFromFlags({ kernel: flag('--kernel', '7.3') }, false);
 const reps = Number(flag('--reps', '3'));
 // The lean-boot table compares small differences (0.3 to 3 s) between interleaved boots.
 const leanReps = Number(flag('--lean-reps', '5'));
@@ -169,7 +170,7 @@ const floorTimes: number[] = [];
 for (let i = 0; i < reps; i++) {
   const floorWork = path.join(work, `floor-${i}`);
   await mkdir(floorWork, { recursive: true });
-  for (const p of topology.pmem) await execa('truncate', ['-s', p.size, pmemBackingFile(floorWork, p.name)]);
+  for (const p of topology.pmem) await $`truncate -s ${p.size} ${pmemBackingFile(floorWork, p.name)}`;
   const m = Machine.start(qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: floorWork }));
   const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
   if (marker) floorTimes.push(Date.now() - m.startedAt);

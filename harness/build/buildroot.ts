@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from '../reaper.js';
 import { ARCHIVE_URI } from '../apt.js';
@@ -76,9 +76,4 @@ async function makeBuildRoot(tmp: string, release: string, headersVersion: strin
  */
 export async function runInBuildRoot(root: BuildRoot, work: string, script: string, onLine?: (line: string) => void): Promise<SandboxResult> {
   return runSandboxed({ rootDir: root.dir, writable: [work] }, ['/bin/sh', '-c', script], { cwd: work, onLine });
-}
-
-/** The kernel config the headers were built with (to tell =m from =y). */
-export async function headersConfig(root: BuildRoot): Promise<string> {
-  return readFile(path.join(root.dir, root.headers.slice(1), '.config'), 'utf8');
 }

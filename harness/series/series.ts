@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execa } from '../reaper.js';
 import { moduleDirsOf } from '../build/module-build.js';
 import { prepareKernelFromTree } from '../build/prepare.js';
+import type { TreeKernelSpec } from '../kernel/spec.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
@@ -15,11 +16,10 @@ import { compareRuns, comparisonText, type SeriesComparison } from './base-vs-se
 import { type Patch, readSeries, type Series } from './patches.js';
 
 export interface SeriesOptions extends GuestRunOptions {
-  tree: string;
+  /** The tree holding the base, and how each side is built (harness/kernel/spec.ts). */
+  kernel: TreeKernelSpec;
   base: string;
   mbox: string;
-  modulesOnly: boolean;
-  fragments?: string;
   jobs?: number;
 }
 
@@ -129,14 +129,14 @@ interface SeriesInput {
 
 async function checkSeriesInput(options: SeriesOptions): Promise<SeriesInput> {
   const series = await readSeries(options.mbox);
-  const tree = await resolveTree(options.cacheDir, options.tree);
+  const tree = await resolveTree(options.cacheDir, options.kernel.tree);
   await checkGitRepository(tree.dir);
   const base = await commitOf(tree.dir, options.base);
   if (!base) throw new UsageError(`base ${options.base} is not a commit in ${tree.dir}`);
   const touched = [...new Set(series.patches.flatMap((p) => p.files))];
   progress(`series: ${series.patches.length} patch(es) from ${series.source}, touching ${touched.join(', ')}`);
   const { dirs, elsewhere } = moduleDirsOf(touched);
-  if (options.modulesOnly && elsewhere.length > 0) {
+  if (options.kernel.modulesOnly && elsewhere.length > 0) {
     throw new UsageError(`the series touches ${elsewhere.join(', ')}: a module-only build cannot test that; drop --modules-only`);
   }
   return { series, tree, base, touched, dirs };
@@ -191,19 +191,17 @@ async function openSeriesResults(resultsDir: string, { series, tree, base }: Ser
 /** One side (base or series): its worktree built and the suites run on it, results under <dir>/<label>. */
 async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, label: 'base' | 'series', dirOfTree: string, commit: string) {
   const sideTree: KernelTree = { ...input.tree, dir: dirOfTree, spec: `${input.tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
-  const prepared = await step(`series: build ${label}`, () =>
-    prepareKernelFromTree({
-      cacheDir: options.cacheDir,
-      tree: sideTree,
-      fragments: options.fragments,
-      modulesOnly: options.modulesOnly,
-      moduleDirs: options.modulesOnly ? [...new Set(['drivers/dax', ...input.dirs])] : undefined,
-    }),
-  );
+  const kernel: TreeKernelSpec = {
+    ...options.kernel,
+    label: `${label}:${sideTree.spec}`,
+    tree: dirOfTree,
+    moduleDirs: options.kernel.modulesOnly ? [...new Set(['drivers/dax', ...input.dirs])] : undefined,
+  };
+  const prepared = await step(`series: build ${label}`, () => prepareKernelFromTree({ cacheDir: options.cacheDir, ...kernel, tree: sideTree }));
   progress(`series: running the suites on ${label}`);
   return runOnce({
     prepared,
-    kernel: `${label}:${sideTree.spec}`,
+    kernel,
     topology: options.topology,
     suites: options.suites,
     match: options.match,
@@ -224,14 +222,14 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
 export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
   const input = await checkSeriesInput(options);
   await checkSeriesApplies(input, options.base);
-  const { baseDir, seriesDir, head } = await seriesWorktrees(input, options.cacheDir, options.modulesOnly);
-  const dir = await openSeriesResults(options.resultsDir, input, head, options.modulesOnly);
+  const { baseDir, seriesDir, head } = await seriesWorktrees(input, options.cacheDir, options.kernel.modulesOnly);
+  const dir = await openSeriesResults(options.resultsDir, input, head, options.kernel.modulesOnly);
   const baseRun = await runSide(options, input, dir, 'base', baseDir, input.base);
   const seriesRun = await runSide(options, input, dir, 'series', seriesDir, head);
   const comparison = compareRuns(baseRun, seriesRun);
   const { series, tree, base } = input;
   const header = [
-    `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.modulesOnly ? ' (module-only)' : ''}`,
+    `series: ${series.patches.length} patch(es) from ${series.source} on ${tree.spec} at ${await describeCommit(tree.dir, base)}${options.kernel.modulesOnly ? ' (module-only)' : ''}`,
     ...series.patches.map((p) => `  ${p.index}/${series.patches.length} ${p.subject}`),
   ];
   await writeFile(path.join(dir, 'comparison.json'), `${JSON.stringify(comparison, null, 2)}\n`);

@@ -9,11 +9,11 @@ import {
   type MatrixSummary,
   matrixStatus,
   mergeResults,
-  parseKernelSpec,
   parseShard,
   shardCells,
   validateMatrixConfig,
 } from '../../harness/matrix.js';
+import { parseKernelSpec } from '../../harness/kernel/spec.js';
 import { countTests } from '../../harness/results/summary.js';
 import type { TestRecord } from '../../harness/results/record.js';
 
