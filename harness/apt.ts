@@ -33,28 +33,37 @@ export class HarnessApt {
   private get options(): string[] {
     const r = this.root;
     return [
-      '-o', `Dir::Etc::SourceList=${r}/sources.list`,
-      '-o', `Dir::Etc::SourceParts=${r}/sources.list.d`,
-      '-o', `Dir::Etc::Preferences=${r}/preferences`,
-      '-o', `Dir::Etc::PreferencesParts=${r}/preferences.d`,
-      '-o', `Dir::State=${r}/state`,
-      '-o', `Dir::State::status=${r}/state/status`,
-      '-o', `Dir::Cache=${r}/cache`,
-      '-o', 'Acquire::Check-Valid-Until=false',
-      '-o', 'Acquire::Languages=none',
-      '-o', 'APT::Architecture=amd64',
-      '-o', 'APT::Architectures=amd64',
-      '-o', 'APT::Sandbox::User=root',
+      '-o',
+      `Dir::Etc::SourceList=${r}/sources.list`,
+      '-o',
+      `Dir::Etc::SourceParts=${r}/sources.list.d`,
+      '-o',
+      `Dir::Etc::Preferences=${r}/preferences`,
+      '-o',
+      `Dir::Etc::PreferencesParts=${r}/preferences.d`,
+      '-o',
+      `Dir::State=${r}/state`,
+      '-o',
+      `Dir::State::status=${r}/state/status`,
+      '-o',
+      `Dir::Cache=${r}/cache`,
+      '-o',
+      'Acquire::Check-Valid-Until=false',
+      '-o',
+      'Acquire::Languages=none',
+      '-o',
+      'APT::Architecture=amd64',
+      '-o',
+      'APT::Architectures=amd64',
+      '-o',
+      'APT::Sandbox::User=root',
     ];
   }
 
   /** The harness's apt configuration files and their content. */
   private get configFiles(): [string, string][] {
     return [
-      [
-        'sources.list',
-        `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main\n` + `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main\n`,
-      ],
+      ['sources.list', `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} sid main\n` + `deb [signed-by=${KEYRING}] ${ARCHIVE_URI} experimental main\n`],
       ['preferences', ''],
     ];
   }
@@ -154,7 +163,13 @@ export class HarnessApt {
   /** The suite holding a package, experimental first (the newer kernels live there). */
   async suiteOf(name: string): Promise<'sid' | 'experimental'> {
     for (const suite of ['experimental', 'sid'] as const) {
-      if (await this.versionsIn([name], suite).then(() => true, () => false)) return suite;
+      if (
+        await this.versionsIn([name], suite).then(
+          () => true,
+          () => false,
+        )
+      )
+        return suite;
     }
     throw new UsageError(`package ${name} is not in Debian's sid or experimental archive`);
   }

@@ -35,7 +35,10 @@ export async function lockEntry(entry: string, what: string): Promise<HeldLock> 
   if (free) return free;
   progress(`waiting for another dax-harness to finish ${what}`);
   const t0 = Date.now();
-  const timer = setInterval(() => progress(`still waiting (${Math.round((Date.now() - t0) / 1000)}s) for another dax-harness to finish ${what}`), WAIT_REPORT_MS);
+  const timer = setInterval(
+    () => progress(`still waiting (${Math.round((Date.now() - t0) / 1000)}s) for another dax-harness to finish ${what}`),
+    WAIT_REPORT_MS,
+  );
   try {
     const lock = await holdFlock(lockFile, { mode: 'exclusive', wait: 'forever' });
     // Waiting without a limit, flock returns only holding the lock, or fails (and holdFlock throws).

@@ -94,7 +94,7 @@ function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp:
     .option('--topology <NAME|FILE>', 'topology name (cxl, pmem, cxl-pmem, cxl-hb-interleave, cxl-switch, cxl-two-regions) or a JSON file', DEFAULT_TOPOLOGY)
     .option('--suite <NAME...>', defaults.suiteHelp, defaults.suites)
     .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
-    .option('--boot-args <ARGS>', 'extra kernel command line arguments; they win over a suite\'s own (warned)', '')
+    .option('--boot-args <ARGS>', "extra kernel command line arguments; they win over a suite's own (warned)", '')
     .option('--cache-dir <DIR>', 'download, build and image cache (default: $DAX_HARNESS_CACHE, else $XDG_CACHE_HOME/dax-harness, else ~/.cache/dax-harness)')
     .option('--results-dir <DIR>', `where the ${defaults.results} results directory is written`, path.join(projectRoot, 'results'))
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
@@ -119,26 +119,22 @@ async function guestRunOptions(o: OptionValues): Promise<GuestRunOptions> {
 function addRunCommand(cli: Command): void {
   const run = cli
     .command('run')
-    .description('boot a guest with the topology\'s dax devices and run suites against it')
+    .description("boot a guest with the topology's dax devices and run suites against it")
     .option('--kernel <7.3|7.2.13|PATH>', 'Debian kernel version (major.minor: the newest), or a bzImage you built', '7.3')
     .option('--modules <DIR>', 'modules for --kernel PATH (INSTALL_MOD_PATH root or lib/modules/<release>)')
     .option('--tree <DIR|debian:VER>', 'build the kernel from a source tree first (see `build`); not with --kernel')
     .option('--fragments <LIST>', 'with --tree: kconfig fragments (names in kconfig/ or paths; "+debug" adds)')
-    .option('--modules-only', 'with --tree: rebuild drivers/dax against Debian\'s headers, boot Debian\'s kernel');
+    .option('--modules-only', "with --tree: rebuild drivers/dax against Debian's headers, boot Debian's kernel");
   guestOptions(run, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all"', results: '<run-id>' })
     .option('--jobs <N>', 'guests to run in parallel (one suite session each)', positiveInt, 1)
     .option('--retries <N>', 'rerun a failed test up to N times (a later pass is reported as flaky)', nonNegativeInt, 0)
     .addOption(
-      new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices([
-        'merged',
-        'v3',
-        'baseline',
-      ]),
+      new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices(['merged', 'v3', 'baseline']),
     )
     .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
-    .option('--ssh-port <PORT>', 'host port for the guest\'s SSH (default: a free one)', tcpPort)
+    .option('--ssh-port <PORT>', "host port for the guest's SSH (default: a free one)", tcpPort)
     .option('--list', 'print the sessions and tests the run would execute, without booting (no kernel fetched)')
-    .option('--json', 'print the run\'s summary.json on stdout instead of the result lines (progress stays on stderr)')
+    .option('--json', "print the run's summary.json on stdout instead of the result lines (progress stays on stderr)")
     .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (o, command: Command) => {
       if (o.kcidb) checkKcidbTarget(o.kcidb);
@@ -191,7 +187,7 @@ function addMatrixCommands(cli: Command): void {
     .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
     .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
-    .option('--list', 'print each cell\'s sessions and tests (of this shard), without booting')
+    .option('--list', "print each cell's sessions and tests (of this shard), without booting")
     .option('--json', 'print the matrix summary.json on stdout instead of the result lines')
     .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
     .action(async (file: string, o) => {
@@ -255,10 +251,10 @@ async function printMatrixList(file: string, shard: ReturnType<typeof parseShard
 function addBuildCommand(cli: Command): void {
   cli
     .command('build')
-    .description('build a kernel (or, with --modules-only, drivers/dax against Debian\'s headers) from a source tree')
-    .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree, or debian:7.3 for Debian\'s linux-source-7.3')
+    .description("build a kernel (or, with --modules-only, drivers/dax against Debian's headers) from a source tree")
+    .requiredOption('--tree <DIR|debian:VER>', "kernel source tree, or debian:7.3 for Debian's linux-source-7.3")
     .option('--fragments <LIST>', 'kconfig fragments: names in kconfig/ or paths, comma-separated; "+debug" adds to the defaults')
-    .option('--modules-only', 'build only drivers/dax with M= against Debian\'s linux-headers (in a sid build root)')
+    .option('--modules-only', "build only drivers/dax with M= against Debian's linux-headers (in a sid build root)")
     .option('--build-dir <DIR>', 'O= directory (default: one per tree in the cache)')
     .option('--cache-dir <DIR>', 'download and build cache (default as for run)')
     .action(async (o) => {
@@ -275,18 +271,16 @@ function addTreeCommands(cli: Command): void {
     .command('dev')
     .description('boot once; on each change under drivers/dax, drivers/cxl or drivers/nvdimm rebuild, reload in the guest, rerun')
     .requiredOption('--tree <DIR|debian:VER>', 'kernel source tree you edit')
-    .option('--modules-only', 'build modules against Debian\'s headers and boot Debian\'s kernel (no kernel build)')
+    .option('--modules-only', "build modules against Debian's headers and boot Debian's kernel (no kernel build)")
     .option('--fragments <LIST>', 'kconfig fragments for a full build')
     .addOption(new Option('--exit-after <N>', 'stop after N rebuild iterations').argParser(nonNegativeInt).default(0, 'run until Ctrl-C'));
-  guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all", rerun on every change', results: 'dev-<stamp>' }).action(
-    async (o) => {
-      process.exitCode = await runDevLoop({
-        kernel: treeKernelSpec(o.tree, o),
-        ...(await guestRunOptions(o)),
-        exitAfter: o.exitAfter,
-      });
-    },
-  );
+  guestOptions(dev, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all", rerun on every change', results: 'dev-<stamp>' }).action(async (o) => {
+    process.exitCode = await runDevLoop({
+      kernel: treeKernelSpec(o.tree, o),
+      ...(await guestRunOptions(o)),
+      exitAfter: o.exitAfter,
+    });
+  });
 
   const series = cli
     .command('series')
@@ -294,7 +288,7 @@ function addTreeCommands(cli: Command): void {
     .requiredOption('--tree <DIR|debian:VER>', 'git kernel tree holding the base (debian:7.3 is made one)')
     .requiredOption('--base <REV>', 'the commit the series goes on')
     .requiredOption('--mbox <FILE|DIR>', 'the series: an mbox, a .patch file or a directory of *.patch')
-    .option('--modules-only', 'build drivers/dax (and any module directory the series touches) against Debian\'s headers')
+    .option('--modules-only', "build drivers/dax (and any module directory the series touches) against Debian's headers")
     .option('--fragments <LIST>', 'kconfig fragments for full builds')
     .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1);
   // A series is judged on every suite (a regression may be anywhere), so its default is "all".
@@ -359,7 +353,7 @@ function addPrepareCommand(cli: Command): void {
 function addKernelCommand(cli: Command): void {
   const kernel = cli
     .command('kernel')
-    .description('kernels from Debian\'s archive')
+    .description("kernels from Debian's archive")
     .usage('fetch <version> [options]')
     .argument('[subcommand]')
     .action((sub: string | undefined) => {
@@ -367,8 +361,8 @@ function addKernelCommand(cli: Command): void {
     });
   kernel
     .command('fetch')
-    .description('download and unpack Debian\'s kernel and modules for a version (cached)')
-    .argument('<version>', 'e.g. 7.3 (experimental), 7.2 (sid\'s newest 7.2) or 7.2.13')
+    .description("download and unpack Debian's kernel and modules for a version (cached)")
+    .argument('<version>', "e.g. 7.3 (experimental), 7.2 (sid's newest 7.2) or 7.2.13")
     .option('--cache-dir <DIR>', 'download cache (default as for run)')
     .action(async (version: string, o) => {
       const k = await fetchDebianKernel(await cacheDirOf(o.cacheDir), version);
@@ -414,7 +408,7 @@ export function program(): Command {
 
   cli
     .command('gc')
-    .description('prune the cache (pvh, images, kernels, builds, series, overlays, dead runs\' work) and results by age and size; a dry run unless --apply')
+    .description("prune the cache (pvh, images, kernels, builds, series, overlays, dead runs' work) and results by age and size; a dry run unless --apply")
     .option('--max-age <DAYS>', 'remove entries older than this', positiveInt, 30)
     .option('--max-size <SIZE>', 'then remove the oldest until the rest fit, e.g. 20G')
     .option('--apply', 'remove (default: print what would go)')
@@ -422,7 +416,13 @@ export function program(): Command {
     .option('--results-dir <DIR>', 'results to prune', path.join(projectRoot, 'results'))
     .action(async (o) => {
       const maxBytes = o.maxSize === undefined ? undefined : parseSize(o.maxSize);
-      const lines = await runGc({ cacheDir: resolveCacheDir(o.cacheDir), resultsDir: path.resolve(o.resultsDir), maxAgeDays: o.maxAge, maxBytes, apply: o.apply === true });
+      const lines = await runGc({
+        cacheDir: resolveCacheDir(o.cacheDir),
+        resultsDir: path.resolve(o.resultsDir),
+        maxAgeDays: o.maxAge,
+        maxBytes,
+        apply: o.apply === true,
+      });
       process.stdout.write(`${lines.join('\n')}\n`);
     });
 
@@ -430,7 +430,7 @@ export function program(): Command {
     .command('triage')
     .description('print the kernel crash reports in a console or dmesg log as JSON; exit 1 if any')
     .argument('<file>', 'console.log or dmesg.txt; - reads standard input')
-    .option('--single-boot', 'the log is one machine\'s console: a second kernel boot banner is an unexpected reboot')
+    .option('--single-boot', "the log is one machine's console: a second kernel boot banner is an unexpected reboot")
     .action(async (file: string, o: { singleBoot?: boolean }) => {
       const input = await openLog(file);
       const name = file === '-' ? 'standard input' : file;

@@ -349,7 +349,16 @@ async function deliver(setup: DevSetup, state: DevState, iteration: number, chan
   const buildSeconds = (Date.now() - buildStarted) / 1000;
   const names = rebuilt.map((m) => m.name);
   if (rebuilt.length === 0 && !needsReboot) {
-    return { iteration, changed, rebuilt: [], delivery: 'nothing to deliver', buildSeconds, counts: countTests([]), failed: [], note: 'no module changed after the build' };
+    return {
+      iteration,
+      changed,
+      rebuilt: [],
+      delivery: 'nothing to deliver',
+      buildSeconds,
+      counts: countTests([]),
+      failed: [],
+      note: 'no module changed after the build',
+    };
   }
   const deliverStarted = Date.now();
   const { delivery, note } = await deliverModules(setup, state, rebuilt, needsReboot);
@@ -373,7 +382,10 @@ async function deliverModules(
   const coldOnly = names.filter((n) => !HOT_RELOADABLE.has(n) && live.has(n));
   if (needsReboot || coldOnly.length > 0) {
     await rebootDevGuest(setup, state);
-    return { delivery: 'reboot', note: needsReboot ? 'the kernel itself changed' : `${coldOnly.join(', ')} own the dax devices and cannot be swapped under them` };
+    return {
+      delivery: 'reboot',
+      note: needsReboot ? 'the kernel itself changed' : `${coldOnly.join(', ')} own the dax devices and cannot be swapped under them`,
+    };
   }
   const reload = names.filter((n) => live.has(n));
   const failure = await reloadInGuest(b, rebuilt, reload);

@@ -42,11 +42,7 @@ export function parseInspect(text: string): DaxDevice[] {
   for (const line of lines) {
     if (line.startsWith('block_size|')) continue;
     const [name = '', sysPath = '', driver = '', size = '0', node = '-1', rangeText = ''] = line.split('|');
-    const backing: Backing | undefined = /\/ndbus\d+\//.test(sysPath)
-      ? 'pmem'
-      : /\/decoder\d+\.\d+\//.test(sysPath)
-        ? 'cxl'
-        : undefined;
+    const backing: Backing | undefined = /\/ndbus\d+\//.test(sysPath) ? 'pmem' : /\/decoder\d+\.\d+\//.test(sysPath) ? 'cxl' : undefined;
     if (!backing) continue; // e.g. an hmem device not made by the topology
     const ranges = rangeText
       .trim()
@@ -201,7 +197,14 @@ export function checkCreatedRegion(region: CxlRegion, expectedMemdevs: string[],
 }
 
 /** Creates one declared CXL RAM region in its window's root decoder and checks it. */
-async function createCxlRegion(guest: Guest, topology: Topology, region: CxlRegion, memdevs: Map<number, string>, window: number, made: DaxDevice[]): Promise<string> {
+async function createCxlRegion(
+  guest: Guest,
+  topology: Topology,
+  region: CxlRegion,
+  memdevs: Map<number, string>,
+  window: number,
+  made: DaxDevice[],
+): Promise<string> {
   const names = region.devices.map((name) => {
     const memdev = memdevs.get(topology.cxl.findIndex((d) => d.name === name) + 1);
     if (!memdev) throw new TopologyError(`CXL device ${name} has no memdev in the guest (serials seen: ${[...memdevs.keys()].join(', ') || 'none'})`);
@@ -232,13 +235,22 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
   const memdevs = topology.cxl.length > 0 ? await listMemdevs(guest) : new Map<number, string>();
   const windows = cxlWindows(topology);
   for (const region of topology.cxlRegions) {
-    const made1 = await createCxlRegion(guest, topology, region, memdevs, windows.findIndex((w) => w.regions.includes(region.name)), made);
+    const made1 = await createCxlRegion(
+      guest,
+      topology,
+      region,
+      memdevs,
+      windows.findIndex((w) => w.regions.includes(region.name)),
+      made,
+    );
     const fresh = (await inspectDaxDevices(guest)).filter((d) => d.backing === 'cxl' && !before.has(d.name));
     const device = fresh[0];
     // The region is there as declared: a missing dax device is the kernel's (dax_cxl) doing.
     if (!device) throw missing(`no dax device appeared for CXL region ${region.name} (${made1})`, `new dax device for ${region.name}`, 'none', 'one', made);
     if (device.sizeBytes !== regionBytes(topology, region)) {
-      throw new TopologyError(`region ${region.name}: dax device ${device.name} is ${device.sizeBytes} bytes, the region's devices hold ${regionBytes(topology, region)}`);
+      throw new TopologyError(
+        `region ${region.name}: dax device ${device.name} is ${device.sizeBytes} bytes, the region's devices hold ${regionBytes(topology, region)}`,
+      );
     }
     before.add(device.name);
     made.push({ ...device, source: region.name });
@@ -247,19 +259,21 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
   for (const [i, pmem] of topology.pmem.entries()) {
     const found = nfit[i];
     if (!found) {
-      throw missing(`the guest shows ${nfit.length} NFIT NVDIMM region(s); ${pmem.name} is number ${i + 1}`, 'NFIT NVDIMM regions', nfit.length, topology.pmem.length, made);
+      throw missing(
+        `the guest shows ${nfit.length} NFIT NVDIMM region(s); ${pmem.name} is number ${i + 1}`,
+        'NFIT NVDIMM regions',
+        nfit.length,
+        topology.pmem.length,
+        made,
+      );
     }
     const { dimm, region } = found;
     progress(`devices: devdax namespace on ${pmem.name} (${region}, ${dimm}) -> system-ram`);
-    await step(
-      guest,
-      `labels for ${pmem.name}`,
-      `ndctl disable-region ${region} && ndctl init-labels -f ${dimm} && ndctl enable-region ${region}`,
-      made,
-    );
+    await step(guest, `labels for ${pmem.name}`, `ndctl disable-region ${region} && ndctl init-labels -f ${dimm} && ndctl enable-region ${region}`, made);
     const created = await step(guest, `devdax namespace on ${pmem.name}`, `ndctl create-namespace -r ${region} -m devdax`, made);
     const chardev = /"chardev":"(dax\d+\.\d+)"/.exec(created)?.[1];
-    if (!chardev) throw missing(`ndctl create-namespace printed no dax chardev for ${pmem.name}`, `dax chardev of the namespace on ${pmem.name}`, 'none', 'daxX.Y', made);
+    if (!chardev)
+      throw missing(`ndctl create-namespace printed no dax chardev for ${pmem.name}`, `dax chardev of the namespace on ${pmem.name}`, 'none', 'daxX.Y', made);
     // Rebind to kmem by hand rather than `daxctl reconfigure-device`: daxctl writes kmem's
     // new_id (which already attaches the driver) and then bind, and on 7.3 that second bind
     // intermittently left dax0.0/state reading "unplugged" (2 of 4 boots here). One new_id
@@ -278,7 +292,8 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
     if (d.driver !== 'kmem') {
       throw missing(`${d.name} (${d.source}) is bound to "${d.driver || 'nothing'}", not kmem`, driverCheckName(d), d.driver, 'kmem', made);
     }
-    if (d.blocks.length === 0) throw missing(`${d.name} (${d.source}) spans no whole memory block`, `memory blocks of ${d.name} (${d.source})`, 0, '1 or more', made);
+    if (d.blocks.length === 0)
+      throw missing(`${d.name} (${d.source}) spans no whole memory block`, `memory blocks of ${d.name} (${d.source})`, 0, '1 or more', made);
   }
   return made;
 }

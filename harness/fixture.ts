@@ -113,7 +113,12 @@ async function killStuckGuest(title: string, why: string): Promise<void> {
 
 function consoleTail(count: number): string {
   const size = consoleSize();
-  return readConsoleFrom(Math.max(0, size - 256 * 1024)).replace(/\r/g, '').trimEnd().split('\n').slice(-count).join('\n');
+  return readConsoleFrom(Math.max(0, size - 256 * 1024))
+    .replace(/\r/g, '')
+    .trimEnd()
+    .split('\n')
+    .slice(-count)
+    .join('\n');
 }
 
 /** A test's share of console.log is read, never the whole run's: at most this much, its end kept. */
@@ -229,7 +234,16 @@ function skipWith(title: string, reason: string): void {
 /** The kernel under test broke device setup: the test fails with the setup's checks and the kernel's lines. */
 function failForSetup(title: string, failure: SetupFailure): void {
   test.serial(title, (t) => {
-    const record: TestRecord = { name: title, file: fileLabel(), status: 'fail', durationMs: 0, reason: failure.reason, checks: failure.checks, reports: [], kernelLines: failure.kernelLines };
+    const record: TestRecord = {
+      name: title,
+      file: fileLabel(),
+      status: 'fail',
+      durationMs: 0,
+      reason: failure.reason,
+      checks: failure.checks,
+      reports: [],
+      kernelLines: failure.kernelLines,
+    };
     if (context.attempt && context.attempt > 1) record.attempts = context.attempt;
     writeRecord(record);
     t.fail(failure.reason);
@@ -242,7 +256,10 @@ async function consoleLinesBetween(begin: string, end: string, timeoutMs: number
   while (true) {
     const lines = readConsoleFrom(fromByte).split('\n');
     // Everything read is this test's: a begin marker cut off by the size cap starts at the slice.
-    const from = Math.max(0, lines.findIndex((l) => l.includes(begin)));
+    const from = Math.max(
+      0,
+      lines.findIndex((l) => l.includes(begin)),
+    );
     const to = lines.findIndex((l) => l.includes(end));
     if (to >= 0) return lines.slice(from, to + 1);
     if (Date.now() > deadline) return lines.slice(from);
@@ -279,12 +296,14 @@ async function quietOtherDevices(kit: TestKit): Promise<void> {
 /** Reports in lines, with reports seen twice (dmesg and console) kept once. */
 function triageAll(...sources: string[][]) {
   const seen = new Set<string>();
-  return sources.flatMap((lines) => triage(lines)).filter((r) => {
-    const key = `${r.kind}|${r.title}|${r.text}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
+  return sources
+    .flatMap((lines) => triage(lines))
+    .filter((r) => {
+      const key = `${r.kind}|${r.title}|${r.text}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
 }
 
 /** What a test body gets: its guest and device, and checks and cases recorded into `record`. */
@@ -332,11 +351,7 @@ function registersHere(title: string, options: TestOptions): boolean {
   return true;
 }
 
-export function guestTest(
-  title: string,
-  options: TestOptions,
-  body: (t: ExecutionContext, kit: TestKit) => Promise<void>,
-): void {
+export function guestTest(title: string, options: TestOptions, body: (t: ExecutionContext, kit: TestKit) => Promise<void>): void {
   if (!registersHere(title, options)) return;
   const reason = skipReason(withFileNeeds(options, fileNeeds));
   if (reason) skipWith(title, reason);

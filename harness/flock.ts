@@ -32,7 +32,15 @@ const BUSY = 75;
  */
 export async function holdFlock(file: string, { mode, wait }: FlockRequest): Promise<HeldLock | undefined> {
   const waitArgs = wait === 'forever' ? [] : wait === 0 ? ['--nonblock'] : ['--timeout', String(wait)];
-  const [command, args] = diesWithHarness('flock', [`--${mode}`, ...waitArgs, '--conflict-exit-code', String(BUSY), file, '-c', 'echo held; exec cat >/dev/null']);
+  const [command, args] = diesWithHarness('flock', [
+    `--${mode}`,
+    ...waitArgs,
+    '--conflict-exit-code',
+    String(BUSY),
+    file,
+    '-c',
+    'echo held; exec cat >/dev/null',
+  ]);
   // Its own process group: a Ctrl-C meant for the harness must not drop the lock while the
   // harness still finishes up; the closed pipe ends the holder when the harness is gone.
   const holder = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });

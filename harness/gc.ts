@@ -111,7 +111,9 @@ export async function runGc(options: GcOptions): Promise<string[]> {
     if (options.apply) lines.push(...(await sweepDeadWorkDirs(options.cacheDir)).map((dir) => `removed dead run's work directory ${dir}`));
     const freed = remove.reduce((sum, e) => sum + e.bytes, 0);
     const kept = keep.reduce((sum, e) => sum + e.bytes, 0);
-    lines.push(`gc: ${verb} ${remove.length} entries (${human(freed)}), kept ${keep.length} (${human(kept)})${options.apply ? '' : '; dry run, pass --apply to remove'}`);
+    lines.push(
+      `gc: ${verb} ${remove.length} entries (${human(freed)}), kept ${keep.length} (${human(kept)})${options.apply ? '' : '; dry run, pass --apply to remove'}`,
+    );
     return lines;
   } finally {
     lock?.release();

@@ -178,9 +178,7 @@ async function copyModules(kernel: Kernel, requested: string[], stage: string, o
   const builtin = parseModulesBuiltin(existsSync(builtinFile) ? await readFile(builtinFile, 'utf8') : '');
   const closure = moduleClosure(requested, deps, builtin);
   if (closure.missing.length > 0) {
-    throw new InfraError(
-      `kernel ${kernel.release} has neither a module nor a built-in for: ${closure.missing.join(', ')} (check its config)`,
-    );
+    throw new InfraError(`kernel ${kernel.release} has neither a module nor a built-in for: ${closure.missing.join(', ')} (check its config)`);
   }
   const dest = path.join(stage, 'usr/lib/modules', kernel.release);
   // On-demand modules the kernel lacks are simply left out (their tests skip).
@@ -259,7 +257,17 @@ export async function buildImage(cacheDir: string, recipeName: string, kernel: K
       progress(`image ${recipeName} for ${kernel.release}: building (inputs changed or not cached)`);
       const stage = `${tmp}.stage`;
       try {
-        const { loadable, carried } = await fillStage(stage, { recipeName, recipe, initText, userspace, keys, kernel, wanted, onDemand, backings: options.backings });
+        const { loadable, carried } = await fillStage(stage, {
+          recipeName,
+          recipe,
+          initText,
+          userspace,
+          keys,
+          kernel,
+          wanted,
+          onDemand,
+          backings: options.backings,
+        });
         await packStage(stage, tmp, recipeName, compression);
         await writeAtomic(modulesListFile, `${[...loadable, ...carried.map((m) => `?${m}`)].join('\n')}\n`);
       } finally {

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, rm, } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
@@ -90,7 +90,6 @@ interface MatrixFile {
   jobs?: number;
   bootArgs?: string;
 }
-
 
 /** Validates a parsed matrix file; every error is one line naming the field. */
 export function validateMatrixConfig(
@@ -251,7 +250,13 @@ export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): P
         error: c.error,
         startedAt: c.startedAt ?? summary.startedAt,
         hostname: c.hostname,
-        properties: { cell: c.id, kernel: c.kernel.release ?? c.kernel.requested, 'kernel.requested': c.kernel.requested, variant: c.variant ?? 'unknown', topology: c.topology },
+        properties: {
+          cell: c.id,
+          kernel: c.kernel.release ?? c.kernel.requested,
+          'kernel.requested': c.kernel.requested,
+          variant: c.variant ?? 'unknown',
+          topology: c.topology,
+        },
       })),
       summary.startedAt,
     ),
@@ -262,7 +267,8 @@ export async function writeMatrixOutputs(dir: string, summary: MatrixSummary): P
   for (const c of cells) reportCells.push(await matrixReportCell(dir, c));
   const notes = [`config: ${summary.config}`];
   if (summary.shard) notes.push(`shard ${summary.shard.index}/${summary.shard.total} of ${summary.plannedCells.length} cells`);
-  if (summary.mergedFrom) notes.push(`merged from: ${summary.mergedFrom.map((m) => `${m.dir}${m.shard ? ` (shard ${m.shard.index}/${m.shard.total})` : ''}`).join(', ')}`);
+  if (summary.mergedFrom)
+    notes.push(`merged from: ${summary.mergedFrom.map((m) => `${m.dir}${m.shard ? ` (shard ${m.shard.index}/${m.shard.total})` : ''}`).join(', ')}`);
   await writeAtomic(
     path.join(dir, 'report.html'),
     toHtmlReport({
@@ -471,7 +477,10 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
     await saveMatrix(matrix);
   }
   if (interruptedBy()) return { exitCode: process.exitCode as number, summary, dir };
-  const { status, exitCode } = matrixStatus(summary.cells, mine.map((c) => c.id));
+  const { status, exitCode } = matrixStatus(
+    summary.cells,
+    mine.map((c) => c.id),
+  );
   summary.status = status;
   summary.exitCode = exitCode;
   summary.finishedAt = new Date().toISOString();
@@ -544,7 +553,11 @@ export async function mergeResults(inputs: string[], out: string): Promise<{ exi
   try {
     await mkdir(outDir, { recursive: true });
     for (const { dir, entries } of copies) await copyShardFiles(dir, outDir, entries);
-    return await writeMerged(loaded, [...cells.values()].map((v) => v.cell), outDir);
+    return await writeMerged(
+      loaded,
+      [...cells.values()].map((v) => v.cell),
+      outDir,
+    );
   } catch (error) {
     for (const e of await readdir(outDir).catch(() => [])) await rm(path.join(outDir, e), { recursive: true, force: true });
     if (created) await rm(outDir, { recursive: true, force: true });
@@ -559,9 +572,15 @@ async function writeMerged(
 ): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
   const merged = [...cells].sort((a, b) => (a.id < b.id ? -1 : 1));
   const startedAt = loaded.map((l) => l.summary.startedAt).sort()[0]!;
-  const finishedAt = loaded.map((l) => l.summary.finishedAt ?? l.summary.startedAt).sort().at(-1)!;
+  const finishedAt = loaded
+    .map((l) => l.summary.finishedAt ?? l.summary.startedAt)
+    .sort()
+    .at(-1)!;
   const planned = loaded[0]!.summary.plannedCells;
-  const { status, exitCode } = matrixStatus(merged, planned.map((c) => c.id));
+  const { status, exitCode } = matrixStatus(
+    merged,
+    planned.map((c) => c.id),
+  );
   const summary: MatrixSummary = {
     kind: MATRIX_KIND,
     matrixId: path.basename(outDir),

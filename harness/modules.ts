@@ -51,11 +51,7 @@ export interface ModuleClosure {
   missing: string[];
 }
 
-export function moduleClosure(
-  requested: string[],
-  deps: Map<string, ModuleDep>,
-  builtin: Set<string>,
-): ModuleClosure {
+export function moduleClosure(requested: string[], deps: Map<string, ModuleDep>, builtin: Set<string>): ModuleClosure {
   const files = new Set<string>();
   const result: ModuleClosure = { files: [], loadable: [], builtin: [], missing: [] };
   const visit = (file: string) => {

@@ -66,7 +66,6 @@ export interface RunOptions {
 /** What every command that boots guests to run suites (run, dev, series) is told. */
 export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec'>;
 
-
 function runIdFor(kernel: string, topology: string): string {
   const stamp = fileStamp();
   // Plain names only: a run id is one path component, and merge accepts no other.
@@ -197,8 +196,14 @@ function guestImages(cacheDir: string, kernel: Kernel): (topology: Topology) => 
   const images = new Map<string, Promise<GuestImage>>();
   return (topology) => {
     const backings = backingsOf(topology);
-    const key = Object.entries(backings).flatMap(([name, has]) => (has ? [name] : [])).join(' + ');
-    if (!images.has(key)) images.set(key, step(`image: guest (${key})`, () => buildImage(cacheDir, 'guest', kernel, { backings })));
+    const key = Object.entries(backings)
+      .flatMap(([name, has]) => (has ? [name] : []))
+      .join(' + ');
+    if (!images.has(key))
+      images.set(
+        key,
+        step(`image: guest (${key})`, () => buildImage(cacheDir, 'guest', kernel, { backings })),
+      );
     return images.get(key) as Promise<GuestImage>;
   };
 }
@@ -221,7 +226,14 @@ async function runSessions(options: RunOptions, recorder: RunRecorder, guests: Q
 }
 
 /** One session: skipped without a guest where nothing can run, else run on the pool. */
-async function serveSession(options: RunOptions, recorder: RunRecorder, guests: QemuGuests, demand: SessionDemand, total: number, kept: GuestSlot | undefined): Promise<GuestSlot | undefined> {
+async function serveSession(
+  options: RunOptions,
+  recorder: RunRecorder,
+  guests: QemuGuests,
+  demand: SessionDemand,
+  total: number,
+  kept: GuestSlot | undefined,
+): Promise<GuestSlot | undefined> {
   const { summary } = recorder;
   const { session, number } = demand;
   const say = (message: string) => progress(`session ${number}: ${message}`);
@@ -236,7 +248,14 @@ async function serveSession(options: RunOptions, recorder: RunRecorder, guests: 
     say(`topology ${summary.topology} has no ${demand.only} device: nothing to run`);
     return kept;
   }
-  recorder.repro.sessions.push({ session: number, suite: session.suite, files: session.files, env: session.env, cmdline: demand.cmdline, match: options.match ?? [] });
+  recorder.repro.sessions.push({
+    session: number,
+    suite: session.suite,
+    files: session.files,
+    env: session.env,
+    cmdline: demand.cmdline,
+    match: options.match ?? [],
+  });
   const entry: SessionEntry = {
     session: number,
     suite: session.suite,

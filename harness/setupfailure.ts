@@ -87,12 +87,7 @@ export type SetupVerdict = { kind: 'kernel'; failure: SetupFailure } | { kind: '
  * registered yet left a device unbound (its probe can fail silently with -ENODEV or -ENXIO).
  * Anything else (a step failed and the kernel says nothing) stays infrastructure.
  */
-export function classifySetupFailure(
-  error: DeviceSetupError,
-  qemuAlive: boolean,
-  evidence: SetupEvidence | undefined,
-  backings: Backing[],
-): SetupVerdict {
+export function classifySetupFailure(error: DeviceSetupError, qemuAlive: boolean, evidence: SetupEvidence | undefined, backings: Backing[]): SetupVerdict {
   if (!qemuAlive) return { kind: 'infrastructure', why: 'QEMU exited' };
   if (!evidence) return { kind: 'infrastructure', why: 'the guest stopped answering SSH' };
   if (error.exitCode === 126 || error.exitCode === 127) return { kind: 'infrastructure', why: 'a setup command is missing from the guest image' };

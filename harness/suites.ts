@@ -195,9 +195,7 @@ export async function planSuites(names: string[]): Promise<{ suites: string[]; s
       continue;
     }
     const wanted = `${file}.test.ts`;
-    const picked = all
-      .map((s) => ({ ...s, files: s.files.filter((f) => path.basename(f) === wanted) }))
-      .filter((s) => s.files.length > 0);
+    const picked = all.map((s) => ({ ...s, files: s.files.filter((f) => path.basename(f) === wanted) })).filter((s) => s.files.length > 0);
     if (picked.length === 0) throw new UsageError(`suite ${name} has no test file ${wanted}`);
     sessions.push(...picked);
   }

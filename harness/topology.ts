@@ -181,29 +181,44 @@ export function qemuArgs(spec: MachineSpec): string[] {
   if (t.cxl.length > 0) machine.push('cxl=on');
   if (t.pmem.length > 0) machine.push('nvdimm=on');
   const args = [
-    '-accel', spec.accel,
-    '-cpu', spec.accel === 'kvm' ? 'host' : 'max,hypervisor=off',
-    '-M', machine.join(','),
-    '-smp', String(t.cpus),
-    '-m', `${t.memory.boot},maxmem=${t.memory.max},slots=${t.memory.slots}`,
+    '-accel',
+    spec.accel,
+    '-cpu',
+    spec.accel === 'kvm' ? 'host' : 'max,hypervisor=off',
+    '-M',
+    machine.join(','),
+    '-smp',
+    String(t.cpus),
+    '-m',
+    `${t.memory.boot},maxmem=${t.memory.max},slots=${t.memory.slots}`,
     // -nodefaults: no default VGA card, CD-ROM or NIC for the guest kernel to find; every
     // device the guest has is listed here. (qemuDefaults: the benchmark's "before".)
     ...(spec.qemuDefaults ? [] : ['-nodefaults']),
-    '-display', 'none',
-    '-monitor', 'none',
-    '-serial', 'stdio',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-kernel', spec.kernel,
-    '-initrd', spec.initrd,
-    '-append', spec.cmdline,
-    '-netdev', `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
-    '-device', 'virtio-net-pci,netdev=net0',
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    spec.cmdline,
+    '-netdev',
+    `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
+    '-device',
+    'virtio-net-pci,netdev=net0',
   ];
   if (t.cxl.length > 0) args.push(...cxlArgs(t));
   for (const d of t.pmem) {
     args.push(
-      '-object', `memory-backend-file,id=${d.name}-mem,share=on,mem-path=${qemuOptionValue(pmemBackingFile(spec.workDir, d.name))},size=${d.size},align=128M`,
-      '-device', `nvdimm,id=${d.name},memdev=${d.name}-mem,label-size=${d.labelSize}`,
+      '-object',
+      `memory-backend-file,id=${d.name}-mem,share=on,mem-path=${qemuOptionValue(pmemBackingFile(spec.workDir, d.name))},size=${d.size},align=128M`,
+      '-device',
+      `nvdimm,id=${d.name},memdev=${d.name}-mem,label-size=${d.labelSize}`,
     );
   }
   return args;
@@ -217,10 +232,7 @@ export interface DeclaredDevice {
 
 /** The dax devices a topology promises: one per CXL region and one per NVDIMM. */
 export function declaredDevices(t: Topology): DeclaredDevice[] {
-  return [
-    ...t.cxlRegions.map((r) => ({ backing: 'cxl' as const, source: r.name })),
-    ...t.pmem.map((p) => ({ backing: 'pmem' as const, source: p.name })),
-  ];
+  return [...t.cxlRegions.map((r) => ({ backing: 'cxl' as const, source: r.name })), ...t.pmem.map((p) => ({ backing: 'pmem' as const, source: p.name }))];
 }
 
 /** Host bridge of a CXL device (0 when the topology does not say). */
@@ -243,8 +255,10 @@ function cxlArgs(t: Topology): string[] {
   let slot = 2;
   for (const h of bridges.filter((b) => t.cxl.some((d) => d.switch && hostBridgeOf(d) === b))) {
     args.push(
-      '-device', `cxl-rp,port=${t.cxl.length + h},bus=cxl.${h + 1},id=cxl-rp-sw${h},chassis=0,slot=${t.cxl.length + 2 + h}`,
-      '-device', `cxl-upstream,bus=cxl-rp-sw${h},id=cxl-us${h}`,
+      '-device',
+      `cxl-rp,port=${t.cxl.length + h},bus=cxl.${h + 1},id=cxl-rp-sw${h},chassis=0,slot=${t.cxl.length + 2 + h}`,
+      '-device',
+      `cxl-upstream,bus=cxl-rp-sw${h},id=cxl-us${h}`,
     );
   }
   t.cxl.forEach((d, i) => {
@@ -253,9 +267,11 @@ function cxlArgs(t: Topology): string[] {
       ? ['-device', `cxl-downstream,port=${i},bus=cxl-us${h},id=cxl-dsp${i},chassis=0,slot=${slot++}`]
       : ['-device', `cxl-rp,port=${i},bus=cxl.${h + 1},id=cxl-rp${i},chassis=0,slot=${slot++}`];
     args.push(
-      '-object', `memory-backend-ram,id=${d.name}-mem,share=on,size=${d.size}`,
+      '-object',
+      `memory-backend-ram,id=${d.name}-mem,share=on,size=${d.size}`,
       ...port,
-      '-device', `cxl-type3,bus=${d.switch ? `cxl-dsp${i}` : `cxl-rp${i}`},volatile-memdev=${d.name}-mem,id=${d.name},sn=${i + 1}`,
+      '-device',
+      `cxl-type3,bus=${d.switch ? `cxl-dsp${i}` : `cxl-rp${i}`},volatile-memdev=${d.name}-mem,id=${d.name},sn=${i + 1}`,
     );
   });
   const windows = cxlWindows(t);

@@ -240,7 +240,8 @@ const lockdepRules: Rule[] = [
   {
     kind: 'lockdep',
     pattern: /^INFO: trying to register non-static key\.?/,
-    title: (_m, w, i) => `lockdep: trying to register non-static key ${traced(w, i, /^(?:register_lock_class|__?lock\w*|_raw_spin\w*|\w+_lock_init\w*|__init_\w+)$/)}`,
+    title: (_m, w, i) =>
+      `lockdep: trying to register non-static key ${traced(w, i, /^(?:register_lock_class|__?lock\w*|_raw_spin\w*|\w+_lock_init\w*|__init_\w+)$/)}`,
   },
   {
     kind: 'lockdep',
@@ -408,8 +409,10 @@ const bugRules: Rule[] = [
   },
   {
     kind: 'BUG',
-    pattern: /^BUG: (sleeping function called from invalid context|scheduling while atomic|using smp_processor_id\(\) in preemptible|using __this_cpu_\w+\(\) in preemptible|Dentry .* still in use)/,
-    title: (m, w, i) => `BUG: ${m[1]?.replace(/^Dentry .*/, 'Dentry still in use')} ${traced(w, i, /^(?:__schedule_bug|schedule\w*|__schedule|debug_smp_processor_id|check_preemption_disabled)$/)}`,
+    pattern:
+      /^BUG: (sleeping function called from invalid context|scheduling while atomic|using smp_processor_id\(\) in preemptible|using __this_cpu_\w+\(\) in preemptible|Dentry .* still in use)/,
+    title: (m, w, i) =>
+      `BUG: ${m[1]?.replace(/^Dentry .*/, 'Dentry still in use')} ${traced(w, i, /^(?:__schedule_bug|schedule\w*|__schedule|debug_smp_processor_id|check_preemption_disabled)$/)}`,
   },
   {
     kind: 'BUG',
@@ -468,7 +471,8 @@ const memoryRules: Rule[] = [
     kind: 'kmemleak',
     // mm/kmemleak.c: "unreferenced object 0xffff888103b6c780 (size 64):", then comm, hex dump, "backtrace (crc ...):"
     pattern: /^unreferenced object 0x[0-9a-f]+ \(size \d+\):/,
-    title: (_m, w, i) => `memory leak ${traced(w, i, /^(?:\w*alloc\w*|create_object\w*|kstrdup\w*|kmemdup\w*|kasprintf|kvasprintf|\w*_new|idr_\w+|pcpu_\w+)$/)}`,
+    title: (_m, w, i) =>
+      `memory leak ${traced(w, i, /^(?:\w*alloc\w*|create_object\w*|kstrdup\w*|kmemdup\w*|kasprintf|kvasprintf|\w*_new|idr_\w+|pcpu_\w+)$/)}`,
   },
   {
     kind: 'kmemleak',

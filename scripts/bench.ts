@@ -135,7 +135,11 @@ for (const [k, c] of leanSteps.entries()) {
   const ms = median(leanTimes[k] ?? []);
   const previous = c.against === undefined ? undefined : median(leanTimes[c.against] ?? []);
   const delta = previous === undefined ? '' : `  ${ms - previous <= 0 ? '-' : '+'}${s(Math.abs(ms - previous))}`;
-  report(`  ${c.label}`, `${s(ms)}${delta}  (kernel start to modules loaded ${s(median(leanKernelTimes[k] ?? []))})`, previous === undefined ? undefined : ms / previous);
+  report(
+    `  ${c.label}`,
+    `${s(ms)}${delta}  (kernel start to modules loaded ${s(median(leanKernelTimes[k] ?? []))})`,
+    previous === undefined ? undefined : ms / previous,
+  );
 }
 for (const lost of lostBoots) process.stdout.write(`  (lost: ${lost})\n`);
 const leanFirst = median(leanTimes[0] ?? []);
@@ -149,7 +153,12 @@ const channelCommandTimes: number[] = [];
 const shellCommandTimes: number[] = [];
 async function measureCommands(guest: Guest, device: string): Promise<void> {
   const read = `cat /sys/bus/dax/devices/${device}/state /sys/devices/system/memory/auto_online_blocks`;
-  for (const [noShell, times] of [['1', channelCommandTimes], ['0', shellCommandTimes], ['1', channelCommandTimes], ['0', shellCommandTimes]] as const) {
+  for (const [noShell, times] of [
+    ['1', channelCommandTimes],
+    ['0', shellCommandTimes],
+    ['1', channelCommandTimes],
+    ['0', shellCommandTimes],
+  ] as const) {
     process.env.DAX_HARNESS_NO_SHELL = noShell;
     const t = Date.now();
     for (let k = 0; k < 20; k++) await guest.exec(read);
@@ -171,14 +180,26 @@ for (let i = 0; i < reps; i++) {
   const floorWork = path.join(work, `floor-${i}`);
   await mkdir(floorWork, { recursive: true });
   for (const p of topology.pmem) await $`truncate -s ${p.size} ${pmemBackingFile(floorWork, p.name)}`;
-  const m = Machine.start(qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: floorWork }));
+  const m = Machine.start(
+    qemuArgs({ topology, accel, kernel: entry.path, initrd: floor.path, cmdline: BASE_CMDLINE, sshPort: await freePort(), workDir: floorWork }),
+  );
   const marker = await m.console.waitFor(/dax-harness-floor: init reached/, 120_000);
   if (marker) floorTimes.push(Date.now() - m.startedAt);
   await m.stop();
 
   const consolePath = path.join(work, `console-${i}.log`);
   const t0 = Date.now();
-  const booted = await bootGuest({ kernel, kernelImage: entry.path, image, topology, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`, consolePath, workDir: path.join(work, `g${i}`), bootTimeoutSec: 300 });
+  const booted = await bootGuest({
+    kernel,
+    kernelImage: entry.path,
+    image,
+    topology,
+    accel,
+    cmdline: `${BASE_CMDLINE} memhp_default_state=online_movable`,
+    consolePath,
+    workDir: path.join(work, `g${i}`),
+    bootTimeoutSec: 300,
+  });
   rebootTimes.push(Date.now() - t0);
   sshTimes.push(booted.bootToSshSeconds * 1000);
   try {
@@ -209,7 +230,10 @@ report('full reboot (boot + devices)', s(median(rebootTimes)));
 if (resetTimes.length) report('per-test reset (unplug, rebind, verify)', s(median(resetTimes)), median(resetTimes) / median(rebootTimes), 0.15);
 report('QEMU peak RSS per guest', `${(rssKb / 1024).toFixed(0)} MiB`);
 const plainImage = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology), compression: 'none' });
-report('guest image size', `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`);
+report(
+  'guest image size',
+  `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`,
+);
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
 
 // Boot cost per shipped topology: QEMU start to SSH, and to every region and dax device made
@@ -224,7 +248,17 @@ if (!skipTopologies) {
       const t0 = Date.now();
       let booted: Awaited<ReturnType<typeof bootGuest>> | undefined;
       try {
-        booted = await bootGuest({ kernel, kernelImage: entry.path, image: img, topology: t, accel, cmdline: `${BASE_CMDLINE} memhp_default_state=offline`, consolePath: path.join(work, `topo-${name}-${i}.log`), workDir: path.join(work, `topo-${name}-${i}`), bootTimeoutSec: 300 });
+        booted = await bootGuest({
+          kernel,
+          kernelImage: entry.path,
+          image: img,
+          topology: t,
+          accel,
+          cmdline: `${BASE_CMDLINE} memhp_default_state=offline`,
+          consolePath: path.join(work, `topo-${name}-${i}.log`),
+          workDir: path.join(work, `topo-${name}-${i}`),
+          bootTimeoutSec: 300,
+        });
         perTopology.get(name)?.ready.push(Date.now() - t0);
         perTopology.get(name)?.ssh.push(booted.bootToSshSeconds * 1000);
       } catch (error) {

@@ -115,11 +115,13 @@ export function ktapMismatches(summary: RunSummary | MatrixSummary, parsed: Ktap
   const total = wanted.reduce((a, c) => ({ passed: a.passed + c.passed, failed: a.failed + c.failed, crashed: 0, skipped: a.skipped + c.skipped, errors: 0 }));
   const out: string[] = [];
   const same = (a: KunitCounts, b: KunitCounts) => JSON.stringify(a) === JSON.stringify(b);
-  if (total && !same(parsed.counts, total)) out.push(`${parsed.file}: kunit_parser counts ${JSON.stringify(parsed.counts)}, the summary ${JSON.stringify(total)}`);
+  if (total && !same(parsed.counts, total))
+    out.push(`${parsed.file}: kunit_parser counts ${JSON.stringify(parsed.counts)}, the summary ${JSON.stringify(total)}`);
   if (parsed.subtests.length !== cells.length) out.push(`${parsed.file}: ${parsed.subtests.length} subtests for ${cells.length} cells`);
   parsed.subtests.forEach((s, i) => {
     const want = wanted[i];
-    if (want && !same(s.counts, want)) out.push(`${parsed.file}: subtest ${s.name}: kunit_parser counts ${JSON.stringify(s.counts)}, the summary ${JSON.stringify(want)}`);
+    if (want && !same(s.counts, want))
+      out.push(`${parsed.file}: subtest ${s.name}: kunit_parser counts ${JSON.stringify(s.counts)}, the summary ${JSON.stringify(want)}`);
   });
   return out;
 }

@@ -33,7 +33,15 @@ export function failingRun(): RunSummary {
     status: 'fail',
     reason: 'check failed: write returns',
     checks: [{ name: 'write "offline" from online_kernel returns EBUSY or ok', ok: false, actual: 'EINVAL', expected: ['EBUSY', 'ok'] }],
-    reports: [{ kind: 'WARNING', title: 'WARNING: mm/memory_hotplug.c:1921 at offline_pages+0x5b1/0x5f0', line: 1812, text: 'WARNING: mm/memory_hotplug.c:1921 at offline_pages+0x5b1/0x5f0, CPU#0: sh/412', expected: false }],
+    reports: [
+      {
+        kind: 'WARNING',
+        title: 'WARNING: mm/memory_hotplug.c:1921 at offline_pages+0x5b1/0x5f0',
+        line: 1812,
+        text: 'WARNING: mm/memory_hotplug.c:1921 at offline_pages+0x5b1/0x5f0, CPU#0: sh/412',
+        expected: false,
+      },
+    ],
   });
   change('cxl: from online, write unplug', {
     status: 'fail',
@@ -46,7 +54,11 @@ export function failingRun(): RunSummary {
     reason: 'check failed: write returns',
     checks: [{ name: 'write "unplug" from online_kernel returns ok', ok: false, actual: 'EBUSY', expected: 'ok' }],
   });
-  change('cxl: from online_movable, write offline', { flaky: true, attempts: 2, failedAttempts: [{ reason: 'ssh: connection reset', durationMs: 30000, checks: [], reports: [] }] });
+  change('cxl: from online_movable, write offline', {
+    flaky: true,
+    attempts: 2,
+    failedAttempts: [{ reason: 'ssh: connection reset', durationMs: 30000, checks: [], reports: [] }],
+  });
   return { ...run, runId: `${run.runId}-failing`, status: 'fail', exitCode: 1, counts: countTests(run.tests) };
 }
 
@@ -66,7 +78,21 @@ export async function writeRunDir(root: string, summary: RunSummary): Promise<{ 
 
 function cellOf(id: string, summary: RunSummary): MatrixCell {
   const { kernel, variant, topology, suites, status, counts, error, startedAt, hostname, tests, wallSeconds } = summary;
-  return { id, kernel: { requested: kernel.requested, release: kernel.release, label: kernel.requested }, variant, topology, suites, status, counts, error, startedAt, hostname, tests, wallSeconds, runDir: `cells/${id}/${summary.runId}` };
+  return {
+    id,
+    kernel: { requested: kernel.requested, release: kernel.release, label: kernel.requested },
+    variant,
+    topology,
+    suites,
+    status,
+    counts,
+    error,
+    startedAt,
+    hostname,
+    tests,
+    wallSeconds,
+    runDir: `cells/${id}/${summary.runId}`,
+  };
 }
 
 /** A matrix directory of the given cells (each a run directory under cells/) and its report.html. */
@@ -118,7 +144,10 @@ export function gridsInPage(html: string): GridInPage[] {
   const grids: GridInPage[] = [];
   for (const block of html.split('<section class="grids"').slice(1)) {
     const cell = attr(block.slice(0, block.indexOf('>')), 'data-cell');
-    for (const table of block.split('</section>')[0]?.split(/<table class="grid"/).slice(1) ?? []) {
+    for (const table of block
+      .split('</section>')[0]
+      ?.split(/<table class="grid"/)
+      .slice(1) ?? []) {
       const rows = (table.split('</table>')[0] ?? '').split(/<tr>/).slice(1);
       const heads = [...(rows[0] ?? '').matchAll(/<th>([^<]*)<\/th>/g)].map((m) => m[1] ?? '');
       const squares = [...table.matchAll(/<td class="sq sq-[a-z]+"([^>]*)><a href="([^"]*)">([^<]*)<\/a><\/td>/g)].map((m) => ({

@@ -34,7 +34,12 @@ export async function ensureBuildRoot(cacheDir: string, release: string, headers
   const dir = path.join(cacheDir, 'buildroots', id);
   const headers = `/usr/src/linux-headers-${release}`;
   const ready = path.join(dir, '.dax-harness-ready');
-  await populateEntry(dir, `making the sid build root for ${release}`, () => existsSync(ready), (tmp) => makeBuildRoot(tmp, release, headersVersion));
+  await populateEntry(
+    dir,
+    `making the sid build root for ${release}`,
+    () => existsSync(ready),
+    (tmp) => makeBuildRoot(tmp, release, headersVersion),
+  );
   return { dir, headers, release, headersVersion };
 }
 
@@ -60,7 +65,11 @@ async function makeBuildRoot(tmp: string, release: string, headersVersion: strin
       { reject: false, all: true },
     );
     if (r.exitCode !== 0) {
-      const line = (r.all ?? '').split('\n').filter((l) => /^E:|error/i.test(l)).at(-1) ?? `exit ${r.exitCode}`;
+      const line =
+        (r.all ?? '')
+          .split('\n')
+          .filter((l) => /^E:|error/i.test(l))
+          .at(-1) ?? `exit ${r.exitCode}`;
       throw new InfraError(`mmdebstrap of the sid build root failed: ${line.trim()}`, r.all);
     }
   });

@@ -16,7 +16,10 @@ export const DEFAULT_FRAGMENTS = ['base', 'memory-hotplug', 'cxl', 'dax', 'nvdim
  * starts with "+" adds to the defaults ("+debug"); otherwise it replaces them.
  */
 export function fragmentFiles(spec: string | undefined): string[] {
-  const items = (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const items = (spec ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const additive = items.length === 0 || items.every((i) => i.startsWith('+'));
   const names = additive ? [...DEFAULT_FRAGMENTS, ...items.map((i) => i.replace(/^\+/, ''))] : items;
   return names.map((name) => {

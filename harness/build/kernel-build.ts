@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readFile, rm, stat, } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { readJsonState, writeAtomic } from '../atomic-file.js';
@@ -48,11 +48,9 @@ export function buildDirFor(cacheDir: string, treeDir: string): string {
 
 /** Source files in the tree newer than the stamp (find is ~1 s on a kernel tree; make's no-op is ~15 s). */
 async function changedSince(tree: string, stampFile: string): Promise<string[]> {
-  const { stdout } = await execa(
-    'find',
-    [tree, '-path', path.join(tree, '.git'), '-prune', '-o', '-type', 'f', '-newer', stampFile, '-print'],
-    { reject: false },
-  );
+  const { stdout } = await execa('find', [tree, '-path', path.join(tree, '.git'), '-prune', '-o', '-type', 'f', '-newer', stampFile, '-print'], {
+    reject: false,
+  });
   return stdout.split('\n').filter(Boolean);
 }
 
@@ -105,7 +103,9 @@ async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<
   if (ccache) makeArgs.push('CC=ccache gcc');
   await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], mounts, ccacheDir));
   await rm(installRoot, { recursive: true, force: true });
-  await step('build: modules_install', () => runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir));
+  await step('build: modules_install', () =>
+    runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir),
+  );
   const release = await builtRelease(out);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
@@ -151,7 +151,13 @@ async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string)
   try {
     const result = await runSandboxed(mounts, ['make', ...args], { cwd: mounts.writable[0] as string, env: { CCACHE_DIR: ccacheDir }, onLine });
     if (result.exitCode !== 0) {
-      const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${result.exitCode}`;
+      const error =
+        tail
+          .filter((l) => /error|Error \d/.test(l))
+          .slice(0, 3)
+          .join(' | ') ||
+        tail.at(-1) ||
+        `exit ${result.exitCode}`;
       throw new InfraError(`kernel build failed: ${error}`, tail.join('\n'));
     }
   } finally {

@@ -61,12 +61,7 @@ export function moduleDirsOf(files: string[]): { dirs: string[]; elsewhere: stri
   return { dirs: MODULE_DIRS.filter((d) => dirs.has(d)), elsewhere };
 }
 
-export async function buildModulesAgainstHeaders(options: {
-  cacheDir: string;
-  tree: KernelTree;
-  kernel: Kernel;
-  dirs: string[];
-}): Promise<ModuleBuild> {
+export async function buildModulesAgainstHeaders(options: { cacheDir: string; tree: KernelTree; kernel: Kernel; dirs: string[] }): Promise<ModuleBuild> {
   const started = Date.now();
   const root = await ensureBuildRoot(options.cacheDir, options.kernel.release, debianKernelVersion(options.kernel));
   const treeId = createHash('sha256').update(options.tree.dir).digest('hex').slice(0, 12);
@@ -82,7 +77,13 @@ export async function buildModulesAgainstHeaders(options: {
       // Times are kept, so make rebuilds only what changed; build products are never deleted.
       const r = await execa(
         'rsync',
-        ['-a', '--delete', ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]), `${src}/`, path.join(hostWork, dir, '/')],
+        [
+          '-a',
+          '--delete',
+          ...['*.o', '*.ko', '*.mod', '*.mod.c', '.*.cmd', '*.a', 'modules.order', 'Module.symvers', '.tmp_*'].flatMap((p) => ['--exclude', p]),
+          `${src}/`,
+          path.join(hostWork, dir, '/'),
+        ],
         { reject: false, all: true },
       );
       if (r.exitCode !== 0) throw new InfraError(`copying ${dir} into the build root failed: ${r.all}`);
@@ -99,13 +100,21 @@ export async function buildModulesAgainstHeaders(options: {
         }),
       );
       if (r.exitCode !== 0) {
-        const error = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3).join(' | ') || tail.at(-1) || `exit ${r.exitCode}`;
+        const error =
+          tail
+            .filter((l) => /error|Error \d/.test(l))
+            .slice(0, 3)
+            .join(' | ') ||
+          tail.at(-1) ||
+          `exit ${r.exitCode}`;
         throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
       }
       // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
       const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
       for (const file of stdout.split('\n').filter(Boolean).sort()) {
-        const sha256 = createHash('sha256').update(await readFile(file)).digest('hex');
+        const sha256 = createHash('sha256')
+          .update(await readFile(file))
+          .digest('hex');
         modules.push({ name: path.basename(file, '.ko').replace(/-/g, '_'), file, dir, sha256 });
       }
     }

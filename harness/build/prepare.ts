@@ -55,6 +55,8 @@ export async function prepareKernelFromTree(options: TreeBuildOptions): Promise<
     return { kernel, allowedTaint: MODULE_ONLY_TAINT, tree, mode: 'modules-only', built: true, seconds: build.seconds, modules: build.modules };
   }
   const build = await buildKernel({ tree, fragments, cacheDir: options.cacheDir, outDir: options.buildDir });
-  progress(`build: ${build.kernel.release} ${build.built ? `built in ${build.seconds.toFixed(0)} s` : 'up to date'} (${path.relative(options.cacheDir, build.outDir)})`);
+  progress(
+    `build: ${build.kernel.release} ${build.built ? `built in ${build.seconds.toFixed(0)} s` : 'up to date'} (${path.relative(options.cacheDir, build.outDir)})`,
+  );
   return { kernel: build.kernel, allowedTaint: '', tree, mode: 'full', built: build.built, seconds: build.seconds };
 }

@@ -131,7 +131,9 @@ export function buildEnv(extra: Record<string, string> = {}): Record<string, str
 export async function claimForSandbox(dir: string, managed: boolean): Promise<void> {
   if (disabled || !asRoot()) return;
   if (!managed && (await stat(dir)).uid !== SANDBOX_UID && (await readdir(dir)).length > 0) {
-    throw new UsageError(`${dir} is not empty and not owned by the build sandbox's uid ${SANDBOX_UID}: give a new directory, or chown -R ${SANDBOX_UID}:${SANDBOX_UID} it`);
+    throw new UsageError(
+      `${dir} is not empty and not owned by the build sandbox's uid ${SANDBOX_UID}: give a new directory, or chown -R ${SANDBOX_UID}:${SANDBOX_UID} it`,
+    );
   }
   await execa('chown', ['-R', '-P', '-h', `${SANDBOX_UID}:${SANDBOX_UID}`, '--', dir]);
 }
@@ -186,7 +188,7 @@ export async function runSandboxed(mounts: SandboxMounts, argv: string[], run: S
 function warnIfUnsandboxed(): void {
   if (disabled && !warned) {
     warned = true;
-    progress('build: --no-sandbox: the tree\'s build code runs unconfined, as the harness\'s user');
+    progress("build: --no-sandbox: the tree's build code runs unconfined, as the harness's user");
   }
 }
 let warned = false;

@@ -56,9 +56,7 @@ export async function fetchDebianKernel(cacheDir: string, version: string): Prom
   const { binary, suite, packages } = resolved;
   const id = `${binary}_${packages[0]?.version}`.replace(/[^A-Za-z0-9._+-]/g, '_');
   const dir = path.join(cacheDir, 'kernels', id);
-  const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () =>
-    apt.download(packages, path.join(dir, 'debs')),
-  );
+  const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () => apt.download(packages, path.join(dir, 'debs')));
   const root = path.join(dir, 'root');
   // depmod runs on the unpacked tree before it is renamed into place: the cached tree is complete.
   await step(`kernel ${version}: unpack`, () => extractDebs(debs, root, async (tmp) => ensureDepmod(tmp, await kernelRelease(tmp, binary))));

@@ -55,7 +55,9 @@ const KERNEL_RELEASE = /^\d+\.\d+[A-Za-z0-9.+_~-]{0,120}$/;
  */
 export function checkedRelease(release: string, from: string): string {
   if (!KERNEL_RELEASE.test(release)) {
-    throw new UsageError(`${from}: kernel release ${JSON.stringify(release.slice(0, 80))} is not a release like 7.3-amd64 (digits, dot, then letters, digits and . + _ ~ -)`);
+    throw new UsageError(
+      `${from}: kernel release ${JSON.stringify(release.slice(0, 80))} is not a release like 7.3-amd64 (digits, dot, then letters, digits and . + _ ~ -)`,
+    );
   }
   return release;
 }
@@ -98,9 +100,7 @@ export async function localKernel(kernelPath: string, modulesPath: string | unde
     root = path.resolve(dir, '../../..');
   } else {
     const found = existsSync(path.join(dir, 'lib/modules')) ? await readdir(path.join(dir, 'lib/modules')) : [];
-    throw new UsageError(
-      `modules in ${modulesPath} are not for kernel ${release}${found.length ? ` (found: ${found.join(', ')})` : ''}`,
-    );
+    throw new UsageError(`modules in ${modulesPath} are not for kernel ${release}${found.length ? ` (found: ${found.join(', ')})` : ''}`);
   }
   await ensureDepmod(root, release);
   return { release, vmlinuz, modulesRoot: root, source: { kind: 'path', kernel: vmlinuz, modules: dir } };

@@ -117,7 +117,12 @@ export function parseKernelSpec(raw: unknown, at: string, baseDir: string): Kern
   if (!isObject(raw)) return fail(`must be ${forms}`);
   const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
   if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${forms})`);
-  const keys = 'tree' in raw ? TREE_KEYS : 'path' in raw ? PATH_KEYS : fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
+  const keys =
+    'tree' in raw
+      ? TREE_KEYS
+      : 'path' in raw
+        ? PATH_KEYS
+        : fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
   for (const key of Object.keys(raw)) if (!keys.includes(key)) fail(`unknown key "${key}" (known: ${keys.join(', ')})`);
   if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
   const name = raw.name as string | undefined;

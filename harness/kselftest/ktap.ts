@@ -157,7 +157,12 @@ export interface ScriptVerdict {
 export function scriptVerdict(doc: KtapDocument, exitCode: number | null, output: string): ScriptVerdict {
   const lastLines = output.replace(/\r/g, '').trim().split('\n').filter(Boolean);
   if (exitCode === KSFT_SKIP) {
-    const said = doc.skipAll ?? lastLines.map((l) => /skip\w*[^:]*:\s*(.+)$/i.exec(l)?.[0]).filter(Boolean).at(-1);
+    const said =
+      doc.skipAll ??
+      lastLines
+        .map((l) => /skip\w*[^:]*:\s*(.+)$/i.exec(l)?.[0])
+        .filter(Boolean)
+        .at(-1);
     return { status: 'skip', reason: said ?? `exit ${KSFT_SKIP} (KSFT_SKIP) with no reason printed` };
   }
   const problems: string[] = [];

@@ -188,7 +188,10 @@ function failureSection(t: TestRecord, anchor: string): string {
   const failed = t.checks.filter((c) => !c.ok);
   if (failed.length > 0) {
     parts.push('<table><tr><th>check</th><th>actual</th><th>expected</th></tr>');
-    for (const c of failed) parts.push(`<tr><td>${esc(c.name)}</td><td><code>${esc(JSON.stringify(c.actual))}</code></td><td><code>${esc(JSON.stringify(c.expected))}</code></td></tr>`);
+    for (const c of failed)
+      parts.push(
+        `<tr><td>${esc(c.name)}</td><td><code>${esc(JSON.stringify(c.actual))}</code></td><td><code>${esc(JSON.stringify(c.expected))}</code></td></tr>`,
+      );
     parts.push('</table>');
   }
   if (t.reports.length > 0) {
@@ -228,7 +231,8 @@ function gridSection(model: ReportModel): string[] {
   if (withGrids.length === 0) return [];
   const out = ['<h2>State transitions</h2>', LEGEND];
   for (const { c, i, grids } of withGrids) {
-    if (model.kind === 'matrix') out.push(`<h3>${esc(c.id)}: ${esc(c.kernel.release ?? c.kernel.requested)} (${esc(c.variant ?? '?')}) on ${esc(c.topology)}</h3>`);
+    if (model.kind === 'matrix')
+      out.push(`<h3>${esc(c.id)}: ${esc(c.kernel.release ?? c.kernel.requested)} (${esc(c.variant ?? '?')}) on ${esc(c.topology)}</h3>`);
     // A cell's grids side by side: one backing next to the other reads as one state machine.
     out.push(`<section class="grids" data-cell="${esc(c.id)}">`);
     for (const g of grids) out.push(`<div>${gridTable(g, i, c.details?.devices ?? [])}</div>`);
@@ -281,7 +285,9 @@ function knownSection(model: ReportModel): string[] {
   else {
     out.push(`<p><b>Known issues fixed</b> (${fixedKnown.length}): their tests passed:</p><ul>`);
     for (const { cell, f } of fixedKnown) {
-      out.push(`<li>${single ? '' : `${esc(cell)}: `}<span class="pass">${escLinked(f.reason)}</span> <span class="muted">(${esc(f.test ?? f.crash ?? '')}; passed: ${esc(f.tests.join(', '))})</span></li>`);
+      out.push(
+        `<li>${single ? '' : `${esc(cell)}: `}<span class="pass">${escLinked(f.reason)}</span> <span class="muted">(${esc(f.test ?? f.crash ?? '')}; passed: ${esc(f.tests.join(', '))})</span></li>`,
+      );
     }
     out.push('</ul>');
   }
@@ -312,7 +318,9 @@ function devicesTable(devices: ReportDevice[]): string[] {
   for (const d of devices) {
     const blocks = d.blocks?.length ? `${d.blocks[0]}-${d.blocks.at(-1)} (${d.blocks.length})` : '';
     const mib = d.sizeBytes === undefined ? '' : String(d.sizeBytes / 1048576);
-    out.push(`<tr><td>${esc(d.name)}</td><td>${esc(d.backing)}</td><td>${esc(d.source ?? '')}</td><td>${esc(mib)}</td><td>${esc(d.targetNode ?? '')}</td><td>${esc(blocks)}</td></tr>`);
+    out.push(
+      `<tr><td>${esc(d.name)}</td><td>${esc(d.backing)}</td><td>${esc(d.source ?? '')}</td><td>${esc(mib)}</td><td>${esc(d.targetNode ?? '')}</td><td>${esc(blocks)}</td></tr>`,
+    );
   }
   out.push('</table>');
   return out;
@@ -378,7 +386,9 @@ function allTestsSection(model: ReportModel): string[] {
     c.tests.forEach((t, index) => {
       const note = t.known ? `known issue: ${t.known}` : t.flaky ? `passed on attempt ${t.attempts ?? 2}` : (t.reason ?? '');
       const name = t.status === 'fail' ? `<a href="#${detailAnchor(i, index)}">${esc(t.name)}</a>` : esc(t.name);
-      out.push(`<tr id="${rowAnchor(i, index)}" data-status="${squareKind(t)}"><td>${name}</td><td>${testStatus(t)}</td><td>${(t.durationMs / 1000).toFixed(1)}</td><td>${escLinked(note)}</td></tr>`);
+      out.push(
+        `<tr id="${rowAnchor(i, index)}" data-status="${squareKind(t)}"><td>${name}</td><td>${testStatus(t)}</td><td>${(t.durationMs / 1000).toFixed(1)}</td><td>${escLinked(note)}</td></tr>`,
+      );
     });
     out.push('</table>');
   });

@@ -3,14 +3,16 @@ import { type FailedAttempt, failureLines, type TestRecord } from './record.js';
 import type { RunSummary } from './summary.js';
 
 export function xml(text: string): string {
-  return text
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    // Characters XML 1.0 forbids (console logs carry control bytes).
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping them is the point
-    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '');
+  return (
+    text
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;')
+      // Characters XML 1.0 forbids (console logs carry control bytes).
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping them is the point
+      .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '')
+  );
 }
 
 /** What one <testsuite> is made of: a run, or one cell of a matrix. */
@@ -113,11 +115,23 @@ export function junitTestsuite(suite: JUnitSuite, indent = '  '): string[] {
 /** JUnit XML for several suites (a matrix: one per cell). */
 export function junitDocument(suites: JUnitSuite[], startedAt?: string): string {
   const total = suites.map(suiteCounts).reduce(
-    (a, c) => ({ tests: a.tests + c.tests, failures: a.failures + c.failures, errors: a.errors + c.errors, skipped: a.skipped + c.skipped, time: a.time + c.time }),
+    (a, c) => ({
+      tests: a.tests + c.tests,
+      failures: a.failures + c.failures,
+      errors: a.errors + c.errors,
+      skipped: a.skipped + c.skipped,
+      time: a.time + c.time,
+    }),
     { tests: 0, failures: 0, errors: 0, skipped: 0, time: 0 },
   );
   const stamp = startedAt ? ` timestamp="${junitTimestamp(startedAt)}"` : '';
-  const out = ['<?xml version="1.0" encoding="UTF-8"?>', `<testsuites name="dax-harness" ${countAttributes(total)}${stamp}>`, ...suites.flatMap((s) => junitTestsuite(s)), '</testsuites>', ''];
+  const out = [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    `<testsuites name="dax-harness" ${countAttributes(total)}${stamp}>`,
+    ...suites.flatMap((s) => junitTestsuite(s)),
+    '</testsuites>',
+    '',
+  ];
   return out.join('\n');
 }
 

@@ -80,7 +80,12 @@ const shortHash = (value: unknown) => createHash('sha256').update(JSON.stringify
 
 /** One segment of a KCIDB test path: letters, digits, _ and - only. */
 function pathSegment(text: string): string {
-  return text.replace(/\.test\.ts$/, '').replace(/[^A-Za-z0-9_-]+/g, '_').replace(/^_+|_+$/g, '') || 'unnamed';
+  return (
+    text
+      .replace(/\.test\.ts$/, '')
+      .replace(/[^A-Za-z0-9_-]+/g, '_')
+      .replace(/^_+|_+$/g, '') || 'unnamed'
+  );
 }
 
 const excerpt = (text: string) => text.slice(0, EXCERPT_MAX);
@@ -130,7 +135,14 @@ function buildOf(s: RunSummary, checkout: KcidbCheckout, origin: string): KcidbB
 
 function environmentOf(s: RunSummary, cell?: string): KcidbTest['environment'] {
   const accel = s.accelerator?.accel;
-  const misc = { topology: s.topology, ...(accel ? { accelerator: accel } : {}), ...(s.qemu ? { qemu: s.qemu.version } : {}), ...(s.variant ? { variant: s.variant } : {}), ...(s.hostname ? { hostname: s.hostname } : {}), ...(cell ? { cell } : {}) };
+  const misc = {
+    topology: s.topology,
+    ...(accel ? { accelerator: accel } : {}),
+    ...(s.qemu ? { qemu: s.qemu.version } : {}),
+    ...(s.variant ? { variant: s.variant } : {}),
+    ...(s.hostname ? { hostname: s.hostname } : {}),
+    ...(cell ? { cell } : {}),
+  };
   return { comment: `QEMU${s.qemu ? ` ${s.qemu.version}` : ''}${accel ? ` (${accel})` : ''}, topology ${s.topology}`, misc };
 }
 
@@ -153,7 +165,13 @@ function testsOf(run: KcidbRun, buildId: string, origin: string): KcidbTest[] {
   };
   const tests = s.tests.map((t, i): KcidbTest => {
     const failed = t.status === 'fail';
-    const misc = { run_id: s.runId, file: t.file, ...(t.known ? { known_issue: t.known } : {}), ...(t.flaky ? { flaky: true } : {}), ...(t.attempts ? { attempts: t.attempts } : {}) };
+    const misc = {
+      run_id: s.runId,
+      file: t.file,
+      ...(t.known ? { known_issue: t.known } : {}),
+      ...(t.flaky ? { flaky: true } : {}),
+      ...(t.attempts ? { attempts: t.attempts } : {}),
+    };
     return {
       id: `${origin}:${s.runId}.${i + 1}`,
       build_id: buildId,
@@ -208,7 +226,11 @@ export async function matrixKcidbRuns(dir: string, summary: MatrixSummary): Prom
   const runs: KcidbRun[] = [];
   for (const c of summary.cells) {
     const file = c.runDir ? path.join(dir, c.runDir, 'summary.json') : undefined;
-    const run = file ? await readFile(file, 'utf8').then((t) => JSON.parse(t) as RunSummary).catch(() => undefined) : undefined;
+    const run = file
+      ? await readFile(file, 'utf8')
+          .then((t) => JSON.parse(t) as RunSummary)
+          .catch(() => undefined)
+      : undefined;
     runs.push({ summary: run ?? cellAsRun(summary, c), cell: c.id });
   }
   return runs;

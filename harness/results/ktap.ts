@@ -11,7 +11,10 @@ export interface KtapCell {
 
 /** KTAP forbids "#" in a description (it starts the directive); names stay on one line. */
 function description(text: string): string {
-  return text.replace(/[\r\n]+/g, ' ').replace(/#/g, '(hash)').trim();
+  return text
+    .replace(/[\r\n]+/g, ' ')
+    .replace(/#/g, '(hash)')
+    .trim();
 }
 
 function diagnostic(text: string): string {
@@ -81,7 +84,11 @@ function byFile(tests: TestRecord[]): [string, TestRecord[]][] {
 
 function cellLines(cell: KtapCell, n: number): string[] {
   const files = byFile(cell.tests).map(([file, tests], i) =>
-    subtest(description(file), tests.map((t, ti) => testLines(t, ti + 1)), (name) => verdict(tests)(i + 1, name)),
+    subtest(
+      description(file),
+      tests.map((t, ti) => testLines(t, ti + 1)),
+      (name) => verdict(tests)(i + 1, name),
+    ),
   );
   if (cell.error) {
     // ERROR (ktap.rst): the test could not run for the reason in its diagnostic data.

@@ -43,7 +43,17 @@ export function collapseRetries(raw: TestRecord[]): TestRecord[] {
       continue;
     }
     // The replaced failure's evidence is kept: JUnit shows it as flakyFailure or rerunFailure.
-    const failedAttempts = [...(o.failedAttempts ?? []), { reason: o.reason, durationMs: o.durationMs, checks: o.checks, reports: o.reports, consoleTail: o.consoleTail, ...(o.kernelLines ? { kernelLines: o.kernelLines } : {}) }];
+    const failedAttempts = [
+      ...(o.failedAttempts ?? []),
+      {
+        reason: o.reason,
+        durationMs: o.durationMs,
+        checks: o.checks,
+        reports: o.reports,
+        consoleTail: o.consoleTail,
+        ...(o.kernelLines ? { kernelLines: o.kernelLines } : {}),
+      },
+    ];
     out[at] = { ...r, ...(r.status === 'pass' ? { flaky: true } : {}), failedAttempts };
   }
   return out;

@@ -12,7 +12,9 @@ export function toTextReport(summary: RunSummary): string {
   if (summary.bootToSshSeconds !== undefined) lines.push(`  boot to SSH ${summary.bootToSshSeconds.toFixed(1)} s`);
   if (summary.wallSeconds !== undefined) lines.push(`  wall time   ${summary.wallSeconds.toFixed(1)} s`);
   for (const d of summary.devices ?? []) {
-    lines.push(`  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`);
+    lines.push(
+      `  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`,
+    );
   }
   if (summary.guestBoots !== undefined) lines.push(`  guests      ${summary.guestBoots} booted for ${summary.guests?.length ?? 0} session(s)`);
   for (const g of summary.guests ?? []) {
@@ -25,18 +27,15 @@ export function toTextReport(summary: RunSummary): string {
     lines.push(`  session ${g.session}  ${how}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
     if (g.setupFailure) {
       lines.push(`            ${g.setupFailure.reason}`);
-      for (const d of g.setupFailure.devices) lines.push(`            device ${d.name}${d.source ? ` (${d.source})` : ''}: driver ${d.driver || 'none'}, state ${d.state}`);
+      for (const d of g.setupFailure.devices)
+        lines.push(`            device ${d.name}${d.source ? ` (${d.source})` : ''}: driver ${d.driver || 'none'}, state ${d.state}`);
     }
   }
   if (summary.error) lines.push('', `ERROR: ${summary.error}`);
   lines.push('');
   for (const t of summary.tests) {
     const mark = t.known ? 'KNOWN' : t.flaky ? 'FLAKY' : { pass: 'PASS', fail: 'FAIL', skip: 'SKIP' }[t.status];
-    const note = t.known
-      ? `known issue: ${t.known}; ${t.reason ?? 'failed'}`
-      : t.flaky
-        ? `failed, then passed on attempt ${t.attempts ?? 2}`
-        : t.reason;
+    const note = t.known ? `known issue: ${t.known}; ${t.reason ?? 'failed'}` : t.flaky ? `failed, then passed on attempt ${t.attempts ?? 2}` : t.reason;
     lines.push(`${mark}  ${t.name}  (${(t.durationMs / 1000).toFixed(1)} s)${note ? `  -- ${note}` : ''}`);
     if (t.status === 'fail') {
       for (const ch of t.checks.filter((x) => !x.ok)) {

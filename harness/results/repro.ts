@@ -51,7 +51,8 @@ export function bootedDifferences(recorded: BootedArtifacts, rerun: BootedArtifa
   const now = rerun.kernel;
   if (was && now) {
     if (was.release !== now.release) lines.push(`kernel release ${now.release} differs from the recorded ${was.release}`);
-    else if (was.vmlinuzSha256 !== now.vmlinuzSha256) lines.push(`kernel ${now.release}: the vmlinuz differs from the recorded one (sha256 ${short(now.vmlinuzSha256)}, was ${short(was.vmlinuzSha256)})`);
+    else if (was.vmlinuzSha256 !== now.vmlinuzSha256)
+      lines.push(`kernel ${now.release}: the vmlinuz differs from the recorded one (sha256 ${short(now.vmlinuzSha256)}, was ${short(was.vmlinuzSha256)})`);
     const changed = changedModules(was.source, now.source);
     if (changed.length > 0) lines.push(`rebuilt module(s) ${changed.join(', ')} differ from the recorded ones`);
   }

@@ -85,7 +85,13 @@ function date(v: unknown, at: string): string {
 function counts(v: unknown, at: string): MatrixCell['counts'] {
   const c = obj(v, at);
   const known = c.known === undefined ? 0 : count(c.known, `${at}.known`);
-  return { passed: count(c.passed, `${at}.passed`), failed: count(c.failed, `${at}.failed`), skipped: count(c.skipped, `${at}.skipped`), known, total: count(c.total, `${at}.total`) };
+  return {
+    passed: count(c.passed, `${at}.passed`),
+    failed: count(c.failed, `${at}.failed`),
+    skipped: count(c.skipped, `${at}.skipped`),
+    known,
+    total: count(c.total, `${at}.total`),
+  };
 }
 
 function sameCounts(a: MatrixCell['counts'], b: MatrixCell['counts']): boolean {
@@ -155,7 +161,11 @@ function matrixCell(v: unknown, at: string, planned: Set<string>): MatrixCell {
   if (!sameCounts(cellCounts, countTests(tests))) bad(`${at}.counts`, 'disagree with its tests');
   return {
     id,
-    kernel: { requested: str(kernel.requested, `${at}.kernel.requested`), release: optStr(kernel.release, `${at}.kernel.release`), label: str(kernel.label, `${at}.kernel.label`) },
+    kernel: {
+      requested: str(kernel.requested, `${at}.kernel.requested`),
+      release: optStr(kernel.release, `${at}.kernel.release`),
+      label: str(kernel.label, `${at}.kernel.label`),
+    },
     variant: optStr(c.variant, `${at}.variant`),
     topology: str(c.topology, `${at}.topology`),
     suites: list(c.suites, `${at}.suites`).map((s, i) => str(s, `${at}.suites[${i}]`)),
@@ -165,7 +175,10 @@ function matrixCell(v: unknown, at: string, planned: Set<string>): MatrixCell {
     runDir,
     wallSeconds: optNumber(c.wallSeconds, `${at}.wallSeconds`),
     tests,
-    fixedKnownIssues: c.fixedKnownIssues === undefined ? undefined : list(c.fixedKnownIssues, `${at}.fixedKnownIssues`).map((f, i) => fixedKnownIssue(f, `${at}.fixedKnownIssues[${i}]`)),
+    fixedKnownIssues:
+      c.fixedKnownIssues === undefined
+        ? undefined
+        : list(c.fixedKnownIssues, `${at}.fixedKnownIssues`).map((f, i) => fixedKnownIssue(f, `${at}.fixedKnownIssues[${i}]`)),
   };
 }
 

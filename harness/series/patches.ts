@@ -43,7 +43,10 @@ export function splitMbox(text: string): string[] {
 export function patchSubject(message: string): string {
   const m = /^Subject:(.*(?:\n[ \t].*)*)/m.exec(message);
   if (!m) return '';
-  return (m[1] ?? '').replace(/\n[ \t]+/g, ' ').trim().replace(/^\[[^\]]*\]\s*/, '');
+  return (m[1] ?? '')
+    .replace(/\n[ \t]+/g, ' ')
+    .trim()
+    .replace(/^\[[^\]]*\]\s*/, '');
 }
 
 export function patchFiles(message: string): string[] {

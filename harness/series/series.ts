@@ -156,7 +156,10 @@ async function checkSeriesApplies({ series, tree, base }: SeriesInput, baseName:
 /** The two worktrees (base, and base with the series applied by git am) under the cache, and the series' head commit. */
 async function seriesWorktrees(input: SeriesInput, cacheDir: string, modulesOnly: boolean): Promise<{ baseDir: string; seriesDir: string; head: string }> {
   const { series, tree, base, touched, dirs } = input;
-  const id = createHash('sha256').update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n')).digest('hex').slice(0, 12);
+  const id = createHash('sha256')
+    .update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n'))
+    .digest('hex')
+    .slice(0, 12);
   const work = path.join(cacheDir, 'series', id);
   const sparse = modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
   await mkdir(work, { recursive: true });

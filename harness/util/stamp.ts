@@ -4,5 +4,9 @@
  * is one path component with no ':' (which some file systems and tools refuse).
  */
 export function fileStamp(at: Date = new Date()): string {
-  return at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
+  return at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
+    .replace('T', '-');
 }

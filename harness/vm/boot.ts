@@ -144,11 +144,18 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
     throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
   });
   // init loads the device modules while SSH connects (images/guest/init); devices need them.
-  const loaded = await machine.console.waitFor(/dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/, Math.max(1000, deadline - Date.now()), 0, abort.signal);
+  const loaded = await machine.console.waitFor(
+    /dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/,
+    Math.max(1000, deadline - Date.now()),
+    0,
+    abort.signal,
+  );
   if (!loaded?.includes('modules loaded')) {
     guest.close();
     if (machine.exitInfo) throw qemuExitError(machine, 'boot failed while loading modules');
-    throw new BootHangError(`boot hung loading modules: ${loaded?.trim() ?? `no "modules loaded" within ${spec.bootTimeoutSec} s`}\n--- console tail ---\n${machine.console.tail(25)}`);
+    throw new BootHangError(
+      `boot hung loading modules: ${loaded?.trim() ?? `no "modules loaded" within ${spec.bootTimeoutSec} s`}\n--- console tail ---\n${machine.console.tail(25)}`,
+    );
   }
   const bootToSshSeconds = (Date.now() - machine.startedAt) / 1000;
   progress(`boot: SSH ready after ${bootToSshSeconds.toFixed(1)} s`);
@@ -164,7 +171,6 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
   return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir };
 }
-
 
 /** Ends a guest: a clean power-off when it still answers, then QEMU is stopped for sure. */
 export async function shutdownGuest(booted: BootedGuest): Promise<void> {

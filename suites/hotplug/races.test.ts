@@ -31,7 +31,11 @@ for (const backing of ['cxl', 'pmem'] as const) {
     const same = await kit.driver.apply(device.name, 'online_movable');
     kit.check('writing the recorded state again succeeds (and changes nothing)', same.result, 'ok');
     kit.check(`memory${block} still offline`, (await viewDevice(kit.guest, device)).blocks[block]?.state, 'offline');
-    kit.check('online_kernel refused while not unplugged', (await kit.driver.apply(device.name, 'online_kernel')).result, driver.supports('online_kernel') ? 'EBUSY' : 'EINVAL');
+    kit.check(
+      'online_kernel refused while not unplugged',
+      (await kit.driver.apply(device.name, 'online_kernel')).result,
+      driver.supports('online_kernel') ? 'EBUSY' : 'EINVAL',
+    );
     const unplug = await kit.driver.apply(device.name, 'unplug');
     kit.check('unplug removes online and offline blocks alike', unplug.result, 'ok');
     await new DeviceChecker(kit, device).expectState('unplugged', 'after unplug');
@@ -62,10 +66,9 @@ for (const backing of ['cxl', 'pmem'] as const) {
     // Four writers, twenty writes each, alternating between movable online and unplug.
     const writer = (first: string, second: string) =>
       `( for i in 1 2 3 4 5 6 7 8 9 10; do echo ${first} > ${attr}; echo ${second} > ${attr}; done ) 2>/dev/null &`;
-    await kit.guest.run(
-      [writer(online, unplug), writer(unplug, online), writer(online, unplug), writer(unplug, online), 'wait'].join('\n'),
-      { timeoutMs: 600_000 },
-    );
+    await kit.guest.run([writer(online, unplug), writer(unplug, online), writer(online, unplug), writer(unplug, online), 'wait'].join('\n'), {
+      timeoutMs: 600_000,
+    });
     const final = (await kit.driver.read(device.name)) as HotplugState;
     kit.assert('final state is one of the written ones', ['online_movable', 'unplugged'].includes(final), final);
     await checker.expectState(final, 'after the race');
@@ -88,11 +91,7 @@ for (const backing of ['cxl', 'pmem'] as const) {
     try {
       const zone = movableZone(await kit.guest.run('cat /proc/zoneinfo'), device.targetNode);
       const usedPages = zone ? zone.managed - zone.free : 0;
-      kit.assert(
-        `node${device.targetNode} Movable zone holds the tmpfs data (pages in use)`,
-        usedPages * 4 >= mb * 1024 * 0.5,
-        { usedPages, zone },
-      );
+      kit.assert(`node${device.targetNode} Movable zone holds the tmpfs data (pages in use)`, usedPages * 4 >= mb * 1024 * 0.5, { usedPages, zone });
       const r = await kit.driver.apply(device.name, 'unplug');
       kit.check('unplug of in-use movable memory', r.result, 'ok');
       await checker.expectState('unplugged', 'after unplug');

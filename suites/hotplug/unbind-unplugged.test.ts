@@ -49,19 +49,23 @@ for (const backing of ['cxl', 'pmem'] as const) {
  * state and leaking them until reboot; the device then binds again cleanly.
  */
 for (const backing of ['cxl', 'pmem'] as const) {
-  guestTest(`${backing}: unbind with a stale online state (every block offlined behind it) removes the memory`, { backing, needsAttribute: true, exclusive: true }, async (_t, kit) => {
-    const { device, driver } = kit;
-    const checker = new DeviceChecker(kit, device);
-    await reach(kit, device, 'unplugged');
-    await checker.learnBase('unplugged');
-    await reach(kit, device, 'online_movable');
-    await offlineBlocks(kit, device);
-    const view = await viewDevice(kit.guest, device, driver.spec.attribute);
-    kit.check('every block offline', blockStates(view), ['offline']);
-    kit.check('attribute still reads online_movable (stale)', view.attribute, 'online_movable');
-    kit.check('unbind', await unbindKmem(kit, device), 'ok');
-    await expectRemovedCleanlyThenRebind(kit, await viewDevice(kit.guest, device));
-    kit.check('unplug after rebind', (await driver.apply(device.name, 'unplug')).result, 'ok');
-    await checker.expectState('unplugged', 'after rebind and unplug');
-  });
+  guestTest(
+    `${backing}: unbind with a stale online state (every block offlined behind it) removes the memory`,
+    { backing, needsAttribute: true, exclusive: true },
+    async (_t, kit) => {
+      const { device, driver } = kit;
+      const checker = new DeviceChecker(kit, device);
+      await reach(kit, device, 'unplugged');
+      await checker.learnBase('unplugged');
+      await reach(kit, device, 'online_movable');
+      await offlineBlocks(kit, device);
+      const view = await viewDevice(kit.guest, device, driver.spec.attribute);
+      kit.check('every block offline', blockStates(view), ['offline']);
+      kit.check('attribute still reads online_movable (stale)', view.attribute, 'online_movable');
+      kit.check('unbind', await unbindKmem(kit, device), 'ok');
+      await expectRemovedCleanlyThenRebind(kit, await viewDevice(kit.guest, device));
+      kit.check('unplug after rebind', (await driver.apply(device.name, 'unplug')).result, 'ok');
+      await checker.expectState('unplugged', 'after rebind and unplug');
+    },
+  );
 }

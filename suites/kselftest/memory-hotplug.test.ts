@@ -13,6 +13,4 @@ const context = runContext();
 const backings = [...new Set(context.devices.map((d) => d.backing))].join('+');
 const title = `mem-on-off-test.sh ${backings || context.topology}`;
 
-guestTest(title, {}, (_t, kit) =>
-  runSelftest(kit, { script: 'memory-hotplug/mem-on-off-test.sh', title, env: {}, timeoutMs: 9 * 60_000 }),
-);
+guestTest(title, {}, (_t, kit) => runSelftest(kit, { script: 'memory-hotplug/mem-on-off-test.sh', title, env: {}, timeoutMs: 9 * 60_000 }));

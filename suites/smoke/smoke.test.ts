@@ -29,10 +29,14 @@ for (const backing of ['cxl', 'pmem'] as const) {
     const node = Number((await guest.run(`cat /sys/bus/dax/devices/${device.name}/target_node`)).trim());
     assert(`${device.name} target_node is a node`, node >= 0, node);
     const online = (await guest.run(`cat /sys/devices/system/node/online`)).trim();
-    assert(`node ${node} is online`, online.split(',').some((r) => {
-      const [a = -1, b = a] = r.split('-').map(Number);
-      return node >= a && node <= b;
-    }), online);
+    assert(
+      `node ${node} is online`,
+      online.split(',').some((r) => {
+        const [a = -1, b = a] = r.split('-').map(Number);
+        return node >= a && node <= b;
+      }),
+      online,
+    );
   });
 
   guestTest(`${backing}: memory blocks are listed`, { backing }, async (_t, { guest, device, check, assert }) => {
@@ -41,31 +45,27 @@ for (const backing of ['cxl', 'pmem'] as const) {
     const missing = device.blocks.filter((b) => view.blocks[b]?.state === 'absent');
     check(`memory blocks of ${device.name} missing under /sys/devices/system/memory`, missing, []);
     const states = blockStates(view);
-    assert(
-      `blocks of ${device.name} are uniformly online or offline`,
-      states.length === 1 && ['online', 'offline'].includes(states[0] ?? ''),
-      states,
-    );
+    assert(`blocks of ${device.name} are uniformly online or offline`, states.length === 1 && ['online', 'offline'].includes(states[0] ?? ''), states);
     assert(`"System RAM (kmem)" covers ${device.name} in /proc/iomem`, view.kmemRanges.length > 0, view.kmemRanges);
   });
 
-  guestTest(
-    `${backing}: hotplug attribute reads a valid value`,
-    { backing, needsAttribute: true },
-    async (_t, { guest, device, driver, check, assert }) => {
-      const value = await driver.read(device.name);
-      assert(`${driver.spec.attribute} value is one the ${driver.variant} kernel can show`, driver.spec.reads.includes(value as never), value);
-      const view = await viewDevice(guest, device, driver.spec.attribute);
-      const states = blockStates(view);
-      const expectedBlocks = value === 'unplugged' ? ['absent'] : value === 'offline' ? ['offline'] : ['online'];
-      check(`block states agree with ${driver.spec.attribute}=${value}`, states, expectedBlocks);
-    },
-  );
+  guestTest(`${backing}: hotplug attribute reads a valid value`, { backing, needsAttribute: true }, async (_t, { guest, device, driver, check, assert }) => {
+    const value = await driver.read(device.name);
+    assert(`${driver.spec.attribute} value is one the ${driver.variant} kernel can show`, driver.spec.reads.includes(value as never), value);
+    const view = await viewDevice(guest, device, driver.spec.attribute);
+    const states = blockStates(view);
+    const expectedBlocks = value === 'unplugged' ? ['absent'] : value === 'offline' ? ['offline'] : ['online'];
+    check(`block states agree with ${driver.spec.attribute}=${value}`, states, expectedBlocks);
+  });
 }
 
 guestTest('dmesg has no WARN, BUG, Oops or KASAN report since boot', {}, async (_t, { guest, check, context }) => {
   const dmesg = await guest.run('dmesg');
-  check('crash reports in dmesg', triage(dmesg).map((r) => r.title), []);
+  check(
+    'crash reports in dmesg',
+    triage(dmesg).map((r) => r.title),
+    [],
+  );
   const taint = Number((await guest.run('cat /proc/sys/kernel/tainted')).trim());
   // Rebuilt modules (module-only path) taint O and E by design; nothing else may.
   const allowed = context.allowedTaint ?? '';

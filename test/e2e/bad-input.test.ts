@@ -25,13 +25,21 @@ const scratchJson = (name: string, value: unknown) => {
   writeFileSync(file, JSON.stringify(value));
   return file;
 };
-const misspeltTopology = scratchJson('misspelt.json', { cpus: 2, memory: { boot: '2G', max: '8G', slots: 4 }, pmem: [{ name: 'n', size: '1G', labelSize: '128K', lablSize: '1K' }] });
+const misspeltTopology = scratchJson('misspelt.json', {
+  cpus: 2,
+  memory: { boot: '2G', max: '8G', slots: 4 },
+  pmem: [{ name: 'n', size: '1G', labelSize: '128K', lablSize: '1K' }],
+});
 const tildeKnownIssues = scratchJson('tilde-known.json', { issues: [{ kernel: '~7.3', test: 'x', reason: 'r' }] });
 const stringJobsMatrix = scratchJson('string-jobs.json', { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], jobs: '2' });
 
 const cases: [string, string[], RegExp][] = [
   ['unknown kernel version', ['run', '--kernel', '9.9'], /no Debian kernel 9\.9 in sid or experimental \(available: .*7\.3/],
-  ['unknown topology', ['run', '--topology', 'numa-maze'], /unknown topology "numa-maze" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/],
+  [
+    'unknown topology',
+    ['run', '--topology', 'numa-maze'],
+    /unknown topology "numa-maze" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/,
+  ],
   ['unknown suite', ['run', '--suite', 'nope'], /unknown suite "nope" \(known: .*smoke.*\)/],
   ['kernel file missing', ['run', '--kernel', '/nonexistent/bzImage', '--modules', '/tmp'], /does not exist/],
   ['kernel without modules', ['run', '--kernel', '/etc/hostname'], /not a Linux kernel image|needs --modules/],
@@ -40,27 +48,55 @@ const cases: [string, string[], RegExp][] = [
   ['bad debian tree spec', ['build', '--tree', 'debian:seven'], /bad tree "debian:seven": give debian:<major>\.<minor>/],
   ['unknown config fragment', ['build', '--tree', 'debian:7.3', '--fragments', '+nosuch'], /unknown config fragment "nosuch"/],
   ['dev on a missing tree', ['dev', '--tree', '/nonexistent-tree', '--modules-only'], /\/nonexistent-tree is not a kernel source tree/],
-  ['series with a missing mbox', ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'], /--mbox \/nonexistent\.mbox does not exist/],
+  [
+    'series with a missing mbox',
+    ['series', '--tree', 'debian:7.3', '--base', 'HEAD', '--mbox', '/nonexistent.mbox'],
+    /--mbox \/nonexistent\.mbox does not exist/,
+  ],
   ['--modules-only without --tree', ['run', '--modules-only'], /--fragments and --modules-only need --tree/],
   // Issue 14: each of these was an internal error, a wrong reason, or silently ignored.
   ['--kernel naming a directory', ['run', '--kernel', '/tmp'], /--kernel \/tmp is a directory, not a file/],
-  ['--kernel neither a version nor a file', ['run', '--kernel', '7.x'], /--kernel 7\.x does not exist and is not a Debian version \(give one like 7\.3 or 7\.2\.13/],
+  [
+    '--kernel neither a version nor a file',
+    ['run', '--kernel', '7.x'],
+    /--kernel 7\.x does not exist and is not a Debian version \(give one like 7\.3 or 7\.2\.13/,
+  ],
   ['a Debian release the archive lacks', ['run', '--kernel', '7.2.99'], /no Debian kernel 7\.2\.99 in sid or experimental \(available: .*7\.2\.\d+/],
   ['--ssh-port out of range', ['run', '--ssh-port', '70000'], /--ssh-port <PORT>' argument '70000' is invalid\. must be a TCP port, 1 to 65535/],
   ['--cache-dir naming a file', ['run', '--cache-dir', '/etc/hostname'], /--cache-dir \/etc\/hostname is a file, not a directory/],
-  ['--cache-dir below a file', ['run', '--cache-dir', '/etc/hostname/cache'], /--cache-dir \/etc\/hostname\/cache cannot be made: a part of its path is a file/],
+  [
+    '--cache-dir below a file',
+    ['run', '--cache-dir', '/etc/hostname/cache'],
+    /--cache-dir \/etc\/hostname\/cache cannot be made: a part of its path is a file/,
+  ],
   ['--known-issues missing', ['run', '--known-issues', '/nonexistent.json'], /--known-issues \/nonexistent\.json does not exist/],
   ['--known-issues a directory', ['run', '--known-issues', '/etc'], /--known-issues \/etc is a directory, not a file/],
   ['--topology file too large', ['run', '--topology', bigTopology], /--topology .*big\.json is too large \(17825792 bytes; at most 16777216\)/],
   ['--kernel together with --tree', ['run', '--tree', 'debian:7.3', '--kernel', '7.2'], /--kernel 7\.2 and --tree both choose the kernel: give one/],
-  ['--modules with a Debian version', ['run', '--kernel', '7.3', '--modules', '/tmp'], /--modules goes with --kernel PATH: Debian's kernel 7\.3 brings its own modules/],
+  [
+    '--modules with a Debian version',
+    ['run', '--kernel', '7.3', '--modules', '/tmp'],
+    /--modules goes with --kernel PATH: Debian's kernel 7\.3 brings its own modules/,
+  ],
   ['--modules with the default kernel', ['run', '--modules', '/tmp'], /--modules goes with --kernel PATH/],
   ['--quiet with --verbose', ['run', '--quiet', '--verbose'], /--quiet and --verbose contradict each other/],
   ['matrix of a suite file that does not exist', ['matrix', badSuiteMatrix], /matrix bad-file\.json: suites: suite hotplug has no test file nosuch\.test\.ts/],
-  ['a topology file with an unknown key', ['run', '--topology', misspeltTopology], /topology .*misspelt\.json: pmem\[0\]: unknown key "lablSize" \(known: name, size, labelSize\)/],
-  ['a known-issues range that is no comparison', ['run', '--known-issues', tildeKnownIssues], /known issues .*tilde-known\.json: issues\[0\]\.kernel must be .* \(found "~7\.3"\)/],
+  [
+    'a topology file with an unknown key',
+    ['run', '--topology', misspeltTopology],
+    /topology .*misspelt\.json: pmem\[0\]: unknown key "lablSize" \(known: name, size, labelSize\)/,
+  ],
+  [
+    'a known-issues range that is no comparison',
+    ['run', '--known-issues', tildeKnownIssues],
+    /known issues .*tilde-known\.json: issues\[0\]\.kernel must be .* \(found "~7\.3"\)/,
+  ],
   ['a matrix file with jobs of the wrong type', ['matrix', stringJobsMatrix], /matrix string-jobs\.json: jobs must be a positive integer \(found "2"\)/],
-  ['merge of a missing directory', ['merge', '/nonexistent-shard', '--out', path.join(scratch, 'merged')], /result directory \/nonexistent-shard does not exist/],
+  [
+    'merge of a missing directory',
+    ['merge', '/nonexistent-shard', '--out', path.join(scratch, 'merged')],
+    /result directory \/nonexistent-shard does not exist/,
+  ],
   ['kernel without a subcommand', ['kernel'], /kernel needs a subcommand: fetch <version>/],
   ['kernel with an unknown subcommand', ['kernel', 'frob'], /unknown kernel subcommand "frob" \(known: fetch\)/],
   ['repro of a missing run directory', ['repro', '/nonexistent-run'], /run directory \/nonexistent-run does not exist/],

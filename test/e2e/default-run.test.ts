@@ -11,7 +11,12 @@ import { qemuProcesses, runCli, tempResultsDir } from './helpers.js';
 test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every result file', async (t) => {
   const results = await tempResultsDir();
   const run = await runCli(['run', '--results-dir', results]);
-  t.log(run.all.split('\n').filter((l) => /boot:|variant:|passed/.test(l)).join('\n'));
+  t.log(
+    run.all
+      .split('\n')
+      .filter((l) => /boot:|variant:|passed/.test(l))
+      .join('\n'),
+  );
   t.is(run.exitCode, 0, run.all);
   t.regex(run.stdout, /^\d+ passed, 0 failed, 0 skipped$/m);
 

@@ -39,7 +39,10 @@ test('a hang, an SSH hang, a panic and a QEMU death each fail their test; the ne
   t.true((hang.consoleTail ?? '').length > 0, 'the hung test carries the console tail');
   t.regex(byName(summary, 'ssh-hang: SSH stops answering').reason ?? '', /guest stopped answering/);
   const panic = byName(summary, 'panic: the kernel panics');
-  t.true(panic.reports.some((r) => r.kind === 'panic' && r.title === 'panic: sysrq triggered crash'), JSON.stringify(panic.reports));
+  t.true(
+    panic.reports.some((r) => r.kind === 'panic' && r.title === 'panic: sysrq triggered crash'),
+    JSON.stringify(panic.reports),
+  );
   const lost = summary.guests?.[0]?.guestLost ?? [];
   t.is(lost.length, 4, lost.join('\n'));
   t.regex(lost[0] ?? '', /^guest stopped answering in "hang: a command stops answering".*killed by the harness$/);
@@ -55,8 +58,19 @@ test('--retries: a test that fails once and passes on a retry is counted as pass
   const results = await tempResultsDir();
   // memhp_default_state=offline: the guest's memory can be unplugged, so the retry reuses it.
   const run = await runCli([
-    'run', '--suite', 'selftest', '--topology', 'cxl', '--boot-args', 'memhp_default_state=offline',
-    '--results-dir', results, '--retries', '2', '--match', 'flaky: *',
+    'run',
+    '--suite',
+    'selftest',
+    '--topology',
+    'cxl',
+    '--boot-args',
+    'memhp_default_state=offline',
+    '--results-dir',
+    results,
+    '--retries',
+    '2',
+    '--match',
+    'flaky: *',
   ]);
   const dir = path.join(results, 'latest');
   const summary = readSummary(dir);
@@ -67,7 +81,10 @@ test('--retries: a test that fails once and passes on a retry is counted as pass
   t.is(flaky.attempts, 2);
   t.deepEqual(summary.counts, { passed: 1, failed: 0, skipped: 0, known: 0, total: 1 });
   t.regex(readFileSync(path.join(dir, 'report.txt'), 'utf8'), /FLAKY .*-- failed, then passed on attempt 2/);
-  t.regex(readFileSync(path.join(dir, 'junit.xml'), 'utf8'), /<testcase classname="[^"]+" name="flaky: fails on the first attempt, passes on a retry" time="[\d.]+">\n\s+<flakyFailure /);
+  t.regex(
+    readFileSync(path.join(dir, 'junit.xml'), 'utf8'),
+    /<testcase classname="[^"]+" name="flaky: fails on the first attempt, passes on a retry" time="[\d.]+">\n\s+<flakyFailure /,
+  );
   // Both raw attempts stay in tests.jsonl.
   t.is(readFileSync(path.join(dir, 'tests.jsonl'), 'utf8').trim().split('\n').length, 2);
   // The retry ran on the same guest after a verified reset.
@@ -94,7 +111,10 @@ test('--retries: a test that fails once and passes on a retry is counted as pass
   const newDir = /^results: (.*)$/m.exec(again.stdout)?.[1] ?? '';
   t.not(path.resolve(newDir), path.resolve(results, summary.runId));
   const rerun = readSummary(newDir);
-  t.deepEqual(rerun.tests.map((x) => [x.name, x.status]), [['flaky: fails on the first attempt, passes on a retry', 'fail']]);
+  t.deepEqual(
+    rerun.tests.map((x) => [x.name, x.status]),
+    [['flaky: fails on the first attempt, passes on a retry', 'fail']],
+  );
   t.is(rerun.topology, 'cxl');
 });
 
@@ -134,7 +154,10 @@ test('SIGKILL mid-suite: no QEMU survives, the summary holds what finished', asy
   const summary = JSON.parse(readFileSync(path.join(results, 'latest', 'summary.json'), 'utf8')) as RunSummary;
   t.is(summary.status, 'running');
   t.is(summary.tests.length, recorded.length);
-  t.deepEqual(summary.tests.map((x) => x.name), recorded.map((l) => (JSON.parse(l) as TestRecord).name));
+  t.deepEqual(
+    summary.tests.map((x) => x.name),
+    recorded.map((l) => (JSON.parse(l) as TestRecord).name),
+  );
   t.true(existsSync(path.join(results, 'latest', 'junit.xml')));
   // The killed run left its work directory (NVDIMM backing files); the next run sweeps it. A
   // run that stops at an unknown kernel gets that far without booting.
@@ -142,7 +165,7 @@ test('SIGKILL mid-suite: no QEMU survives, the summary holds what finished', asy
   t.true(existsSync(workDir), 'the killed run left its work directory');
   const next = await runCli(['run', '--kernel', '9.9', '--results-dir', await tempResultsDir()]);
   t.is(next.exitCode, 2, next.stderr);
-  t.false(existsSync(workDir), 'the next run removed the dead run\'s work directory');
+  t.false(existsSync(workDir), "the next run removed the dead run's work directory");
 });
 
 test('results directory unwritable: one clear error, exit 2', async (t) => {

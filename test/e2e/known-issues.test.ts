@@ -42,7 +42,10 @@ test('a known failure is counted apart (exit 0), and reported fixed once it pass
   t.regex(passing.stdout, /^\d+ passed, 0 failed, \d+ skipped$/m);
   const secondDir = path.join(results, readlinkSync(path.join(results, 'latest')));
   const second = JSON.parse(readFileSync(path.join(secondDir, 'summary.json'), 'utf8')) as RunSummary;
-  t.deepEqual(second.fixedKnownIssues?.map((f) => f.reason), ['attribute name differs (test bug 42)']);
+  t.deepEqual(
+    second.fixedKnownIssues?.map((f) => f.reason),
+    ['attribute name differs (test bug 42)'],
+  );
   t.regex(readFileSync(path.join(secondDir, 'report.txt'), 'utf8'), /FIXED known issue: attribute name differs/);
   const html = readFileSync(path.join(secondDir, 'report.html'), 'utf8');
   t.regex(html, new RegExp(`Previous: <code>${first.runId}</code>`));

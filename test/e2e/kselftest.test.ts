@@ -26,7 +26,10 @@ async function brokenTree(): Promise<string> {
   const kmem = path.join(tree, 'drivers/dax/kmem.c');
   const text = await readFile(kmem, 'utf8');
   if (!text.includes(IDEMPOTENT)) throw new Error('kmem.c no longer has the "Already in requested state" early return this test breaks');
-  await writeFile(kmem, text.replace(IDEMPOTENT, '\t/* Broken on purpose: a repeated state is refused. */\n\tif (data->state == online_type)\n\t\treturn -EBUSY;'));
+  await writeFile(
+    kmem,
+    text.replace(IDEMPOTENT, '\t/* Broken on purpose: a repeated state is refused. */\n\tif (data->state == online_type)\n\t\treturn -EBUSY;'),
+  );
   return tree;
 }
 
@@ -44,7 +47,10 @@ test('kselftest: a kmem.c that refuses a repeated state fails dax-kmem-hotplug.s
   // The case that writes online_movable twice: its failing description carries rc and state.
   const idempotent = summary.tests.find((x) => x.name.startsWith(`${script}: online_movable idempotent`));
   t.is(idempotent?.status, 'fail', JSON.stringify(summary.tests.map((x) => [x.name, x.status])));
-  t.true(summary.tests.some((x) => x.name.startsWith(`${script}: `) && x.status === 'pass'), 'the cases the break does not touch still pass');
+  t.true(
+    summary.tests.some((x) => x.name.startsWith(`${script}: `) && x.status === 'pass'),
+    'the cases the break does not touch still pass',
+  );
   const junit = await readFile(path.join(dir, 'junit.xml'), 'utf8');
   t.regex(junit, /<testcase [^>]*name="dax-kmem-hotplug\.sh pmem nvdimm0: online_movable idempotent[^"]*"[^>]*>\s*<failure/);
 });

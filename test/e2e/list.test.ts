@@ -16,7 +16,7 @@ import { runCli, tempResultsDir } from './helpers.js';
 // results check) has been declared.
 const scratch = mkdtempSync(path.join(tmpdir(), 'dax-harness-list-e2e-'));
 
-test('run --list: the smoke suite\'s sessions and tests, no results written', async (t) => {
+test("run --list: the smoke suite's sessions and tests, no results written", async (t) => {
   const results = await tempResultsDir();
   const run = await runCli(['run', '--list', '--json', '--results-dir', results]);
   t.is(run.exitCode, 0, run.all);
@@ -35,14 +35,27 @@ test('run --list: the smoke suite\'s sessions and tests, no results written', as
   t.regex(matched.stderr, /ava: .*--match=pmem: \*/, 'verbose shows the ava command');
 });
 
-test('--boot-args win over the suite\'s own value, with a warning; the listed tests follow it', async (t) => {
-  const run = await runCli(['run', '--list', '--json', '--suite', 'hotplug/probe-boot', '--topology', 'cxl', '--boot-args', 'memhp_default_state=online_movable']);
+test("--boot-args win over the suite's own value, with a warning; the listed tests follow it", async (t) => {
+  const run = await runCli([
+    'run',
+    '--list',
+    '--json',
+    '--suite',
+    'hotplug/probe-boot',
+    '--topology',
+    'cxl',
+    '--boot-args',
+    'memhp_default_state=online_movable',
+  ]);
   t.is(run.exitCode, 0, run.all);
   const listed = JSON.parse(run.stdout) as ListedSession[];
   t.is(listed.length, 4, 'probe-boot runs in four sessions');
   for (const s of listed) {
     t.is(s.cmdline, 'console=ttyS0 panic=-1 memhp_default_state=online_movable');
-    t.true(s.tests.some((x) => x.name === 'boot policy online_movable: auto_online_blocks reflects memhp_default_state'), JSON.stringify(s.tests));
+    t.true(
+      s.tests.some((x) => x.name === 'boot policy online_movable: auto_online_blocks reflects memhp_default_state'),
+      JSON.stringify(s.tests),
+    );
   }
   t.regex(run.stderr, /dax-harness: warning: --boot-args memhp_default_state=online_movable replaces the suite's memhp_default_state=offline \(session 1\)/);
   t.regex(run.stderr, /replaces the suite's memhp_default_state=online_kernel \(session 3\)/);

@@ -149,7 +149,19 @@ test('merge refuses bad shards from the command line: one line per shard, exit 2
   const climbing = path.join(work, 'climbing');
   const broken = path.join(work, 'broken');
   for (const dir of [climbing, broken]) await mkdir(dir);
-  await writeFile(path.join(climbing, 'summary.json'), JSON.stringify({ kind: 'dax-harness-matrix', matrixId: 'm', config: 'm.json', status: 'pass', startedAt: '2026-11-27T10:00:00Z', plannedCells: planned, counts, cells: [cell] }));
+  await writeFile(
+    path.join(climbing, 'summary.json'),
+    JSON.stringify({
+      kind: 'dax-harness-matrix',
+      matrixId: 'm',
+      config: 'm.json',
+      status: 'pass',
+      startedAt: '2026-11-27T10:00:00Z',
+      plannedCells: planned,
+      counts,
+      cells: [cell],
+    }),
+  );
   await writeFile(path.join(broken, 'summary.json'), '{"kind": ');
   const out = path.join(work, 'out');
   const merge = await runCli(['merge', climbing, broken, '--out', out]);

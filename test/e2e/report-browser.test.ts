@@ -21,10 +21,14 @@ const enabled = process.env.DAX_HARNESS_BROWSER === '1';
 
 /** Chromium without a profile, a sandbox (root in CI) or a GPU; every page a file:// URL. */
 async function chromium(root: string, args: string[], page: string): Promise<string> {
-  const r = await execa(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${path.join(root, 'profile')}`, ...args, pathToFileURL(page).href], {
-    reject: false,
-    timeout: 120_000,
-  });
+  const r = await execa(
+    CHROMIUM,
+    ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${path.join(root, 'profile')}`, ...args, pathToFileURL(page).href],
+    {
+      reject: false,
+      timeout: 120_000,
+    },
+  );
   if (r.exitCode !== 0) throw new Error(`chromium ${args.join(' ')} exited ${r.exitCode}: ${String(r.stderr).trim().split('\n').at(-1)}`);
   return String(r.stdout);
 }
@@ -81,7 +85,12 @@ if (!enabled) {
     const matrixGrids = await render(t, root, path.join(matrix.dir, 'report.html'), 'matrix');
     t.deepEqual(
       matrixGrids.map((g) => `${g.cell} ${g.backing} ${JSON.stringify(counts(g))}`),
-      ['7.3-cxl-pmem cxl {"pass":27,"fail":2,"flaky":1}', '7.3-cxl-pmem pmem {"pass":29,"known":1}', '7.2-cxl-pmem cxl {"skip":30}', '7.2-cxl-pmem pmem {"skip":30}'],
+      [
+        '7.3-cxl-pmem cxl {"pass":27,"fail":2,"flaky":1}',
+        '7.3-cxl-pmem pmem {"pass":29,"known":1}',
+        '7.2-cxl-pmem cxl {"skip":30}',
+        '7.2-cxl-pmem pmem {"skip":30}',
+      ],
     );
   });
 }

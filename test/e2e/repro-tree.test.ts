@@ -21,7 +21,20 @@ test('repro of a run --tree debian:7.3 --modules-only reruns on the same kernel 
   t.timeout(1_200_000);
   const started = Date.now();
   const results = await tempResultsDir();
-  const run = await runCli(['run', '--tree', 'debian:7.3', '--modules-only', '--topology', 'pmem', '--suite', 'smoke', '--match', TEST, '--results-dir', results]);
+  const run = await runCli([
+    'run',
+    '--tree',
+    'debian:7.3',
+    '--modules-only',
+    '--topology',
+    'pmem',
+    '--suite',
+    'smoke',
+    '--match',
+    TEST,
+    '--results-dir',
+    results,
+  ]);
   t.is(run.exitCode, 0, run.all.slice(-3000));
   const dir = /^results: (.*)$/m.exec(run.stdout)?.[1] ?? '';
   const first = await readRun(dir);
@@ -30,7 +43,7 @@ test('repro of a run --tree debian:7.3 --modules-only reruns on the same kernel 
 
   const again = await runCli(['repro', dir, '--test', TEST, '--results-dir', results]);
   t.is(again.exitCode, 0, again.all.slice(-3000));
-  t.regex(again.stderr, /modules: .*kmem.* built in/, 'the rerun rebuilt the tree\'s modules');
+  t.regex(again.stderr, /modules: .*kmem.* built in/, "the rerun rebuilt the tree's modules");
   t.notRegex(again.stderr, /warning: repro:/, 'same kernel, modules and image: no warning');
   const rerunDir = /^results: (.*)$/m.exec(again.stdout)?.[1] ?? '';
   t.not(path.resolve(rerunDir), path.resolve(dir));
@@ -42,7 +55,7 @@ test('repro of a run --tree debian:7.3 --modules-only reruns on the same kernel 
   t.deepEqual(rerun.repro.options.kernel, first.repro.options.kernel);
   t.is(rerun.repro.kernel?.release, first.repro.kernel?.release);
   t.is(rerun.repro.kernel?.vmlinuzSha256, first.repro.kernel?.vmlinuzSha256);
-  t.is(rerun.repro.kernel?.source.kind, 'debian-modules', 'Debian\'s kernel with the tree\'s modules, as the run booted');
+  t.is(rerun.repro.kernel?.source.kind, 'debian-modules', "Debian's kernel with the tree's modules, as the run booted");
   t.deepEqual(rerun.repro.kernel?.source, first.repro.kernel?.source);
   t.is(rerun.repro.image?.hash, first.repro.image?.hash);
   t.log(`run + repro: ${((Date.now() - started) / 1000).toFixed(0)} s`);

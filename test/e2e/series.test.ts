@@ -61,7 +61,20 @@ test('series: a patch that does not apply is named with its file, and the base i
 test('series --modules-only: the synthetic two-patch series is built, tested against its base, and the regression named', async (t) => {
   const { repo, base } = await makeRepo();
   const results = await tempResultsDir();
-  const r = await runCli(['series', '--tree', repo, '--base', base, '--mbox', MBOX, '--modules-only', '--suite', 'hotplug/bad-writes', '--results-dir', results]);
+  const r = await runCli([
+    'series',
+    '--tree',
+    repo,
+    '--base',
+    base,
+    '--mbox',
+    MBOX,
+    '--modules-only',
+    '--suite',
+    'hotplug/bad-writes',
+    '--results-dir',
+    results,
+  ]);
   t.is(r.exitCode, 1, r.all.slice(-3000));
   t.regex(r.stdout, /verdict: REGRESSION/);
   const dir = /^results: (.+)$/m.exec(r.stdout)?.[1] ?? '';
@@ -76,7 +89,12 @@ test('series --modules-only: the synthetic two-patch series is built, tested aga
     ['cxl', 'pmem'].flatMap((b) => ['online_movable', 'unplugged'].map((s) => `bad-writes: ${b}: bad writes from ${s} leave the device unchanged`)).sort(),
   );
   t.deepEqual(comparison.newWarnings, []);
-  const seriesRecords = (await readFile(path.join(comparison.series.runDir, 'tests.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
-  const offline = seriesRecords.flatMap((rec: { checks: { name: string; ok: boolean; actual?: unknown }[] }) => rec.checks).find((c) => c.name === '"offline": errno');
+  const seriesRecords = (await readFile(path.join(comparison.series.runDir, 'tests.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const offline = seriesRecords
+    .flatMap((rec: { checks: { name: string; ok: boolean; actual?: unknown }[] }) => rec.checks)
+    .find((c) => c.name === '"offline": errno');
   t.false(offline?.ok, 'the failing check is the errno of writing "offline"');
 });

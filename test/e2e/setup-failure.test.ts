@@ -46,15 +46,27 @@ test('run --modules-only: a kmem probe the kernel fails under memhp_default_stat
   t.true(offline.length >= 2, `bad-writes tests: ${offline.length}`);
   for (const x of offline) {
     t.is(x.status, 'fail', x.name);
-    t.regex(x.reason ?? '', /^device setup failed: dax\d+\.\d+ \(\S+\) is bound to "nothing", not kmem \(kernel: kmem dax\d+\.\d+: probe with driver kmem failed with error -22\)$/);
-    t.true(x.kernelLines?.some((l) => PROBE_LINE.test(l)), x.name);
+    t.regex(
+      x.reason ?? '',
+      /^device setup failed: dax\d+\.\d+ \(\S+\) is bound to "nothing", not kmem \(kernel: kmem dax\d+\.\d+: probe with driver kmem failed with error -22\)$/,
+    );
+    t.true(
+      x.kernelLines?.some((l) => PROBE_LINE.test(l)),
+      x.name,
+    );
   }
   t.is(smoke.length, 8);
-  t.deepEqual(smoke.filter((x) => x.status !== 'pass').map((x) => `${x.name}: ${x.reason}`), []);
+  t.deepEqual(
+    smoke.filter((x) => x.status !== 'pass').map((x) => `${x.name}: ${x.reason}`),
+    [],
+  );
 
   const [first, second] = summary.guests ?? [];
   t.truthy(first?.setupFailure, 'the offline session records its failed setup');
-  t.deepEqual(first?.setupFailure?.devices.map((d) => d.driver), ['', '']);
+  t.deepEqual(
+    first?.setupFailure?.devices.map((d) => d.driver),
+    ['', ''],
+  );
   t.true(first?.setupFailure?.kernelLines.some((l) => PROBE_LINE.test(l)));
   t.falsy(second?.setupFailure);
 

@@ -21,7 +21,9 @@ test('four harness processes fill one empty cache at once; the cache verifies an
   const jobs = await Promise.all([1, 2, 3, 4].map(() => runCli(['prepare', '--cache-dir', cache])));
   t.log(`4 x prepare on an empty cache: ${((Date.now() - started) / 1000).toFixed(0)} s`);
   for (const job of jobs) t.is(job.exitCode, 0, job.all);
-  const outputs = jobs.map((j) => JSON.parse(j.stdout) as { entry: { path: string; entry: string }; images: { path: string; cached: boolean }[]; keys: unknown });
+  const outputs = jobs.map(
+    (j) => JSON.parse(j.stdout) as { entry: { path: string; entry: string }; images: { path: string; cached: boolean }[]; keys: unknown },
+  );
   const sameFor = (o: (typeof outputs)[number]) => ({ ...o, images: o.images.map((i) => i.path) });
   for (const out of outputs.slice(1)) t.deepEqual(sameFor(out), outputs[0] && sameFor(outputs[0]));
   t.regex(jobs.map((j) => j.stderr).join('\n'), /waiting for another dax-harness to finish/, 'the jobs did wait for each other');
@@ -44,7 +46,9 @@ test('four harness processes fill one empty cache at once; the cache verifies an
   }
   // The guest image carries the host key of the cache's key set.
   const guestImage = first.images[1]?.path ?? '';
-  const packed = await execa('sh', ['-c', 'gzip -dc "$1" | cpio -i --quiet --to-stdout etc/dropbear/dropbear_ed25519_host_key', 'sh', guestImage], { encoding: 'buffer' });
+  const packed = await execa('sh', ['-c', 'gzip -dc "$1" | cpio -i --quiet --to-stdout etc/dropbear/dropbear_ed25519_host_key', 'sh', guestImage], {
+    encoding: 'buffer',
+  });
   t.deepEqual(Buffer.from(packed.stdout), await readFile(path.join(cache, 'keys/dropbear_ed25519_host_key')));
 
   const results = await tempResultsDir();

@@ -31,14 +31,22 @@ test('all suites on Debian 7.3 (merged variant) pass on CXL and pmem, two guests
   // The only skips: the kernel selftest's destructive case outside its own session
   // (kselftest/dax-unbind runs it), and tests whose topology need the default topology does
   // not meet (they name one that does).
-  const destructive = ['cxl cxl-vmem0', 'pmem nvdimm0'].map((d) => `dax-kmem-hotplug.sh ${d}: destructive unbind-while-online test (set DAX_KMEM_TEST_UNBIND=1)`);
+  const destructive = ['cxl cxl-vmem0', 'pmem nvdimm0'].map(
+    (d) => `dax-kmem-hotplug.sh ${d}: destructive unbind-while-online test (set DAX_KMEM_TEST_UNBIND=1)`,
+  );
   const skips = summary.tests.filter((x) => x.status === 'skip');
-  t.deepEqual(skips.filter((x) => !TOPOLOGY_NEED.test(x.reason ?? '')).map((x) => x.name), destructive);
+  t.deepEqual(
+    skips.filter((x) => !TOPOLOGY_NEED.test(x.reason ?? '')).map((x) => x.name),
+    destructive,
+  );
   const names = summary.tests.map((x) => x.name);
   // The kernel's own selftests, case by case, and each script's verdict.
   for (const d of ['cxl cxl-vmem0', 'pmem nvdimm0']) {
     t.true(names.includes(`dax-kmem-hotplug.sh ${d}: online_movable idempotent`), d);
-    t.true(names.some((n) => n.startsWith(`dax-kmem-hotplug.sh unbind ${d}: unbind while online: memory left online`)), d);
+    t.true(
+      names.some((n) => n.startsWith(`dax-kmem-hotplug.sh unbind ${d}: unbind while online: memory left online`)),
+      d,
+    );
   }
   t.true(names.includes('mem-on-off-test.sh cxl') && names.includes('mem-on-off-test.sh pmem'));
   for (const backing of ['cxl', 'pmem']) {
@@ -60,7 +68,9 @@ test('all suites on Debian 7.2 (baseline): attribute tests skipped with the reas
   t.true(summary.counts.passed > 0);
   for (const x of summary.tests.filter((y) => y.status === 'skip')) {
     // 7.2's linux-source has no dax selftest: the kselftest dax tests say so.
-    const reason = x.file.startsWith('dax') ? /^linux-source-7\.2 \S+ has no tools\/testing\/selftests\/dax\/dax-kmem-hotplug\.sh$/ : /^baseline kernel: no whole-device hotplug attribute$/;
+    const reason = x.file.startsWith('dax')
+      ? /^linux-source-7\.2 \S+ has no tools\/testing\/selftests\/dax\/dax-kmem-hotplug\.sh$/
+      : /^baseline kernel: no whole-device hotplug attribute$/;
     if (!TOPOLOGY_NEED.test(x.reason ?? '')) t.regex(x.reason ?? '', reason, x.name);
   }
   // What exists on baseline is still tested: per-block probe policies and the unbind paths.
@@ -79,7 +89,10 @@ test('a wrong expectation fails the matching tests: 7.3 tested as if it were v3'
   t.is(run.exitCode, 1);
   t.is(summary.variant, 'v3');
   t.is(summary.variantDetected, 'merged');
-  const failed = summary.tests.filter((x) => x.status === 'fail').map((x) => x.name).sort();
+  const failed = summary.tests
+    .filter((x) => x.status === 'fail')
+    .map((x) => x.name)
+    .sort();
   t.deepEqual(failed, ['cxl: hotplug attribute reads a valid value', 'pmem: hotplug attribute reads a valid value']);
   t.regex(run.stdout, /^\d+ passed, 2 failed, 0 skipped$/m);
 });

@@ -30,7 +30,10 @@ test('triage of a clean boot prints [] and exits 0', async (t) => {
 test('triage - reads the log from standard input', async (t) => {
   const run = await runCli(['triage', '-'], { inputFile: fixture('oops-panic-sysrq-7.3.log') });
   t.is(run.exitCode, 1);
-  t.deepEqual((JSON.parse(run.stdout) as { title: string }[]).map((r) => r.title), ['panic: sysrq triggered crash']);
+  t.deepEqual(
+    (JSON.parse(run.stdout) as { title: string }[]).map((r) => r.title),
+    ['panic: sysrq triggered crash'],
+  );
 });
 
 test('triage refuses what it cannot read, in one line with exit 2: missing, a directory, unreadable, binary', async (t) => {
@@ -88,7 +91,10 @@ test('triage streams: a 128 MiB log with a WARN near its end costs no more memor
   const small = await triagePeakKiB(fixture('warn-cxl-hypervisor-7.3.log'));
   const large = await triagePeakKiB(big);
   await rm(dir, { recursive: true, force: true });
-  t.deepEqual((JSON.parse(large.stdout) as { title: string }[]).map((r) => r.title), ['WARNING in cxl_region_invalidate_memregion']);
+  t.deepEqual(
+    (JSON.parse(large.stdout) as { title: string }[]).map((r) => r.title),
+    ['WARNING in cxl_region_invalidate_memregion'],
+  );
   // The stream's own bound is a few MiB; allow GC slack, far below the log's size.
   t.true(large.kib - small.kib < 48 * 1024, `peak RSS ${large.kib} KiB for 128 MiB vs ${small.kib} KiB for a small log`);
 });

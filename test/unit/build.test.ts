@@ -6,13 +6,16 @@ import { taintMask } from '../../harness/kernel-text.js';
 
 test('parseConfig reads =values, "is not set" and =n; later lines win', (t) => {
   const c = parseConfig('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_S="x y"\nCONFIG_C=y\nCONFIG_D=n\n# comment\n');
-  t.deepEqual([...c], [
-    ['CONFIG_A', 'y'],
-    ['CONFIG_B', 'n'],
-    ['CONFIG_C', 'y'],
-    ['CONFIG_S', '"x y"'],
-    ['CONFIG_D', 'n'],
-  ]);
+  t.deepEqual(
+    [...c],
+    [
+      ['CONFIG_A', 'y'],
+      ['CONFIG_B', 'n'],
+      ['CONFIG_C', 'y'],
+      ['CONFIG_S', '"x y"'],
+      ['CONFIG_D', 'n'],
+    ],
+  );
 });
 
 test('droppedOptions names every option the final .config lost, with its fragment', (t) => {
@@ -33,7 +36,10 @@ test('droppedOptions names every option the final .config lost, with its fragmen
 test('fragmentFiles: defaults, "+debug" adds, a plain list replaces, unknown names are usage errors', (t) => {
   t.is(fragmentFiles(undefined).length, DEFAULT_FRAGMENTS.length);
   t.true(fragmentFiles('+debug').at(-1)?.endsWith('kconfig/debug.config'));
-  t.deepEqual(fragmentFiles('base,dax').map((f) => f.split('/').at(-1)), ['base.config', 'dax.config']);
+  t.deepEqual(
+    fragmentFiles('base,dax').map((f) => f.split('/').at(-1)),
+    ['base.config', 'dax.config'],
+  );
   t.throws(() => fragmentFiles('nosuch'), { message: /unknown config fragment "nosuch"/ });
 });
 

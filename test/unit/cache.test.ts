@@ -85,7 +85,16 @@ function raceSide(op: string, work: string, side: string): Promise<SideResult> {
     out += chunk.toString();
   });
   return new Promise((resolve) => {
-    child.on('close', (exitCode) => resolve({ exitCode, stderr, lines: out.split('\n').filter(Boolean).map((l) => JSON.parse(l)) }));
+    child.on('close', (exitCode) =>
+      resolve({
+        exitCode,
+        stderr,
+        lines: out
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l)),
+      }),
+    );
   });
 }
 
@@ -94,7 +103,10 @@ test('two processes unpacking the same package at once: both succeed and the tre
   const work = await tempDir(t);
   await makeDeb(work);
   const [a, b] = await Promise.all([raceSide('extract', work, 'a'), raceSide('extract', work, 'b')]);
-  t.deepEqual([...a.lines, ...b.lines].filter((l) => l.error), []);
+  t.deepEqual(
+    [...a.lines, ...b.lines].filter((l) => l.error),
+    [],
+  );
   t.is(a.exitCode, 0, a.stderr);
   t.is(b.exitCode, 0, b.stderr);
   for (const line of [...a.lines, ...b.lines]) t.like(line, { files: FILES, stamped: true }, `trial ${line.trial}: the tree as extractDebs returned it`);
@@ -103,7 +115,11 @@ test('two processes unpacking the same package at once: both succeed and the tre
     const files = (await execa('find', [path.join(root, 'usr/share/race'), '-type', 'f'])).stdout.split('\n').filter(Boolean);
     t.is(files.length, FILES, `trial ${trial}`);
     for (const f of files.slice(0, 20)) t.is(await readFile(f, 'utf8'), `${path.basename(f)}\n`);
-    t.deepEqual((await readdir(path.join(work, `t${trial}`))).filter((f) => f.includes('.tmp-')), [], `trial ${trial}: no temporaries left`);
+    t.deepEqual(
+      (await readdir(path.join(work, `t${trial}`))).filter((f) => f.includes('.tmp-')),
+      [],
+      `trial ${trial}: no temporaries left`,
+    );
   }
   // Only a process that found the lock held prints this: the two did overlap.
   t.regex(a.stderr + b.stderr, /waiting for another dax-harness to finish unpacking pkg\.deb/, 'the processes did meet');
@@ -114,7 +130,10 @@ test('two processes making the SSH keys at once: one set, and both return it (20
   const work = await tempDir(t);
   await makeFakeGuestRoot(path.join(work, 'guest'));
   const [a, b] = await Promise.all([raceSide('keys', work, 'a'), raceSide('keys', work, 'b')]);
-  t.deepEqual([...a.lines, ...b.lines].filter((l) => l.error), []);
+  t.deepEqual(
+    [...a.lines, ...b.lines].filter((l) => l.error),
+    [],
+  );
   t.is(a.exitCode, 0, a.stderr);
   t.is(b.exitCode, 0, b.stderr);
   for (let trial = 0; trial < TRIALS; trial++) {

@@ -42,7 +42,7 @@ async function childOutlivesKill(mode: 'tied' | 'sandboxed'): Promise<{ started:
   return { started, survivors };
 }
 
-test('a child started through the reaper\'s execa dies when the harness is SIGKILLed', async (t) => {
+test("a child started through the reaper's execa dies when the harness is SIGKILLed", async (t) => {
   const { started, survivors } = await childOutlivesKill('tied');
   t.true(started);
   t.deepEqual(survivors, []);

@@ -31,9 +31,7 @@ function readmeOptions(commands: string[]): Map<string, Set<string>> {
   for (const entry of entries) {
     const words = entry.split(/\s+/);
     // The longest command path the entry starts with ("kernel fetch" before "kernel"); "" otherwise.
-    const command = commands
-      .filter((c) => c !== '' && words.slice(0, c.split(' ').length).join(' ') === c)
-      .sort((a, b) => b.length - a.length)[0] ?? '';
+    const command = commands.filter((c) => c !== '' && words.slice(0, c.split(' ').length).join(' ') === c).sort((a, b) => b.length - a.length)[0] ?? '';
     const options = out.get(command) ?? new Set<string>();
     for (const m of entry.matchAll(/--[a-z][a-z-]*/g)) options.add(m[0]);
     out.set(command, options);

@@ -49,5 +49,9 @@ test('one line per problem: the file, the field, what it must be and what was fo
   });
   t.is(error?.message, 'matrix m.json: jobs must be a positive integer (found 0)');
   const unknown = t.throws(() => checkConfig('matrix', { kernels: ['7.3'], topologies: ['cxl'], suit: ['smoke'] }, 'matrix m.json'));
-  t.is(unknown?.message, 'matrix m.json: unknown key "suit" (known: kernels, topologies, suites, jobs, bootArgs)', 'a misspelt key is named before the key it leaves missing');
+  t.is(
+    unknown?.message,
+    'matrix m.json: unknown key "suit" (known: kernels, topologies, suites, jobs, bootArgs)',
+    'a misspelt key is named before the key it leaves missing',
+  );
 });

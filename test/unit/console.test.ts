@@ -55,5 +55,8 @@ test('a guest printing without a newline does not grow memory: the line is cut, 
   for (let i = 0; i < 1000; i++) console.push('x'.repeat(1000));
   t.true(console.tail(1).length <= 4096);
   console.push('\nWARNING: at foo+0x1/0x2, CPU#0: sh/1\n');
-  t.deepEqual(console.reports().map((r) => r.title), ['WARNING in foo']);
+  t.deepEqual(
+    console.reports().map((r) => r.title),
+    ['WARNING in foo'],
+  );
 });

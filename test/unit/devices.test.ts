@@ -28,11 +28,15 @@ test('no region printed (cxl-cli said something else) is a topology error naming
 });
 
 test('memdevs are matched to topology devices by the serial QEMU gives each', (t) => {
-  const listing = '[{"memdev":"mem1","ram_size":268435456,"serial":1,"host":"0000:0e:00.0"},{"memdev":"mem0","ram_size":268435456,"serial":2,"host":"0000:0d:00.0"}]';
-  t.deepEqual([...memdevsBySerial(listing)], [
-    [1, 'mem1'],
-    [2, 'mem0'],
-  ]);
+  const listing =
+    '[{"memdev":"mem1","ram_size":268435456,"serial":1,"host":"0000:0e:00.0"},{"memdev":"mem0","ram_size":268435456,"serial":2,"host":"0000:0d:00.0"}]';
+  t.deepEqual(
+    [...memdevsBySerial(listing)],
+    [
+      [1, 'mem1'],
+      [2, 'mem0'],
+    ],
+  );
   t.deepEqual([...memdevsBySerial('')], []);
   t.throws(() => memdevsBySerial('[{"memdev":"mem0"} oops ]'), { instanceOf: TopologyError, message: /cxl list -M printed no memdev list/ });
 });

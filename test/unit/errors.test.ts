@@ -18,5 +18,8 @@ test('a failed build shows its error line, then the tail of its log', (t) => {
 });
 
 test('an infrastructure error keeps the rest of its message (a console tail); empty details add nothing', (t) => {
-  t.is(errorReport(new InfraError('boot hung\n--- console tail ---\nlast line', '  \n')), 'dax-harness: infrastructure error: boot hung\n--- console tail ---\nlast line\n');
+  t.is(
+    errorReport(new InfraError('boot hung\n--- console tail ---\nlast line', '  \n')),
+    'dax-harness: infrastructure error: boot hung\n--- console tail ---\nlast line\n',
+  );
 });

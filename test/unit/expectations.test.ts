@@ -9,11 +9,46 @@ const WORDS = ['unplugged', 'online', 'online_kernel', 'online_movable', 'offlin
 
 /** The merged table, written out by hand from state_store() in 7.3's drivers/dax/kmem.c. */
 const MERGED: Record<HotplugState, Record<string, string>> = {
-  unplugged: { unplugged: 'ok>unplugged', online: 'ok>online', online_kernel: 'ok>online_kernel', online_movable: 'ok>online_movable', offline: 'EINVAL>unplugged', bogus: 'EINVAL>unplugged' },
-  offline: { unplugged: 'ok>unplugged', online: 'EBUSY>offline', online_kernel: 'EBUSY>offline', online_movable: 'EBUSY>offline', offline: 'EINVAL>offline', bogus: 'EINVAL>offline' },
-  online: { unplugged: 'ok>unplugged|EBUSY>online', online: 'ok>online', online_kernel: 'EBUSY>online', online_movable: 'EBUSY>online', offline: 'EINVAL>online', bogus: 'EINVAL>online' },
-  online_kernel: { unplugged: 'ok>unplugged|EBUSY>online_kernel', online: 'EBUSY>online_kernel', online_kernel: 'ok>online_kernel', online_movable: 'EBUSY>online_kernel', offline: 'EINVAL>online_kernel', bogus: 'EINVAL>online_kernel' },
-  online_movable: { unplugged: 'ok>unplugged', online: 'EBUSY>online_movable', online_kernel: 'EBUSY>online_movable', online_movable: 'ok>online_movable', offline: 'EINVAL>online_movable', bogus: 'EINVAL>online_movable' },
+  unplugged: {
+    unplugged: 'ok>unplugged',
+    online: 'ok>online',
+    online_kernel: 'ok>online_kernel',
+    online_movable: 'ok>online_movable',
+    offline: 'EINVAL>unplugged',
+    bogus: 'EINVAL>unplugged',
+  },
+  offline: {
+    unplugged: 'ok>unplugged',
+    online: 'EBUSY>offline',
+    online_kernel: 'EBUSY>offline',
+    online_movable: 'EBUSY>offline',
+    offline: 'EINVAL>offline',
+    bogus: 'EINVAL>offline',
+  },
+  online: {
+    unplugged: 'ok>unplugged|EBUSY>online',
+    online: 'ok>online',
+    online_kernel: 'EBUSY>online',
+    online_movable: 'EBUSY>online',
+    offline: 'EINVAL>online',
+    bogus: 'EINVAL>online',
+  },
+  online_kernel: {
+    unplugged: 'ok>unplugged|EBUSY>online_kernel',
+    online: 'EBUSY>online_kernel',
+    online_kernel: 'ok>online_kernel',
+    online_movable: 'EBUSY>online_kernel',
+    offline: 'EINVAL>online_kernel',
+    bogus: 'EINVAL>online_kernel',
+  },
+  online_movable: {
+    unplugged: 'ok>unplugged',
+    online: 'EBUSY>online_movable',
+    online_kernel: 'EBUSY>online_movable',
+    online_movable: 'ok>online_movable',
+    offline: 'EINVAL>online_movable',
+    bogus: 'EINVAL>online_movable',
+  },
 };
 
 test('merged: every starting state x every written value', (t) => {
@@ -28,7 +63,10 @@ test('merged: every starting state x every written value', (t) => {
 });
 
 test('v3: its own words; online_kernel rejected; offline -> online allowed', (t) => {
-  const one = (start: HotplugState, word: string) => expectWrite(v3, start, word).outcomes.map((o) => `${o.result}>${o.end}`).join('|');
+  const one = (start: HotplugState, word: string) =>
+    expectWrite(v3, start, word)
+      .outcomes.map((o) => `${o.result}>${o.end}`)
+      .join('|');
   t.is(one('online_movable', 'unplug'), 'ok>unplugged');
   t.is(one('online_movable', 'unplugged'), 'EINVAL>online_movable');
   t.is(one('unplugged', 'online_kernel'), 'EINVAL>unplugged');

@@ -15,10 +15,22 @@ test('planGc removes what is older than the age limit, then the oldest until the
   const entry = (name: string, ageDays: number, bytes: number): GcEntry => ({ path: name, area: 'kernels', bytes, mtimeMs: now - ageDays * DAY });
   const entries = [entry('new', 1, 300), entry('old', 40, 100), entry('middle', 10, 500), entry('recent', 2, 400)];
   const byAge = planGc(entries, { maxAgeDays: 30, now });
-  t.deepEqual(byAge.remove.map((e) => [e.path, e.reason]), [['old', 'older than 30 days']]);
+  t.deepEqual(
+    byAge.remove.map((e) => [e.path, e.reason]),
+    [['old', 'older than 30 days']],
+  );
   const bySize = planGc(entries, { maxAgeDays: 30, maxBytes: 800, now });
-  t.deepEqual(bySize.remove.map((e) => [e.path, e.reason]), [['old', 'older than 30 days'], ['middle', 'over --max-size']]);
-  t.deepEqual(bySize.keep.map((e) => e.path), ['recent', 'new']);
+  t.deepEqual(
+    bySize.remove.map((e) => [e.path, e.reason]),
+    [
+      ['old', 'older than 30 days'],
+      ['middle', 'over --max-size'],
+    ],
+  );
+  t.deepEqual(
+    bySize.keep.map((e) => e.path),
+    ['recent', 'new'],
+  );
 });
 
 test('parseSize reads suffixes and refuses nonsense', (t) => {
@@ -37,7 +49,10 @@ async function fakeCache(): Promise<{ cache: string; results: string; old: strin
   const fresh: string[] = [];
   const then = new Date(Date.now() - 60 * DAY);
   for (const [dir, name] of [...GC_CACHE_AREAS.map((a) => [path.join(cache, a), a]), [results, 'run']] as [string, string][]) {
-    for (const [age, list] of [['old', old], ['fresh', fresh]] as const) {
+    for (const [age, list] of [
+      ['old', old],
+      ['fresh', fresh],
+    ] as const) {
       const entry = path.join(dir, `${name}-${age}`);
       await mkdir(entry, { recursive: true });
       await writeFile(path.join(entry, 'data'), 'x'.repeat(4096));
@@ -60,8 +75,14 @@ test('gc is a dry run by default; --apply removes old entries, keeps fresh ones 
   t.is(dry.filter((l) => l.startsWith('would remove')).length, old.length);
   t.true(old.every((e) => existsSync(e)));
   await runGc({ cacheDir: cache, resultsDir: results, maxAgeDays: 30, apply: true });
-  t.deepEqual(old.filter((e) => existsSync(e)), []);
-  t.deepEqual(fresh.filter((e) => !existsSync(e)), []);
+  t.deepEqual(
+    old.filter((e) => existsSync(e)),
+    [],
+  );
+  t.deepEqual(
+    fresh.filter((e) => !existsSync(e)),
+    [],
+  );
   t.true(existsSync(path.join(results, 'latest')));
 });
 
@@ -74,7 +95,7 @@ test('gc --apply removes nothing while a harness holds the cache in use', async 
   t.true(old.every((e) => existsSync(e)));
 });
 
-test('the work directory of a SIGKILLed run is swept by the next run; a live run\'s is kept', async (t) => {
+test("the work directory of a SIGKILLed run is swept by the next run; a live run's is kept", async (t) => {
   const cache = await mkdtemp(path.join(tmpdir(), 'dax-sweep-test-'));
   t.teardown(() => rm(cache, { recursive: true, force: true }));
   const dead = path.join(cache, 'work', 'run-killed');

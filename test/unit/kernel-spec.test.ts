@@ -13,7 +13,13 @@ test('run flags: --tree with --modules-only is a tree spec with an absolute tree
   const debian = await kernelSpecFromFlags({ kernel: '7.3', tree: 'debian:7.3', modulesOnly: true }, false);
   t.deepEqual(debian, { kind: 'tree', label: 'debian:7.3+modules', tree: 'debian:7.3', modulesOnly: true });
   t.is(requestedKernel(debian), 'debian:7.3+modules', 'summary.json names a tree run as before');
-  t.deepEqual(treeKernelSpec('debian:7.3', { fragments: '+debug' }), { kind: 'tree', label: 'debian:7.3', tree: 'debian:7.3', modulesOnly: false, fragments: '+debug' });
+  t.deepEqual(treeKernelSpec('debian:7.3', { fragments: '+debug' }), {
+    kind: 'tree',
+    label: 'debian:7.3',
+    tree: 'debian:7.3',
+    modulesOnly: false,
+    fragments: '+debug',
+  });
 });
 
 test('run flags: a Debian version and a bzImage with its modules; requested is the version or the path', async (t) => {
@@ -48,8 +54,14 @@ test('repro.json: a recorded spec is read back as is; an old string record still
 });
 
 test('repro.json: an old tree record and a malformed spec are refused in one line naming the file', (t) => {
-  t.throws(() => recordedKernelSpec('debian:7.3+modules', undefined, 'r.json'), { instanceOf: UsageError, message: /^r\.json: kernel "debian:7\.3\+modules" was recorded by an older dax-harness/ });
-  t.throws(() => recordedKernelSpec({ kind: 'tree', label: 'x', tree: 'debian:7.3' }, undefined, 'r.json'), { instanceOf: UsageError, message: /no "modulesOnly"/ });
+  t.throws(() => recordedKernelSpec('debian:7.3+modules', undefined, 'r.json'), {
+    instanceOf: UsageError,
+    message: /^r\.json: kernel "debian:7\.3\+modules" was recorded by an older dax-harness/,
+  });
+  t.throws(() => recordedKernelSpec({ kind: 'tree', label: 'x', tree: 'debian:7.3' }, undefined, 'r.json'), {
+    instanceOf: UsageError,
+    message: /no "modulesOnly"/,
+  });
   t.throws(() => recordedKernelSpec({ kind: 'git', label: 'x' }, undefined, 'r.json'), { instanceOf: UsageError, message: /unknown kernel kind "git"/ });
 });
 
@@ -64,7 +76,12 @@ const debianModules = (sha: string): KernelSource => ({
   ],
 });
 const booted = (o: { release?: string; vmlinuz?: string; kmem?: string; image?: string } = {}): BootedArtifacts => ({
-  kernel: { requested: 'debian:7.3+modules', release: o.release ?? '7.3-amd64', vmlinuzSha256: o.vmlinuz ?? 'a'.repeat(64), source: debianModules(o.kmem ?? 'b'.repeat(64)) },
+  kernel: {
+    requested: 'debian:7.3+modules',
+    release: o.release ?? '7.3-amd64',
+    vmlinuzSha256: o.vmlinuz ?? 'a'.repeat(64),
+    source: debianModules(o.kmem ?? 'b'.repeat(64)),
+  },
   image: { recipe: 'guest', hash: o.image ?? 'c'.repeat(64), sha256: 'e'.repeat(64) },
 });
 
@@ -76,9 +93,13 @@ test('repro warns when the vmlinuz, the release, a rebuilt module or the image d
   t.deepEqual(bootedDifferences(booted(), booted({ vmlinuz: 'f'.repeat(64) })), [
     `kernel 7.3-amd64: the vmlinuz differs from the recorded one (sha256 ${'f'.repeat(12)}, was ${'a'.repeat(12)})`,
   ]);
-  t.deepEqual(bootedDifferences(booted(), booted({ release: '7.3.1-amd64', vmlinuz: 'f'.repeat(64) })), ['kernel release 7.3.1-amd64 differs from the recorded 7.3-amd64']);
+  t.deepEqual(bootedDifferences(booted(), booted({ release: '7.3.1-amd64', vmlinuz: 'f'.repeat(64) })), [
+    'kernel release 7.3.1-amd64 differs from the recorded 7.3-amd64',
+  ]);
   t.deepEqual(bootedDifferences(booted(), booted({ kmem: '0'.repeat(64) })), ['rebuilt module(s) kmem differ from the recorded ones']);
-  t.deepEqual(bootedDifferences(booted(), booted({ image: '9'.repeat(64) })), [`guest image guest differs from the recorded one (hash ${'9'.repeat(12)}, was ${'c'.repeat(12)})`]);
+  t.deepEqual(bootedDifferences(booted(), booted({ image: '9'.repeat(64) })), [
+    `guest image guest differs from the recorded one (hash ${'9'.repeat(12)}, was ${'c'.repeat(12)})`,
+  ]);
 });
 
 test('repro compares nothing a run did not record (it stopped before booting)', (t) => {

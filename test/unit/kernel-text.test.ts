@@ -22,7 +22,10 @@ test('iomem: nesting depth and the kmem ranges inside a device', (t) => {
   t.is(entries.length, 12);
   t.is(entries.find((e) => e.name === 'dax1.0')?.depth, 3);
   const cxl = kmemRangesWithin(entries, 0x390000000n, 0x3afffffffn);
-  t.deepEqual(cxl.map((e) => [e.start, e.end]), [[0x390000000n, 0x3afffffffn]]);
+  t.deepEqual(
+    cxl.map((e) => [e.start, e.end]),
+    [[0x390000000n, 0x3afffffffn]],
+  );
   t.deepEqual(kmemRangesWithin(entries, 0x200000000n, 0x2ffffffffn), []);
 });
 

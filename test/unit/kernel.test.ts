@@ -79,7 +79,11 @@ test('a crafted release in a bzImage header is refused with one line before it n
   }
   t.deepEqual(await readdir(path.join(modules, 'escaped')), [], 'depmod never ran there');
   await fakeBzImage(path.join(dir, 'bzImage'), '7.2.13+deb14-amd64 (debian-kernel@lists.debian.org) #1 SMP');
-  await t.throwsAsync(localKernel(path.join(dir, 'bzImage'), modules), { message: /modules in .* are not for kernel 7\.2\.13\+deb14-amd64/ }, 'a real release passes the check');
+  await t.throwsAsync(
+    localKernel(path.join(dir, 'bzImage'), modules),
+    { message: /modules in .* are not for kernel 7\.2\.13\+deb14-amd64/ },
+    'a real release passes the check',
+  );
 });
 
 test('QEMU version check', (t) => {

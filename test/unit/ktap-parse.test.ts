@@ -105,7 +105,8 @@ test('a plain script (mem-on-off-test.sh): exit 4 skips with the line it printed
   const skipped = 'skip all tests: no hot-pluggable memory\n';
   t.false(parseKtap(skipped).isKtap);
   t.deepEqual(scriptVerdict(parseKtap(skipped), 4, skipped), { status: 'skip', reason: 'skip all tests: no hot-pluggable memory' });
-  const failed = 'Test scope: 2% hotplug memory\n\t online all hot-pluggable memory in offline state:\noffline->online memory40\nonline_memory_expect_success 40: unexpected fail\n';
+  const failed =
+    'Test scope: 2% hotplug memory\n\t online all hot-pluggable memory in offline state:\noffline->online memory40\nonline_memory_expect_success 40: unexpected fail\n';
   t.deepEqual(scriptVerdict(parseKtap(failed), 1, failed), {
     status: 'fail',
     reason: 'exited 1 (last output: offline->online memory40 / online_memory_expect_success 40: unexpected fail)',
@@ -123,7 +124,10 @@ test('output cut short (a crashed script or a dead guest): the cases printed cou
   });
   // Killed by a signal: bash's status 128+9; a subtest cut short keeps its announced name.
   const nested = parseKtap('KTAP version 1\n1..1\n    # Subtest: kmem\n    1..3\n    ok 1 bind\n');
-  t.deepEqual(nested.cases.map((c) => c.name), ['kmem: bind']);
+  t.deepEqual(
+    nested.cases.map((c) => c.name),
+    ['kmem: bind'],
+  );
   t.regex(scriptVerdict(nested, 137, '').reason ?? '', /^exited 137; output cut short: planned 1\.\.1, 0 result\(s\) printed$/);
 });
 

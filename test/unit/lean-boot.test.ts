@@ -65,8 +65,22 @@ test('payload compression is told by its magic', (t) => {
 });
 
 test('only a Xen note of type 18 (PHYS32_ENTRY) counts as a PVH entry', (t) => {
-  t.true(hasPvhNote(fakeElf([['Linux', 6], ['Xen', 18]])));
-  t.false(hasPvhNote(fakeElf([['Xen', 6], ['Xen', 5]])));
+  t.true(
+    hasPvhNote(
+      fakeElf([
+        ['Linux', 6],
+        ['Xen', 18],
+      ]),
+    ),
+  );
+  t.false(
+    hasPvhNote(
+      fakeElf([
+        ['Xen', 6],
+        ['Xen', 5],
+      ]),
+    ),
+  );
   t.false(hasPvhNote(fakeElf([['Linux', 18]])));
   t.false(hasPvhNote(Buffer.from('not an elf file at all, just some text padding it out to 64+ bytes')));
 });

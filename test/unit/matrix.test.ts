@@ -32,22 +32,54 @@ test('a valid matrix file gives kernel x topology cells', (t) => {
 
 const bad: [string, unknown, RegExp][] = [
   ['not an object', [], /matrix m\.json: must be a JSON object/],
-  ['unknown key', { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], kernal: 1 }, /matrix m\.json: unknown key "kernal" \(known: kernels, topologies, suites, jobs, bootArgs\)/],
+  [
+    'unknown key',
+    { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], kernal: 1 },
+    /matrix m\.json: unknown key "kernal" \(known: kernels, topologies, suites, jobs, bootArgs\)/,
+  ],
   ['missing kernels', { topologies: ['cxl'], suites: ['smoke'] }, /matrix m\.json: kernels is missing/],
   ['empty topologies', { kernels: ['7.3'], topologies: [], suites: ['smoke'] }, /matrix m\.json: topologies must be a non-empty list \(found an empty list\)/],
   ['suites not a list', { kernels: ['7.3'], topologies: ['cxl'], suites: 'smoke' }, /matrix m\.json: suites must be a non-empty list \(found "smoke"\)/],
-  ['unknown topology', { kernels: ['7.3'], topologies: ['cxl', 'numa'], suites: ['smoke'] }, /topologies\[1\]: unknown topology "numa" \(known: cxl, cxl-pmem, pmem/],
+  [
+    'unknown topology',
+    { kernels: ['7.3'], topologies: ['cxl', 'numa'], suites: ['smoke'] },
+    /topologies\[1\]: unknown topology "numa" \(known: cxl, cxl-pmem, pmem/,
+  ],
   ['topology not a string', { kernels: ['7.3'], topologies: [3], suites: ['smoke'] }, /topologies\[0\] must be a string/],
   ['unknown suite', { kernels: ['7.3'], topologies: ['cxl'], suites: ['nope'] }, /suites\[0\]: unknown suite "nope"/],
   ['bad kernel string', { kernels: ['latest'], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]: "latest" is not a kernel spec/],
   ['unknown kernel form', { kernels: [{ git: 'x' }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]: unknown kernel spec form with keys git/],
-  ['planned kernel kind', { kernels: [{ series: 'x.mbox' }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]: kernel kind "series" is not supported yet/],
-  ['tree kernel bad modulesOnly', { kernels: [{ tree: 'debian:7.3', modulesOnly: 'yes' }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]\.modulesOnly must be true or false \(found "yes"\)/],
-  ['tree kernel unknown key', { kernels: [{ tree: '/src/linux', base: 'x' }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]: unknown key "base" \(known: tree, modulesOnly, fragments, name\)/],
+  [
+    'planned kernel kind',
+    { kernels: [{ series: 'x.mbox' }], topologies: ['cxl'], suites: ['smoke'] },
+    /kernels\[0\]: kernel kind "series" is not supported yet/,
+  ],
+  [
+    'tree kernel bad modulesOnly',
+    { kernels: [{ tree: 'debian:7.3', modulesOnly: 'yes' }], topologies: ['cxl'], suites: ['smoke'] },
+    /kernels\[0\]\.modulesOnly must be true or false \(found "yes"\)/,
+  ],
+  [
+    'tree kernel unknown key',
+    { kernels: [{ tree: '/src/linux', base: 'x' }], topologies: ['cxl'], suites: ['smoke'] },
+    /kernels\[0\]: unknown key "base" \(known: tree, modulesOnly, fragments, name\)/,
+  ],
   ['path without modules', { kernels: [{ path: 'bzImage' }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]\.modules is missing/],
-  ['path kernel unknown key', { kernels: [{ path: 'b', modules: 'm', flavour: 1 }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]: unknown key "flavour" \(known: path, modules, name\)/],
-  ['jobs not an integer', { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], jobs: 1.5 }, /matrix m\.json: jobs must be a positive integer \(found 1\.5\)/],
-  ['bootArgs not a string', { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], bootArgs: ['a'] }, /matrix m\.json: bootArgs must be a string \(found a list\)/],
+  [
+    'path kernel unknown key',
+    { kernels: [{ path: 'b', modules: 'm', flavour: 1 }], topologies: ['cxl'], suites: ['smoke'] },
+    /kernels\[0\]: unknown key "flavour" \(known: path, modules, name\)/,
+  ],
+  [
+    'jobs not an integer',
+    { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], jobs: 1.5 },
+    /matrix m\.json: jobs must be a positive integer \(found 1\.5\)/,
+  ],
+  [
+    'bootArgs not a string',
+    { kernels: ['7.3'], topologies: ['cxl'], suites: ['smoke'], bootArgs: ['a'] },
+    /matrix m\.json: bootArgs must be a string \(found a list\)/,
+  ],
   ['duplicate cell', { kernels: ['7.3', '7.3'], topologies: ['cxl'], suites: ['smoke'] }, /two cells would both be "7\.3-cxl"/],
   ['kernel of no form', { kernels: [3], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\] must be a Debian version like "7\.3", .* \(found 3\)/],
   ['tree not a string', { kernels: [{ tree: 5 }], topologies: ['cxl'], suites: ['smoke'] }, /kernels\[0\]\.tree must be a string/],
@@ -80,8 +112,14 @@ test('shards: deterministic, disjoint, together the whole sorted list', (t) => {
   const s2 = shardCells(cells, { index: 2, total: 2 }).map((c) => c.id);
   t.deepEqual(s1, ['7.2-cxl', '7.3-cxl', 'x-cxl']);
   t.deepEqual(s2, ['7.2-pmem', '7.3-pmem']);
-  t.deepEqual(shardCells([...cells].reverse(), { index: 1, total: 2 }).map((c) => c.id), s1);
-  t.deepEqual(shardCells(cells, { index: 3, total: 9 }).map((c) => c.id), ['7.3-cxl']);
+  t.deepEqual(
+    shardCells([...cells].reverse(), { index: 1, total: 2 }).map((c) => c.id),
+    s1,
+  );
+  t.deepEqual(
+    shardCells(cells, { index: 3, total: 9 }).map((c) => c.id),
+    ['7.3-cxl'],
+  );
   t.deepEqual(shardCells(cells, { index: 7, total: 9 }), []);
 });
 
@@ -150,7 +188,12 @@ async function shardDir(root: string, name: string, cells: MatrixCell[], shard?:
 test('merge joins two shards: one summary, one testsuite per cell, KTAP subtests, HTML; cells copied', async (t) => {
   const root = await mkdtemp(path.join(tmpdir(), 'merge-unit-'));
   const a = await shardDir(root, 'a', [cell('7.3-cxl', [rec('smoke: cxl', 'pass'), rec('smoke: dmesg', 'skip', { reason: 'no' })])], { index: 1, total: 2 });
-  const b = await shardDir(root, 'b', [cell('7.3-pmem', [rec('smoke: pmem', 'fail', { reason: 'check failed', checks: [{ name: 'state', ok: false, actual: 'x', expected: 'y' }] })])], { index: 2, total: 2 });
+  const b = await shardDir(
+    root,
+    'b',
+    [cell('7.3-pmem', [rec('smoke: pmem', 'fail', { reason: 'check failed', checks: [{ name: 'state', ok: false, actual: 'x', expected: 'y' }] })])],
+    { index: 2, total: 2 },
+  );
   const { exitCode, summary, dir } = await mergeResults([a, b], path.join(root, 'merged'));
   t.is(exitCode, 1);
   t.is(summary.cells.length, 2);
@@ -159,7 +202,10 @@ test('merge joins two shards: one summary, one testsuite per cell, KTAP subtests
   t.is(junit.match(/<testsuite /g)?.length, 2);
   t.regex(junit, /<testsuites name="dax-harness" tests="3" failures="1" errors="0" skipped="1"/);
   const ktap = await readFile(path.join(dir, 'ktap.txt'), 'utf8');
-  t.regex(ktap, /^KTAP version 1\n1\.\.2\n {2}KTAP version 1\n {2}# Subtest: 7\.3-cxl\n {2}1\.\.1\n {4}KTAP version 1\n {4}# Subtest: \S+\n {4}1\.\.2\n {4}ok 1 smoke: cxl\n {4}ok 2 smoke: dmesg # SKIP no\n {2}ok 1 \S+\nok 1 7\.3-cxl\n/);
+  t.regex(
+    ktap,
+    /^KTAP version 1\n1\.\.2\n {2}KTAP version 1\n {2}# Subtest: 7\.3-cxl\n {2}1\.\.1\n {4}KTAP version 1\n {4}# Subtest: \S+\n {4}1\.\.2\n {4}ok 1 smoke: cxl\n {4}ok 2 smoke: dmesg # SKIP no\n {2}ok 1 \S+\nok 1 7\.3-cxl\n/,
+  );
   t.regex(ktap, / {4}# check state: actual "x", expected "y"\n {4}not ok 1 smoke: pmem\n {2}not ok 1 \S+\nnot ok 2 7\.3-pmem\n$/);
   const html = await readFile(path.join(dir, 'report.html'), 'utf8');
   t.regex(html, /&lt;b&gt;oops&lt;\/b&gt;/, 'console tail of the failed cell, escaped');
@@ -175,14 +221,26 @@ test('merge refuses non-matrix inputs, inconsistent overlaps, different matrices
   await mkdir(path.join(root, 'plain'));
   await writeFile(path.join(root, 'plain/summary.json'), JSON.stringify({ runId: 'r', status: 'pass' }));
   const err = async (inputs: string[], out: string) => (await t.throwsAsync(mergeResults(inputs, out), { instanceOf: UsageError }))?.message ?? '';
-  t.regex(await err([a, path.join(root, 'plain')], path.join(root, 'o1')), /plain refused: summary\.json was not written by "dax-harness matrix" \(not a matrix result\)/);
+  t.regex(
+    await err([a, path.join(root, 'plain')], path.join(root, 'o1')),
+    /plain refused: summary\.json was not written by "dax-harness matrix" \(not a matrix result\)/,
+  );
   t.regex(await err([a, path.join(root, 'nothing')], path.join(root, 'o2')), /result directory .*nothing does not exist/);
   t.regex(await err([a, other], path.join(root, 'o3')), /cell 7\.3-cxl is in both .*\/a and .*\/other with different results/);
   t.regex(await err([a], a), /must not be one of the inputs/);
   t.regex(await err([same], a), /exists and is not an empty directory/);
   const diff = path.join(root, 'diff');
   await mkdir(diff);
-  await writeFile(path.join(diff, 'summary.json'), JSON.stringify({ ...JSON.parse(await readFile(path.join(a, 'summary.json'), 'utf8')), plannedCells: [{ id: '7.3-cxl', kernel: '7.3', topology: 'cxl' }, { id: 'z', kernel: '7.2', topology: 'cxl' }] }));
+  await writeFile(
+    path.join(diff, 'summary.json'),
+    JSON.stringify({
+      ...JSON.parse(await readFile(path.join(a, 'summary.json'), 'utf8')),
+      plannedCells: [
+        { id: '7.3-cxl', kernel: '7.3', topology: 'cxl' },
+        { id: 'z', kernel: '7.2', topology: 'cxl' },
+      ],
+    }),
+  );
   t.regex(await err([a, diff], path.join(root, 'o4')), /comes from a different matrix/);
   // The same cell twice with the same result (a shard given twice) is fine; the missing
   // planned cell makes the merge an error and shows up as an errored cell.

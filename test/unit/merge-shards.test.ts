@@ -24,7 +24,14 @@ const PLANNED = [
 const runIdOf = (id: string) => `20261127-100000Z-${id}-4242`;
 
 function record(name: string, status: TestRecord['status']): TestRecord {
-  return { name, file: 'smoke.test.ts', status, durationMs: 1500, checks: status === 'fail' ? [{ name: 'state', ok: false, actual: 'offline', expected: 'online' }] : [], reports: [] };
+  return {
+    name,
+    file: 'smoke.test.ts',
+    status,
+    durationMs: 1500,
+    checks: status === 'fail' ? [{ name: 'state', ok: false, actual: 'offline', expected: 'online' }] : [],
+    reports: [],
+  };
 }
 
 function cellOf(id: string, status: TestRecord['status']): MatrixCell {
@@ -78,7 +85,8 @@ const writeSummary = (dir: string, summary: unknown) => writeFile(path.join(dir,
 /** Every path under root with its kind: a merge that refuses must leave this unchanged. */
 async function snapshot(root: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(root, { recursive: true, withFileTypes: true })) out.push(`${path.relative(root, path.join(e.parentPath, e.name))}:${e.isSymbolicLink() ? 'l' : e.isDirectory() ? 'd' : 'f'}`);
+  for (const e of await readdir(root, { recursive: true, withFileTypes: true }))
+    out.push(`${path.relative(root, path.join(e.parentPath, e.name))}:${e.isSymbolicLink() ? 'l' : e.isDirectory() ? 'd' : 'f'}`);
   return out.sort();
 }
 
@@ -115,7 +123,10 @@ test('two shards in the layout `matrix` writes merge: run directories copied as 
   );
   const files = await snapshot(out);
   t.true(files.includes(`cells/7.3-pmem/${runIdOf('7.3-pmem')}/repro/pmem.json:f`));
-  t.false(files.some((f) => f.endsWith(':l')), 'the latest symlinks are not copied');
+  t.false(
+    files.some((f) => f.endsWith(':l')),
+    'the latest symlinks are not copied',
+  );
   t.is((await lstat(path.join(out, `cells/7.3-cxl/${runIdOf('7.3-cxl')}/console.log`))).mode & 0o777, 0o644);
   const html = await readFile(path.join(out, 'report.html'), 'utf8');
   t.regex(html, new RegExp(`<a href="cells/7\\.3-pmem/${runIdOf('7.3-pmem')}/">7\\.3-pmem</a>`));
@@ -145,7 +156,12 @@ test('a cell directory that is a symlink is refused: no shard writes through it'
   await mkdir(path.join(b.dir, 'cells', '7.3-cxl', 'pwn'), { recursive: true });
   await writeFile(path.join(b.dir, 'cells', '7.3-cxl', 'pwn', 'authorized_keys'), 'ssh-ed25519 AAAA attacker\n');
   await writeSummary(b.dir, { ...b.summary, cells: [...b.summary.cells, { ...b.summary.cells[0], id: '7.3-cxl/pwn', runDir: undefined }] });
-  await refused(t, root, [a.dir, b.dir], [/shard-1\/\S+ refused: cells\/7\.3-cxl is a symlink$/, /shard-2\/\S+ refused: cells\[1\]\.id "7\.3-cxl\/pwn" is not a cell id$/]);
+  await refused(
+    t,
+    root,
+    [a.dir, b.dir],
+    [/shard-1\/\S+ refused: cells\/7\.3-cxl is a symlink$/, /shard-2\/\S+ refused: cells\[1\]\.id "7\.3-cxl\/pwn" is not a cell id$/],
+  );
   t.deepEqual(await readdir(victim), []);
 });
 
@@ -177,13 +193,27 @@ test('a runDir that is a javascript: URL (or any other path) is refused; the rep
   const root = await temp(t);
   const a = await writeShard(root, 1, 'fail');
   const spoiled = (runDir: string) => writeSummary(a.dir, { ...a.summary, cells: [{ ...a.summary.cells[0], runDir }] });
-  for (const runDir of ['javascript:alert(document.cookie)', '/etc', 'cells/7.3-cxl/../../..', 'cells/7.3-pmem/20261127-100000Z-7.3-pmem-4242', 'cells/7.3-cxl/run/extra']) {
+  for (const runDir of [
+    'javascript:alert(document.cookie)',
+    '/etc',
+    'cells/7.3-cxl/../../..',
+    'cells/7.3-pmem/20261127-100000Z-7.3-pmem-4242',
+    'cells/7.3-cxl/run/extra',
+  ]) {
     await spoiled(runDir);
     await refused(t, root, [a.dir], [/refused: cells\[0\]\.runDir ".*" is not cells\/7\.3-cxl\/<run id>$/]);
   }
   // The report itself links only to plain relative paths, whatever it is given.
   const cell = { ...a.summary.cells[0]!, runDir: 'javascript:alert(1)' };
-  const html = toHtmlReport({ kind: 'matrix', id: 'm', status: 'fail', startedAt: '', counts: cell.counts, cells: [cell], comparison: { newFailures: [], fixed: [], stillFailing: [], flaky: [] } });
+  const html = toHtmlReport({
+    kind: 'matrix',
+    id: 'm',
+    status: 'fail',
+    startedAt: '',
+    counts: cell.counts,
+    cells: [cell],
+    comparison: { newFailures: [], fixed: [], stillFailing: [], flaky: [] },
+  });
   t.notRegex(html, /href="(?!#c\d+-t\d+)/, "only links to the page's own tests");
 });
 
@@ -192,7 +222,12 @@ test('a file over the size limit, or an oversized summary.json, is refused befor
   const a = await writeShard(root, 1);
   // Sparse: the size is what counts, no disk is used.
   await truncate(path.join(a.dir, a.summary.cells[0]!.runDir as string, 'console.log'), SHARD_LIMITS.fileBytes + 1);
-  await refused(t, root, [a.dir], [new RegExp(`refused: cells/7\\.3-cxl/\\S+/console\\.log is ${SHARD_LIMITS.fileBytes + 1} bytes \\(the limit is ${SHARD_LIMITS.fileBytes}\\)$`)]);
+  await refused(
+    t,
+    root,
+    [a.dir],
+    [new RegExp(`refused: cells/7\\.3-cxl/\\S+/console\\.log is ${SHARD_LIMITS.fileBytes + 1} bytes \\(the limit is ${SHARD_LIMITS.fileBytes}\\)$`)],
+  );
   const b = await writeShard(root, 2);
   await truncate(path.join(b.dir, 'summary.json'), SHARD_LIMITS.summaryBytes + 1);
   await refused(t, root, [b.dir], [/refused: summary\.json is \d+ bytes \(the limit is \d+\)$/]);
@@ -200,13 +235,37 @@ test('a file over the size limit, or an oversized summary.json, is refused befor
 
 /** Spoiled summaries: each names the field that is wrong. */
 const spoiledSummaries: [string, (s: MatrixSummary) => unknown, RegExp][] = [
-  ['a cell that is not planned', (s) => ({ ...s, cells: [{ ...s.cells[0], id: '7.3-numa', runDir: undefined }] }), /cells\[0\]\.id "7\.3-numa" is not a planned cell$/],
-  ['a cell of the other shard', (s) => ({ ...s, cells: [{ ...s.cells[0], id: '7.3-pmem', runDir: undefined }] }), /cells\[0\]\.id "7\.3-pmem" is not in shard 1\/2$/],
-  ['a planned cell id with a slash', (s) => ({ ...s, plannedCells: [...s.plannedCells, { id: 'a/b', kernel: 'a', topology: 'b' }] }), /plannedCells\[2\]\.id "a\/b" is not a cell id$/],
-  ['cell counts that disagree with its tests', (s) => ({ ...s, cells: [{ ...s.cells[0], counts: { passed: 9, failed: 0, skipped: 0, known: 0, total: 9 } }] }), /cells\[0\]\.counts disagree with its tests$/],
+  [
+    'a cell that is not planned',
+    (s) => ({ ...s, cells: [{ ...s.cells[0], id: '7.3-numa', runDir: undefined }] }),
+    /cells\[0\]\.id "7\.3-numa" is not a planned cell$/,
+  ],
+  [
+    'a cell of the other shard',
+    (s) => ({ ...s, cells: [{ ...s.cells[0], id: '7.3-pmem', runDir: undefined }] }),
+    /cells\[0\]\.id "7\.3-pmem" is not in shard 1\/2$/,
+  ],
+  [
+    'a planned cell id with a slash',
+    (s) => ({ ...s, plannedCells: [...s.plannedCells, { id: 'a/b', kernel: 'a', topology: 'b' }] }),
+    /plannedCells\[2\]\.id "a\/b" is not a cell id$/,
+  ],
+  [
+    'cell counts that disagree with its tests',
+    (s) => ({ ...s, cells: [{ ...s.cells[0], counts: { passed: 9, failed: 0, skipped: 0, known: 0, total: 9 } }] }),
+    /cells\[0\]\.counts disagree with its tests$/,
+  ],
   ['matrix counts that disagree with the cells', (s) => ({ ...s, counts: { ...s.counts, failed: 3 } }), /refused: counts disagree with its cells' tests$/],
-  ['markup where a count belongs', (s) => ({ ...s, cells: [{ ...s.cells[0], counts: { ...s.cells[0]!.counts, passed: '<img src=x onerror=alert(1)>' } }] }), /cells\[0\]\.counts\.passed is not a count$/],
-  ['markup where a test status belongs', (s) => ({ ...s, cells: [{ ...s.cells[0], tests: [{ ...s.cells[0]!.tests[0], status: '"><script>alert(1)</script>' }] }] }), /cells\[0\]\.tests\[0\]\.status is not one of pass, fail, skip$/],
+  [
+    'markup where a count belongs',
+    (s) => ({ ...s, cells: [{ ...s.cells[0], counts: { ...s.cells[0]!.counts, passed: '<img src=x onerror=alert(1)>' } }] }),
+    /cells\[0\]\.counts\.passed is not a count$/,
+  ],
+  [
+    'markup where a test status belongs',
+    (s) => ({ ...s, cells: [{ ...s.cells[0], tests: [{ ...s.cells[0]!.tests[0], status: '"><script>alert(1)</script>' }] }] }),
+    /cells\[0\]\.tests\[0\]\.status is not one of pass, fail, skip$/,
+  ],
   ['a start that is not a date', (s) => ({ ...s, startedAt: 'yesterday' }), /startedAt is not a date$/],
 ];
 for (const [name, spoil, message] of spoiledSummaries) {

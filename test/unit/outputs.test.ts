@@ -54,7 +54,11 @@ function runSummary(runId: string, tests: TestRecord[], extra: Partial<RunSummar
     exitCode: 1,
     startedAt: '2026-11-27T10:00:00.000Z',
     finishedAt: '2026-11-27T10:05:00.000Z',
-    kernel: { requested: '7.3', release: '7.3.0-1-amd64', source: { kind: 'debian', spec: '7.3', suite: 'experimental', packages: [{ name: 'linux-image-7.3.0-1-amd64', version: '7.3~rc7-1~exp1' }] } },
+    kernel: {
+      requested: '7.3',
+      release: '7.3.0-1-amd64',
+      source: { kind: 'debian', spec: '7.3', suite: 'experimental', packages: [{ name: 'linux-image-7.3.0-1-amd64', version: '7.3~rc7-1~exp1' }] },
+    },
     variant: 'merged',
     accelerator: { accel: 'tcg', reason: 'no KVM' },
     qemu: { version: '10.0.2' },
@@ -79,7 +83,20 @@ async function writeRun(root: string, summary: RunSummary): Promise<string> {
 
 function cellOf(id: string, summary: RunSummary): MatrixCell {
   const { kernel, variant, topology, suites, status, counts, error, startedAt, hostname, tests } = summary;
-  return { id, kernel: { requested: kernel.requested, release: kernel.release, label: kernel.requested }, variant, topology, suites, status, counts, error, startedAt, hostname, tests, runDir: `cells/${id}/${summary.runId}` };
+  return {
+    id,
+    kernel: { requested: kernel.requested, release: kernel.release, label: kernel.requested },
+    variant,
+    topology,
+    suites,
+    status,
+    counts,
+    error,
+    startedAt,
+    hostname,
+    tests,
+    runDir: `cells/${id}/${summary.runId}`,
+  };
 }
 
 /** A merged matrix: two cells with the same tests, an errored cell with tests, one that never ran. */
@@ -88,7 +105,14 @@ async function writeMatrix(root: string): Promise<string> {
   const runs = [
     ['7.3-cxl', runSummary('run-a', allKinds())],
     ['7.2-cxl', runSummary('run-b', allKinds())],
-    ['7.2-pmem', runSummary('run-c', [rec('cxl: from online_kernel, write unplugged', 'pass')], { status: 'error', exitCode: 2, error: 'QEMU exited on signal SIGSEGV\n--- console tail ---\n[ 1.0] x' })],
+    [
+      '7.2-pmem',
+      runSummary('run-c', [rec('cxl: from online_kernel, write unplugged', 'pass')], {
+        status: 'error',
+        exitCode: 2,
+        error: 'QEMU exited on signal SIGSEGV\n--- console tail ---\n[ 1.0] x',
+      }),
+    ],
   ] as const;
   for (const [id, s] of runs) await writeRun(path.join(dir, 'cells', id), s);
   const cells = runs.map(([id, s]) => cellOf(id, s));
@@ -118,17 +142,26 @@ test('junitparser: unique (classname, name) per cell, counts that match the test
   const xml = await readFile(path.join(dir, 'junit.xml'), 'utf8');
   t.regex(xml, /<testcase classname="7\.3-cxl\.state" name="cxl: from online_kernel, write unplugged"/);
   t.regex(xml, /<testcase classname="7\.2-cxl\.state" name="cxl: from online_kernel, write unplugged"/);
-  t.regex(xml, /<testsuite name="7\.2-pmem: [^"]*" tests="2" failures="0" errors="1" skipped="0" time="1\.500" timestamp="2026-11-27T10:00:00" hostname="[^"]+">/);
+  t.regex(
+    xml,
+    /<testsuite name="7\.2-pmem: [^"]*" tests="2" failures="0" errors="1" skipped="0" time="1\.500" timestamp="2026-11-27T10:00:00" hostname="[^"]+">/,
+  );
   t.regex(xml, /<testsuite name="7\.3-pmem: [^"]*" tests="1" failures="0" errors="1" skipped="0"/);
   t.regex(xml, /<testsuites name="dax-harness" tests="15" failures="4" errors="2" skipped="4"/);
 });
 
 test('JUnit retries as Surefire writes them: flakyFailure in a passing testcase, failure then rerunFailure', (t) => {
   const xml = toJUnit(runSummary('r', allKinds()));
-  t.regex(xml, /name="flaky one" time="1\.500">\n\s+<flakyFailure message="first try broke" type="retried failure">\n\s+<stackTrace>check state: actual &quot;online&quot;, expected &quot;unplugged&quot;<\/stackTrace>\n\s+<\/flakyFailure>/);
+  t.regex(
+    xml,
+    /name="flaky one" time="1\.500">\n\s+<flakyFailure message="first try broke" type="retried failure">\n\s+<stackTrace>check state: actual &quot;online&quot;, expected &quot;unplugged&quot;<\/stackTrace>\n\s+<\/flakyFailure>/,
+  );
   const flaky = xml.slice(xml.indexOf('name="flaky one"'), xml.indexOf('</testcase>', xml.indexOf('name="flaky one"')));
   t.notRegex(flaky, /<failure/, 'a flaky pass is no failure');
-  t.regex(xml, /name="always fails" time="1\.500">\n\s+<failure message="attempt 1" type="failure"><\/failure>\n\s+<rerunFailure message="attempt 2" type="retried failure">/);
+  t.regex(
+    xml,
+    /name="always fails" time="1\.500">\n\s+<failure message="attempt 1" type="failure"><\/failure>\n\s+<rerunFailure message="attempt 2" type="retried failure">/,
+  );
   t.regex(xml, /<skipped message="known issue: bug 1 &lt;lore&gt;"\/>/);
 });
 
@@ -144,12 +177,19 @@ test('kunit_parser reads every ktap.txt with the counts of summary.json: XFAIL p
   t.is(parsedRun?.status, 'FAILURE');
   t.deepEqual(parsedErrored?.counts, { passed: 0, failed: 1, crashed: 0, skipped: 0, errors: 0 });
   const ktap = await readFile(path.join(runDir, 'ktap.txt'), 'utf8');
-  t.regex(ktap, /^ {4}# check state: actual "online", expected "unplugged"\n {4}not ok 2 pmem: \(hash\) write offline$/m, 'a failed check is a diagnostic line before its result');
+  t.regex(
+    ktap,
+    /^ {4}# check state: actual "online", expected "unplugged"\n {4}not ok 2 pmem: \(hash\) write offline$/m,
+    'a failed check is a diagnostic line before its result',
+  );
   t.regex(ktap, /^ {4}ok 1 attribute # SKIP baseline kernel: no attribute$/m);
   t.regex(ktap, /^ {4}# known failure: check failed\n {4}# check state: [^\n]+\n {4}ok 2 known one # XFAIL known issue: bug 1 <lore>$/m);
   t.regex(ktap, /^ {4}# flaky: passed on attempt 2 after failing\n {4}# attempt 1 failed: first try broke\n/m);
   t.regex(ktap, /^ {4}# attempt 1 failed: attempt 1\n {4}# attempt 2\n {4}not ok \d+ always fails$/m, 'every attempt of a test that never passed');
-  t.regex(await readFile(path.join(erroredDir, 'ktap.txt'), 'utf8'), /^ {2}not ok 1 infrastructure # ERROR boot failed: no SSH within 300 s\nnot ok 1 run-2\n$/m);
+  t.regex(
+    await readFile(path.join(erroredDir, 'ktap.txt'), 'utf8'),
+    /^ {2}not ok 1 infrastructure # ERROR boot failed: no SSH within 300 s\nnot ok 1 run-2\n$/m,
+  );
 });
 
 test('every file of a run and a merged matrix passes its consumer; summaries match their schema', async (t) => {
@@ -168,7 +208,17 @@ test('the summary schemas refuse what they do not describe', async (t) => {
   t.true((await summarySchemaErrors({ ...good, schemaVersion: undefined })).some((e) => /schemaVersion/.test(e)));
   t.true((await summarySchemaErrors({ ...good, surprise: 1 })).some((e) => /additional/.test(e)));
   t.true((await summarySchemaErrors({ ...good, tests: [{ ...allKinds()[0], status: 'passed' }] })).some((e) => /\/tests\/0\/status/.test(e)));
-  const matrix = { kind: MATRIX_KIND, schemaVersion: 1, matrixId: 'm', config: 'c', status: 'pass', startedAt: good.startedAt, plannedCells: [], counts: good.counts, cells: [{ id: 'x' }] };
+  const matrix = {
+    kind: MATRIX_KIND,
+    schemaVersion: 1,
+    matrixId: 'm',
+    config: 'c',
+    status: 'pass',
+    startedAt: good.startedAt,
+    plannedCells: [],
+    counts: good.counts,
+    cells: [{ id: 'x' }],
+  };
   t.true((await summarySchemaErrors(matrix)).some((e) => /\/cells\/0 must have required property/.test(e)));
 });
 
@@ -181,7 +231,12 @@ const KCIDB_STRUCTURE = {
   required: ['version'],
   additionalProperties: false,
   properties: {
-    version: { type: 'object', required: ['major'], additionalProperties: false, properties: { major: { const: 5 }, minor: { type: 'integer', minimum: 0, maximum: 3 } } },
+    version: {
+      type: 'object',
+      required: ['major'],
+      additionalProperties: false,
+      properties: { major: { const: 5 }, minor: { type: 'integer', minimum: 0, maximum: 3 } },
+    },
     checkouts: { type: 'array', items: { $ref: '#/$defs/checkout' } },
     builds: { type: 'array', items: { $ref: '#/$defs/build' } },
     tests: { type: 'array', items: { $ref: '#/$defs/test' } },
@@ -197,7 +252,15 @@ const KCIDB_STRUCTURE = {
       type: 'object',
       required: ['id', 'origin'],
       additionalProperties: false,
-      properties: { id: { $ref: '#/$defs/id' }, origin: { $ref: '#/$defs/origin' }, tree_name: { $ref: '#/$defs/text' }, comment: { $ref: '#/$defs/text' }, start_time: { $ref: '#/$defs/time' }, valid: { type: 'boolean' }, misc: { $ref: '#/$defs/misc' } },
+      properties: {
+        id: { $ref: '#/$defs/id' },
+        origin: { $ref: '#/$defs/origin' },
+        tree_name: { $ref: '#/$defs/text' },
+        comment: { $ref: '#/$defs/text' },
+        start_time: { $ref: '#/$defs/time' },
+        valid: { type: 'boolean' },
+        misc: { $ref: '#/$defs/misc' },
+      },
     },
     build: {
       type: 'object',
@@ -256,7 +319,13 @@ function kcidbProblems(data: KcidbData): string[] {
 test('KCIDB export: kcidb-io v5.3 checkouts, builds and tests; one build per kernel; statuses', async (t) => {
   const run = runSummary('run-1', allKinds());
   const errored = runSummary('run-2', [], { status: 'error', error: 'boot failed: no SSH within 300 s' });
-  const data = toKcidb([{ summary: run, cell: '7.3-cxl' }, { summary: errored, cell: '7.3-pmem' }], 'dax_harness');
+  const data = toKcidb(
+    [
+      { summary: run, cell: '7.3-cxl' },
+      { summary: errored, cell: '7.3-pmem' },
+    ],
+    'dax_harness',
+  );
   t.deepEqual(kcidbProblems(data), []);
   t.deepEqual(data.version, { major: 5, minor: 3 });
   t.is(data.checkouts.length, 1);
@@ -270,8 +339,18 @@ test('KCIDB export: kcidb-io v5.3 checkouts, builds and tests; one build per ker
   t.deepEqual(byComment.get('known one')?.misc?.known_issue, 'bug 1 <lore>');
   t.is(byComment.get('flaky one')?.status, 'PASS');
   const roots = data.tests.filter((x) => x.path === 'dax_harness');
-  t.deepEqual(roots.map((x) => [x.id, x.status]), [['dax_harness:run-1', 'FAIL'], ['dax_harness:run-2', 'ERROR']]);
-  t.deepEqual(kcidbProblems({ ...data, tests: [{ ...data.tests[0], id: 'other:1' } as KcidbData['tests'][number]] }).length > 0, true, 'the check sees a foreign id');
+  t.deepEqual(
+    roots.map((x) => [x.id, x.status]),
+    [
+      ['dax_harness:run-1', 'FAIL'],
+      ['dax_harness:run-2', 'ERROR'],
+    ],
+  );
+  t.deepEqual(
+    kcidbProblems({ ...data, tests: [{ ...data.tests[0], id: 'other:1' } as KcidbData['tests'][number]] }).length > 0,
+    true,
+    'the check sees a foreign id',
+  );
 });
 
 test('KCIDB origin: from DAX_HARNESS_KCIDB_ORIGIN, refused when KCIDB would refuse it', (t) => {

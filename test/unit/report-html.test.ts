@@ -57,9 +57,20 @@ test('a failing run: failed, known and flaky squares say so in words and link to
 
 test('a failing run: failures come before the grid, the comparison and known issues; the lore link is a link', async (t) => {
   const { html } = await writeRunDir(await tempRoot(t), failingRun());
-  const order = ['<h2>Cells</h2>', '<h2>Failures</h2>', '<h2>State transitions</h2>', '<h2>Compared with the previous run</h2>', '<h2>Known issues</h2>', '<h2>Devices, boots and sessions</h2>', '<h2>All tests</h2>'].map((h) => html.indexOf(h));
+  const order = [
+    '<h2>Cells</h2>',
+    '<h2>Failures</h2>',
+    '<h2>State transitions</h2>',
+    '<h2>Compared with the previous run</h2>',
+    '<h2>Known issues</h2>',
+    '<h2>Devices, boots and sessions</h2>',
+    '<h2>All tests</h2>',
+  ].map((h) => html.indexOf(h));
   t.false(order.includes(-1));
-  t.deepEqual(order, [...order].sort((a, b) => a - b));
+  t.deepEqual(
+    order,
+    [...order].sort((a, b) => a - b),
+  );
   t.true(html.includes(`<a href="${LORE_LINK}" rel="noreferrer">${LORE_LINK}</a>.`), 'the link stops before the full stop');
   t.notRegex(html, /<script|src=|<link/);
 });
@@ -91,11 +102,17 @@ test('a timeline places sessions by their recorded start', (t) => {
     status: 'pass',
     startedAt: '2026-11-30T10:00:00.000Z',
     counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
-    cells: [{ id: 'c', kernel: { requested: '7.3' }, topology: 'cxl', status: 'pass', counts: { passed: 0, failed: 0, skipped: 0, total: 0 }, tests: [], details }],
+    cells: [
+      { id: 'c', kernel: { requested: '7.3' }, topology: 'cxl', status: 'pass', counts: { passed: 0, failed: 0, skipped: 0, total: 0 }, tests: [], details },
+    ],
     comparison: compareCells([], undefined),
   });
   t.regex(html, /Sessions over the run's 100 s/);
-  const bars = [...html.matchAll(/<tr><td>(\d)<\/td>.*?<span class="boot" style="left:([\d.]+)%;width:([\d.]+)%"><\/span><span class="work" style="left:([\d.]+)%;width:([\d.]+)%">/g)].map((m) => m.slice(1).join(' '));
+  const bars = [
+    ...html.matchAll(
+      /<tr><td>(\d)<\/td>.*?<span class="boot" style="left:([\d.]+)%;width:([\d.]+)%"><\/span><span class="work" style="left:([\d.]+)%;width:([\d.]+)%">/g,
+    ),
+  ].map((m) => m.slice(1).join(' '));
   t.deepEqual(bars, ['1 0.00 10.00 10.00 40.00', '2 50.00 10.00 60.00 40.00']);
 });
 
@@ -109,14 +126,23 @@ test('a matrix: one set of grids per cell, cell files linked from the cell direc
     grids.map((g) => `${g.cell} ${g.backing}`),
     ['7.3-cxl-pmem cxl', '7.3-cxl-pmem pmem', '7.2-cxl-pmem cxl', '7.2-cxl-pmem pmem'],
   );
-  t.true(grids.slice(2).every((g) => g.squares.every((s) => s.status === 'skip' && s.text === '– skip')), 'baseline 7.2 has no attribute: every square skipped');
-  t.true(grids[2]?.squares.every((s) => s.href.startsWith('#c1-')), 'the second cell links to its own rows');
+  t.true(
+    grids.slice(2).every((g) => g.squares.every((s) => s.status === 'skip' && s.text === '– skip')),
+    'baseline 7.2 has no attribute: every square skipped',
+  );
+  t.true(
+    grids[2]?.squares.every((s) => s.href.startsWith('#c1-')),
+    'the second cell links to its own rows',
+  );
   t.regex(html, /<p class="files">Files: <a href="junit\.xml">junit\.xml<\/a>.*<a href="summary\.json">/);
   t.regex(html, /<a href="cells\/7\.2-cxl-pmem\/20261130-102711Z-7\.2-cxl-pmem-31725\/console\.log">console\.log<\/a>/);
 });
 
 test('URLs in text: only http(s) becomes a link, everything is escaped', (t) => {
-  t.is(escLinked('see https://lore.kernel.org/x/<y>"z'), 'see <a href="https://lore.kernel.org/x/" rel="noreferrer">https://lore.kernel.org/x/</a>&lt;y&gt;&quot;z');
+  t.is(
+    escLinked('see https://lore.kernel.org/x/<y>"z'),
+    'see <a href="https://lore.kernel.org/x/" rel="noreferrer">https://lore.kernel.org/x/</a>&lt;y&gt;&quot;z',
+  );
   t.is(escLinked('javascript:alert(1) data:text/html,<b> file:///etc'), 'javascript:alert(1) data:text/html,&lt;b&gt; file:///etc');
   t.is(escLinked('(https://a.example/b?c=1&d=2).'), '(<a href="https://a.example/b?c=1&amp;d=2" rel="noreferrer">https://a.example/b?c=1&amp;d=2</a>).');
 });

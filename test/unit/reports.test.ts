@@ -33,7 +33,7 @@ test('kernel ranges: comparisons, lists, any', (t) => {
   t.false(kernelMatches('>=7.3', undefined));
 });
 
-test('kernel ranges are semver ranges over the release\'s leading version, partial versions as semver reads them', (t) => {
+test("kernel ranges are semver ranges over the release's leading version, partial versions as semver reads them", (t) => {
   t.true(kernelMatches('>=7.3 <7.4', '7.3.0-1-amd64'));
   t.true(kernelMatches('=7.3', '7.3.2-amd64'), '=7.3 takes every 7.3.x');
   t.true(kernelMatches('<=7.3', '7.3.9-amd64'), '<=7.3 takes every 7.3.x');
@@ -43,7 +43,7 @@ test('kernel ranges are semver ranges over the release\'s leading version, parti
   t.false(kernelMatches('>=7.0', 'custom-kernel-7.3'), 'a release that does not start with a version matches no range');
 });
 
-test('test patterns are --match\'s dialect (matcher): * any run, leading ! negates, case ignored, ? literal', (t) => {
+test("test patterns are --match's dialect (matcher): * any run, leading ! negates, case ignored, ? literal", (t) => {
   const failed = (name: string) => rec(name, 'fail');
   const issue = (test: string): KnownIssue[] => [{ kernel: '*', test, reason: 'r' }];
   const known = (test: string, name: string) => applyKnownIssues(issue(test), '7.3-amd64', [failed(name)], true).tests[0]?.known;
@@ -113,11 +113,22 @@ test('known issues: matching failures marked, counted apart; fixed when their te
 
 test('comparison: new failures, fixed, still failing, flaky', (t) => {
   const before = [{ id: 'c', tests: [rec('a', 'pass'), rec('b', 'fail'), rec('c', 'fail'), rec('d', 'pass')] }];
-  const now = [{ id: 'c', tests: [rec('a', 'fail'), rec('b', 'pass'), rec('c', 'fail', { known: 'bug' }), rec('d', 'pass', { flaky: true, attempts: 2 }), rec('e', 'fail')] }];
+  const now = [
+    {
+      id: 'c',
+      tests: [rec('a', 'fail'), rec('b', 'pass'), rec('c', 'fail', { known: 'bug' }), rec('d', 'pass', { flaky: true, attempts: 2 }), rec('e', 'fail')],
+    },
+  ];
   const cmp = compareCells(now, before, 'prev');
   t.is(cmp.previous, 'prev');
-  t.deepEqual(cmp.newFailures.map((r) => r.test), ['a', 'e']);
-  t.deepEqual(cmp.fixed.map((r) => r.test), ['b']);
+  t.deepEqual(
+    cmp.newFailures.map((r) => r.test),
+    ['a', 'e'],
+  );
+  t.deepEqual(
+    cmp.fixed.map((r) => r.test),
+    ['b'],
+  );
   t.deepEqual(cmp.stillFailing, [{ cell: 'c', test: 'c', known: 'bug' }]);
   t.deepEqual(cmp.flaky, [{ cell: 'c', test: 'd', attempts: 2 }]);
   const first = compareCells(now, undefined);
@@ -139,7 +150,10 @@ test('JUnit: a known failure is skipped with its reason and keeps its evidence; 
   // The errored cell's testcase counts: 3 tests + 1 errored testcase.
   t.regex(xml, /<testsuites name="dax-harness" tests="4" failures="1" errors="1" skipped="1"/);
   t.is(xml.match(/<testsuite /g)?.length, 2);
-  t.regex(xml, /<skipped message="known issue: bug 1"\/>\n\s+<system-out>known failure: check failed\ncheck state: actual &quot;a&quot;, expected &quot;b&quot;<\/system-out>/);
+  t.regex(
+    xml,
+    /<skipped message="known issue: bug 1"\/>\n\s+<system-out>known failure: check failed\ncheck state: actual &quot;a&quot;, expected &quot;b&quot;<\/system-out>/,
+  );
   t.regex(xml, /<system-out>flaky: passed on attempt 2 after failing<\/system-out>/);
   t.regex(xml, /<failure message="boom" type="failure">/);
   t.regex(xml, /<testcase classname="cell2\.harness" name="infrastructure" time="0\.000"><error message="QEMU died &lt;sig&gt;"\/>/);
@@ -147,7 +161,14 @@ test('JUnit: a known failure is skipped with its reason and keeps its evidence; 
 
 test('KTAP: one subtest per cell and per file; known as XFAIL, infrastructure errors as ERROR, failures with diagnostics', (t) => {
   const ktap = toKtap([
-    { id: '7.3-cxl', tests: [rec('a # b', 'pass', { flaky: true, attempts: 3 }), rec('k', 'fail', { known: 'bug 1', reason: 'x\ny' }), rec('s', 'skip', { reason: 'baseline' })] },
+    {
+      id: '7.3-cxl',
+      tests: [
+        rec('a # b', 'pass', { flaky: true, attempts: 3 }),
+        rec('k', 'fail', { known: 'bug 1', reason: 'x\ny' }),
+        rec('s', 'skip', { reason: 'baseline' }),
+      ],
+    },
     { id: '7.2-cxl', tests: [rec('f', 'fail', { reason: 'boom' })] },
     { id: '7.2-pmem', tests: [], error: 'QEMU exited on signal SIGSEGV\n--- console tail ---' },
   ]);

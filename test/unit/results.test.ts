@@ -15,7 +15,15 @@ const tests: TestRecord[] = [
     checks: [{ name: 'state', ok: false, actual: 'online', expected: 'unplugged' }],
     reports: [],
   },
-  { name: 'attribute', file: 'smoke.test.ts', status: 'skip', durationMs: 0, reason: 'baseline kernel: no whole-device hotplug attribute', checks: [], reports: [] },
+  {
+    name: 'attribute',
+    file: 'smoke.test.ts',
+    status: 'skip',
+    durationMs: 0,
+    reason: 'baseline kernel: no whole-device hotplug attribute',
+    checks: [],
+    reports: [],
+  },
 ];
 
 const summary: RunSummary = {
@@ -37,7 +45,10 @@ test('counts', (t) => {
 
 test('JUnit: counts, escaped names, failure detail and skip reason', (t) => {
   const xml = toJUnit(summary);
-  t.regex(xml, /<testsuite name="smoke on 7.3-amd64 \(cxl-pmem\)" tests="3" failures="1" errors="0" skipped="1" time="2\.000" timestamp="2026-11-27T00:00:00" hostname="[^"]+">/);
+  t.regex(
+    xml,
+    /<testsuite name="smoke on 7.3-amd64 \(cxl-pmem\)" tests="3" failures="1" errors="0" skipped="1" time="2\.000" timestamp="2026-11-27T00:00:00" hostname="[^"]+">/,
+  );
   t.regex(xml, /name="pmem: &lt;online&gt; &amp; &quot;x&quot;"/);
   t.regex(xml, /<failure message="check failed: state" type="failure">check state: actual &quot;online&quot;, expected &quot;unplugged&quot;<\/failure>/);
   t.regex(xml, /<skipped message="baseline kernel: no whole-device hotplug attribute"\/>/);

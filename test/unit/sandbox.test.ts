@@ -54,14 +54,14 @@ test.serial('a build sees no host file, no host /proc, no network, and writes on
   const r = await runSandboxed({ readOnly: [tree], writable: [out] }, ['make', '-C', tree, ...vars], { cwd: out });
   t.is(r.exitCode, 0, r.all);
   t.deepEqual(r.all.match(/LEAK-\S+/g) ?? [], [], r.all);
-  t.false(r.all.includes(content), 'no host file\'s content in the output');
+  t.false(r.all.includes(content), "no host file's content in the output");
   t.is(connections, 0);
   t.false(existsSync(path.join(tree, 'written-by-build')));
   t.is((await readFile(path.join(out, 'built'), 'utf8')).trim(), 'built');
   if (process.geteuid?.() === 0) t.is((await readFile(path.join(out, 'uid'), 'utf8')).trim(), String(SANDBOX_UID));
 });
 
-test('an output directory that is not empty and not the sandbox\'s is refused, not taken over', async (t) => {
+test("an output directory that is not empty and not the sandbox's is refused, not taken over", async (t) => {
   t.plan(process.geteuid?.() === 0 ? 1 : 0);
   if (process.geteuid?.() !== 0) return;
   const dir = await mkdtemp(path.join(tmpdir(), 'dax-sandbox-claim-'));

@@ -31,7 +31,14 @@ class FakeLife implements GuestLifecycle<FakeGuest, GuestDemand> {
     }
     const number = ++this.booted;
     this.log.push(`boot ${number} ${demand.key}`);
-    const guest: FakeGuest = { number, key: demand.key, sessions: [], alive: true, running: () => guest.alive, boot: { bootToSshSeconds: 7, variant: 'merged', ...next } };
+    const guest: FakeGuest = {
+      number,
+      key: demand.key,
+      sessions: [],
+      alive: true,
+      running: () => guest.alive,
+      boot: { bootToSshSeconds: 7, variant: 'merged', ...next },
+    };
     return guest;
   }
 
@@ -74,26 +81,46 @@ function fakeLauncher(scripts: Script[]) {
     if (!s) throw new Error('no launch scripted');
     if (s.lost) guest.alive = false;
     const keys = s.planned.map((n) => `a.test.ts|${n}`);
-    return { planned: keys, records: s.records, exitCode: s.exitCode ?? (s.records.some((r) => r.status === 'fail') ? 1 : 0), tail: s.tail ?? '', lost: s.lost };
+    return {
+      planned: keys,
+      records: s.records,
+      exitCode: s.exitCode ?? (s.records.some((r) => r.status === 'fail') ? 1 : 0),
+      tail: s.tail ?? '',
+      lost: s.lost,
+    };
   };
   return { launch, requests };
 }
 
-const newEntry = (session = 1): SessionEntry => ({ session, suite: 's', files: ['a.test.ts'], cmdline: 'x', guest: 0, start: 'fresh', bootToSshSeconds: 0, variant: 'baseline' });
+const newEntry = (session = 1): SessionEntry => ({
+  session,
+  suite: 's',
+  files: ['a.test.ts'],
+  cmdline: 'x',
+  guest: 0,
+  start: 'fresh',
+  bootToSshSeconds: 0,
+  variant: 'baseline',
+});
 
 function session(life: FakeLife, scripts: Script[], options: { retries?: number; demand?: GuestDemand; kept?: FakeGuest; entry?: SessionEntry } = {}) {
   const launcher = fakeLauncher(scripts);
   const without: { remaining?: string[]; done: string[] }[] = [];
   const said: string[] = [];
   const entry = options.entry ?? newEntry();
-  const run = runSessionOnPool({ demand: options.demand ?? { key: 'A' }, label: 'suite: a.test.ts', retries: options.retries ?? 0, matching: false }, entry, options.kept, {
-    life,
-    launch: launcher.launch,
-    runWithoutGuest: async (_failure, remaining, done) => {
-      without.push({ remaining, done });
+  const run = runSessionOnPool(
+    { demand: options.demand ?? { key: 'A' }, label: 'suite: a.test.ts', retries: options.retries ?? 0, matching: false },
+    entry,
+    options.kept,
+    {
+      life,
+      launch: launcher.launch,
+      runWithoutGuest: async (_failure, remaining, done) => {
+        without.push({ remaining, done });
+      },
+      say: (m) => said.push(m),
     },
-    say: (m) => said.push(m),
-  });
+  );
   return { run, entry, requests: launcher.requests, without, said };
 }
 
@@ -119,7 +146,12 @@ test('a reset that does not verify retires the guest and boots a new one, saying
   const second = session(life, [passAll], { kept, entry: newEntry(2) });
   await second.run;
   t.deepEqual(life.log, ['boot 1 A', 'reset 1', 'retire 1', 'boot 2 A']);
-  t.like(second.entry, { start: 'rebooted after failed reset', resetFailure: 'blocks changed: was 102:offline, now 102:online', guest: 2, bootToSshSeconds: 7 });
+  t.like(second.entry, {
+    start: 'rebooted after failed reset',
+    resetFailure: 'blocks changed: was 102:offline, now 102:online',
+    guest: 2,
+    bootToSshSeconds: 7,
+  });
 });
 
 test('a guest with another key (command line or topology) is retired, not reset', async (t) => {
@@ -133,7 +165,9 @@ test('a guest with another key (command line or topology) is retired, not reset'
 
 test('a test that left kernel reports or changed the taint makes its guest dirty: the next session reboots', async (t) => {
   const life = new FakeLife();
-  const warned = record('t1', 'fail', { reports: [{ kind: 'WARNING', title: 'WARNING in foo', text: '', line: 1, expected: false } as unknown as TestRecord['reports'][number]] });
+  const warned = record('t1', 'fail', {
+    reports: [{ kind: 'WARNING', title: 'WARNING in foo', text: '', line: 1, expected: false } as unknown as TestRecord['reports'][number]],
+  });
   const kept = (await session(life, [{ planned: ['t1'], records: [warned] }]).run).kept;
   t.regex(kept?.dirty ?? '', /test "t1" left kernel reports \(WARNING in foo\)/);
   const second = session(life, [passAll], { kept, entry: newEntry(2) });
@@ -201,9 +235,16 @@ test(`a session gives up after ${MAX_GUEST_RESTARTS} replaced guests even when e
 
 test('--retries reruns only the failed tests on a verified reset; a later pass replaces the failure', async (t) => {
   const life = new FakeLife();
-  const s = session(life, [{ planned: ['t1', 't2'], records: [record('t1', 'pass'), record('t2', 'fail')] }, { planned: ['t2'], records: [record('t2', 'pass', { attempts: 2 })] }], {
-    retries: 2,
-  });
+  const s = session(
+    life,
+    [
+      { planned: ['t1', 't2'], records: [record('t1', 'pass'), record('t2', 'fail')] },
+      { planned: ['t2'], records: [record('t2', 'pass', { attempts: 2 })] },
+    ],
+    {
+      retries: 2,
+    },
+  );
   const outcome = await s.run;
   t.deepEqual(life.log, ['boot 1 A', 'reset 1']);
   t.deepEqual(
@@ -219,7 +260,14 @@ test('--retries reruns only the failed tests on a verified reset; a later pass r
 
 test('a retry whose guest is lost before it records anything keeps the failure it retried', async (t) => {
   const life = new FakeLife();
-  const s = session(life, [{ planned: ['t1'], records: [record('t1', 'fail')] }, { planned: ['t1'], records: [], lost: { how: 'kernel panic' } }], { retries: 1 });
+  const s = session(
+    life,
+    [
+      { planned: ['t1'], records: [record('t1', 'fail')] },
+      { planned: ['t1'], records: [], lost: { how: 'kernel panic' } },
+    ],
+    { retries: 1 },
+  );
   const outcome = await s.run;
   t.is(outcome.kept, undefined);
   t.is(outcome.error, undefined, 'a failed test was recorded: no "ava exited" error');
@@ -228,8 +276,17 @@ test('a retry whose guest is lost before it records anything keeps the failure i
 
 test('a failed test with kernel reports is retried on a fresh guest, not a reset one', async (t) => {
   const life = new FakeLife();
-  const bad = record('t1', 'fail', { reports: [{ kind: 'BUG', title: 'BUG: KASAN', text: '', line: 1, expected: false } as unknown as TestRecord['reports'][number]] });
-  const s = session(life, [{ planned: ['t1'], records: [bad] }, { planned: ['t1'], records: [record('t1', 'pass', { attempts: 2 })] }], { retries: 1 });
+  const bad = record('t1', 'fail', {
+    reports: [{ kind: 'BUG', title: 'BUG: KASAN', text: '', line: 1, expected: false } as unknown as TestRecord['reports'][number]],
+  });
+  const s = session(
+    life,
+    [
+      { planned: ['t1'], records: [bad] },
+      { planned: ['t1'], records: [record('t1', 'pass', { attempts: 2 })] },
+    ],
+    { retries: 1 },
+  );
   await s.run;
   t.deepEqual(life.log, ['boot 1 A', 'retire 1', 'boot 2 A']);
   t.deepEqual(

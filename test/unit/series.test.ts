@@ -64,8 +64,28 @@ function summary(tests: [string, 'pass' | 'fail' | 'skip', string[]?][], variant
 
 test('compareRuns: newly failing, newly passing, new warnings, one-sided tests, regression verdict', (t) => {
   const c = compareRuns(
-    { summary: summary([['a', 'pass'], ['b', 'fail'], ['c', 'fail'], ['d', 'pass'], ['e', 'skip']]), dir: 'base' },
-    { summary: summary([['a', 'fail', ['WARNING in kmem']], ['b', 'pass'], ['c', 'fail'], ['e', 'pass']], 'v3'), dir: 'series' },
+    {
+      summary: summary([
+        ['a', 'pass'],
+        ['b', 'fail'],
+        ['c', 'fail'],
+        ['d', 'pass'],
+        ['e', 'skip'],
+      ]),
+      dir: 'base',
+    },
+    {
+      summary: summary(
+        [
+          ['a', 'fail', ['WARNING in kmem']],
+          ['b', 'pass'],
+          ['c', 'fail'],
+          ['e', 'pass'],
+        ],
+        'v3',
+      ),
+      dir: 'series',
+    },
   );
   t.deepEqual(c.newlyFailing, ['f: a']);
   t.deepEqual(c.newlyPassing, ['f: b']);
@@ -122,6 +142,9 @@ test('a repository owned by another user: git\'s "dubious ownership" is named wi
   await t.notThrowsAsync(checkGitRepository(dir));
   await execa('chown', ['-R', '4242:4242', dir]);
   const error = await t.throwsAsync(checkGitRepository(dir), { instanceOf: UsageError });
-  t.regex(error?.message ?? '', /^git refuses .*: it is owned by another user \("dubious ownership"\); if you trust it, run: git config --global --add safe\.directory \/\S+$/);
+  t.regex(
+    error?.message ?? '',
+    /^git refuses .*: it is owned by another user \("dubious ownership"\); if you trust it, run: git config --global --add safe\.directory \/\S+$/,
+  );
   await t.throwsAsync(checkGitRepository(tmpdir()), { message: /is not a git repository|needs --tree to be a git repository/ });
 });

@@ -7,13 +7,7 @@ import { toJUnit } from '../../harness/results/junit.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { toTextReport } from '../../harness/results/report.js';
 import { countTests, type RunSummary } from '../../harness/results/summary.js';
-import {
-  classifySetupFailure,
-  KernelSetupFailure,
-  kernelLinesAbout,
-  type SetupEvidence,
-  setUpDevices,
-} from '../../harness/setupfailure.js';
+import { classifySetupFailure, KernelSetupFailure, kernelLinesAbout, type SetupEvidence, setUpDevices } from '../../harness/setupfailure.js';
 import type { Topology } from '../../harness/topology.js';
 
 /** Lines of a real Debian 7.3 boot and setup (results of a passing run): none is a failure of ours. */
@@ -94,7 +88,11 @@ test("classifySetupFailure: the harness's machinery failing stays infrastructure
   const notFound = new DeviceSetupError('cxl create-region for cxl-vmem0 failed (exit 127): sh: cxl: not found', { name: 'x', ok: false }, [], 127);
   t.like(classifySetupFailure(notFound, true, withLine, ['cxl']), { kind: 'infrastructure' });
   // A step failed and the kernel says nothing about its dax, CXL or NVDIMM side.
-  const nfit = new DeviceSetupError('the guest shows 0 NFIT NVDIMM region(s); pmem0 is number 1', { name: 'NFIT NVDIMM regions', ok: false, actual: 0, expected: 1 }, []);
+  const nfit = new DeviceSetupError(
+    'the guest shows 0 NFIT NVDIMM region(s); pmem0 is number 1',
+    { name: 'NFIT NVDIMM regions', ok: false, actual: 0, expected: 1 },
+    [],
+  );
   t.like(classifySetupFailure(nfit, true, evidence(CLEAN_DMESG), ['pmem']), { kind: 'infrastructure' });
   // kmem missing from the image: the device cannot be bound, and that is ours.
   t.like(classifySetupFailure(unboundError(), true, evidence(CLEAN_DMESG, { kmemRegistered: false }), ['cxl']), { kind: 'infrastructure' });
@@ -120,12 +118,22 @@ function fakeGuest(answer: (command: string) => Partial<ExecResult>): Guest {
   return { exec, run } as unknown as Guest;
 }
 
-const CXL_ONLY: Topology = { name: 'cxl', description: '', cpus: 2, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'cxl-vmem0', size: '256M' }], cxlRegions: [{ name: 'cxl-vmem0', devices: ['cxl-vmem0'] }], pmem: [] };
+const CXL_ONLY: Topology = {
+  name: 'cxl',
+  description: '',
+  cpus: 2,
+  memory: { boot: '2G', max: '8G', slots: 4 },
+  cxl: [{ name: 'cxl-vmem0', size: '256M' }],
+  cxlRegions: [{ name: 'cxl-vmem0', devices: ['cxl-vmem0'] }],
+  pmem: [],
+};
 /** What sid's cxl-cli prints for the one memdev (QEMU serial 1) and the 1-way region it makes. */
 const MEMDEVS = '[{"memdev":"mem0","ram_size":268435456,"serial":1}]\n';
-const REGION = '{"region":"region0","size":"256.00 MiB","interleave_ways":1,"interleave_granularity":256,"mappings":[{"position":0,"memdev":"mem0","decoder":"decoder2.0"}]}\ncxl region: cmd_create_region: created 1 region\n';
+const REGION =
+  '{"region":"region0","size":"256.00 MiB","interleave_ways":1,"interleave_granularity":256,"mappings":[{"position":0,"memdev":"mem0","decoder":"decoder2.0"}]}\ncxl region: cmd_create_region: created 1 region\n';
 /** INSPECT's output: dax0.0 under a CXL decoder, unbound, two 128 MiB blocks. */
-const UNBOUND_CXL = 'dax0.0|/sys/devices/platform/ACPI0017:00/root0/decoder0.0/region0/dax_region0/dax0.0||268435456|1| 0x390000000-0x39fffffff\nblock_size|8000000\n';
+const UNBOUND_CXL =
+  'dax0.0|/sys/devices/platform/ACPI0017:00/root0/decoder0.0/region0/dax_region0/dax0.0||268435456|1| 0x390000000-0x39fffffff\nblock_size|8000000\n';
 
 test('setUpDevices: a kernel whose kmem probe fails under the policy throws a KernelSetupFailure with its line', async (t) => {
   let created = false;
@@ -142,10 +150,16 @@ test('setUpDevices: a kernel whose kmem probe fails under the policy throws a Ke
     if (/^ls \/sys\/bus\/dax\/devices\/dax0\.0\//.test(command)) return { stdout: 'driver_override\nmapping0\nsize\ntarget_node\n' };
     return {};
   });
-  const error = await t.throwsAsync(setUpDevices(guest, CXL_ONLY, () => true), { instanceOf: KernelSetupFailure });
+  const error = await t.throwsAsync(
+    setUpDevices(guest, CXL_ONLY, () => true),
+    { instanceOf: KernelSetupFailure },
+  );
   const failure = (error as KernelSetupFailure).failure;
   t.regex(failure.reason, /dax0\.0 \(cxl-vmem0\) is bound to "nothing", not kmem \(kernel: kmem dax0\.0: probe with driver kmem failed/);
-  t.deepEqual(failure.devices.map((d) => [d.name, d.source, d.driver]), [['dax0.0', 'cxl-vmem0', '']]);
+  t.deepEqual(
+    failure.devices.map((d) => [d.name, d.source, d.driver]),
+    [['dax0.0', 'cxl-vmem0', '']],
+  );
   t.deepEqual(failure.backings, ['cxl']);
   t.true((error as KernelSetupFailure).dmesg.includes(PROBE_FAILED));
 });
@@ -167,7 +181,16 @@ test('a failed setup reaches report.txt, junit.xml and report.html with the kern
   const verdict = classifySetupFailure(unboundError(), true, evidence([PROBE_FAILED]), ['cxl', 'pmem']);
   if (verdict.kind !== 'kernel') return t.fail();
   const failure = verdict.failure;
-  const record: TestRecord = { name: 'cxl: bad writes', file: 'bad-writes.test.ts', status: 'fail', durationMs: 0, reason: failure.reason, checks: failure.checks, reports: [], kernelLines: failure.kernelLines };
+  const record: TestRecord = {
+    name: 'cxl: bad writes',
+    file: 'bad-writes.test.ts',
+    status: 'fail',
+    durationMs: 0,
+    reason: failure.reason,
+    checks: failure.checks,
+    reports: [],
+    kernelLines: failure.kernelLines,
+  };
   const summary: RunSummary = {
     runId: 'r1',
     status: 'fail',
@@ -178,7 +201,17 @@ test('a failed setup reaches report.txt, junit.xml and report.html with the kern
     bootArgs: '',
     counts: countTests([record]),
     tests: [record],
-    guests: [{ session: 1, suite: 'hotplug', files: ['suites/hotplug/bad-writes.test.ts'], cmdline: 'x', bootToSshSeconds: 0, variant: 'baseline', setupFailure: failure }],
+    guests: [
+      {
+        session: 1,
+        suite: 'hotplug',
+        files: ['suites/hotplug/bad-writes.test.ts'],
+        cmdline: 'x',
+        bootToSshSeconds: 0,
+        variant: 'baseline',
+        setupFailure: failure,
+      },
+    ],
   };
   const text = toTextReport(summary);
   t.regex(text, /session 1 .*\n\s+device setup failed: dax0\.0 \(cxl-vmem0\) is bound to "nothing", not kmem/);
@@ -187,12 +220,23 @@ test('a failed setup reaches report.txt, junit.xml and report.html with the kern
   t.regex(text, /check "dax0\.0 \(cxl-vmem0\) driver": got "", expected "kmem"/);
   t.regex(text, /kernel log:\n\s+\[ {4}5\.901234\] kmem dax0\.0: probe with driver kmem failed with error -22/);
   const junit = toJUnit(summary);
-  t.regex(junit, /<failure message="device setup failed: [^"]*probe with driver kmem failed with error -22\)"[^>]*>[^<]*kernel log:\n\[ {4}5\.901234\] kmem dax0\.0: probe with driver kmem failed/);
-  const html = toHtmlReport({ kind: 'run', id: 'r1', status: 'fail', startedAt: '', counts: summary.counts, cells: [{ id: 'c', kernel: summary.kernel, topology: 'cxl-pmem', status: 'fail', counts: summary.counts, tests: [record] }], comparison: compareCells([{ id: 'c', tests: [record] }], undefined) });
+  t.regex(
+    junit,
+    /<failure message="device setup failed: [^"]*probe with driver kmem failed with error -22\)"[^>]*>[^<]*kernel log:\n\[ {4}5\.901234\] kmem dax0\.0: probe with driver kmem failed/,
+  );
+  const html = toHtmlReport({
+    kind: 'run',
+    id: 'r1',
+    status: 'fail',
+    startedAt: '',
+    counts: summary.counts,
+    cells: [{ id: 'c', kernel: summary.kernel, topology: 'cxl-pmem', status: 'fail', counts: summary.counts, tests: [record] }],
+    comparison: compareCells([{ id: 'c', tests: [record] }], undefined),
+  });
   t.regex(html, /The kernel's log about it:<\/p><pre>\[ {4}5\.901234\] kmem dax0\.0: probe with driver kmem failed with error -22<\/pre>/);
 });
 
-test('setUpDevices: a region made other than declared is a topology error, never the kernel\'s finding', async (t) => {
+test("setUpDevices: a region made other than declared is a topology error, never the kernel's finding", async (t) => {
   const twoWay: Topology = {
     ...CXL_ONLY,
     name: 'x2',

@@ -4,11 +4,23 @@ import test from 'ava';
 import { UsageError } from '../../harness/errors.js';
 import { projectRoot } from '../../harness/paths.js';
 import { checkConfig } from '../../harness/config/validate.js';
-import { checkManifest, expandSessions, listSuites, loadSuiteManifest, planSuites, type SuiteManifest, type TestNeeds, withFileNeeds } from '../../harness/suites.js';
+import {
+  checkManifest,
+  expandSessions,
+  listSuites,
+  loadSuiteManifest,
+  planSuites,
+  type SuiteManifest,
+  type TestNeeds,
+  withFileNeeds,
+} from '../../harness/suites.js';
 
 test('smoke is one session without boot arguments', async (t) => {
   const { sessions } = await planSuites(['smoke']);
-  t.deepEqual(sessions.map((s) => [s.files, s.bootArgs]), [[['suites/smoke/smoke.test.ts'], '']]);
+  t.deepEqual(
+    sessions.map((s) => [s.files, s.bootArgs]),
+    [[['suites/smoke/smoke.test.ts'], '']],
+  );
 });
 
 test('hotplug sessions: each memhp_default_state boots once, every file is placed', async (t) => {
@@ -33,7 +45,10 @@ test('hotplug sessions: each memhp_default_state boots once, every file is place
 test('all = every suite; unknown suites are named', async (t) => {
   const { suites } = await planSuites(['all']);
   t.deepEqual(suites, ['hotplug', 'kselftest', 'rebind', 'smoke']);
-  await t.throwsAsync(planSuites(['nope']), { instanceOf: UsageError, message: /unknown suite "nope" \(known: hotplug, kselftest, rebind, selftest, selftest-reuse, smoke, all\)/ });
+  await t.throwsAsync(planSuites(['nope']), {
+    instanceOf: UsageError,
+    message: /unknown suite "nope" \(known: hotplug, kselftest, rebind, selftest, selftest-reuse, smoke, all\)/,
+  });
 });
 
 test('"suite/file" keeps only the sessions holding that file, with that file only', async (t) => {
@@ -92,8 +107,14 @@ test('manifest form errors: one line naming the file and the key', (t) => {
     [{ sesions: [] }, 'unknown key "sesions" (known: bootArgs, files, sessions)'],
     [{ files: { 'a.test.ts': { needsAtribute: true } }, sessions: [{ files: ['a.test.ts'] }] }, 'files.a.test.ts: unknown key "needsAtribute"'],
     [{ sessions: [{ files: ['a.test.ts'], backings: ['nvme'] }] }, 'sessions[0].backings[0] must be cxl or pmem (found "nvme")'],
-    [{ sessions: [{ files: ['a.test.ts'], policies: ['online_movabel'] }] }, 'sessions[0].policies[0] must be one of offline, online, online_kernel, online_movable'],
-    [{ files: { 'a.test.ts': { env: ['DAX_HARNESS_BACKING'] } }, sessions: [{ files: ['a.test.ts'] }] }, 'files.a.test.ts.env[0] must be a DAX_HARNESS_ variable name'],
+    [
+      { sessions: [{ files: ['a.test.ts'], policies: ['online_movabel'] }] },
+      'sessions[0].policies[0] must be one of offline, online, online_kernel, online_movable',
+    ],
+    [
+      { files: { 'a.test.ts': { env: ['DAX_HARNESS_BACKING'] } }, sessions: [{ files: ['a.test.ts'] }] },
+      'files.a.test.ts.env[0] must be a DAX_HARNESS_ variable name',
+    ],
     [{ sessions: [] }, 'sessions must be a non-empty list (found an empty list)'],
   ];
   for (const [raw, message] of cases) {
@@ -109,25 +130,36 @@ test('manifest checks against the suite: files exist and are placed, env is read
     [{ sessions: [{ files: ['a.test.ts', 'c.test.ts', 'b.test.ts'] }] }, 'sessions[0].files names c.test.ts, which does not exist'],
     [{ sessions: [{ files: ['a.test.ts'] }] }, 'no session places b.test.ts'],
     [{ files: { 'z.test.ts': {} }, sessions: [{ files: files }] }, 'files.z.test.ts: no such test file in the suite'],
-    [{ sessions: [{ files, env: { DAX_HARNESS_POLICIES: 'online' } }] }, 'sessions[0].env.DAX_HARNESS_POLICIES: none of the session\'s files reads it'],
-    [{ files: { 'b.test.ts': { oneBacking: true } }, sessions: [{ files }] }, 'sessions[0]: b.test.ts tests its session\'s backing (files.b.test.ts.oneBacking): list "backings"'],
+    [{ sessions: [{ files, env: { DAX_HARNESS_POLICIES: 'online' } }] }, "sessions[0].env.DAX_HARNESS_POLICIES: none of the session's files reads it"],
+    [
+      { files: { 'b.test.ts': { oneBacking: true } }, sessions: [{ files }] },
+      'sessions[0]: b.test.ts tests its session\'s backing (files.b.test.ts.oneBacking): list "backings"',
+    ],
     [{ sessions: [{ files, bootArgs: 'x', policies: ['online'] }] }, 'sessions[0]: give "bootArgs" or "policies", not both'],
   ];
   for (const [raw, message] of cases) {
     const error = t.throws(() => checkManifest(where, manifest(raw), files), { instanceOf: UsageError });
     t.true(error?.message.startsWith(`${where}: ${message}`), error?.message);
   }
-  t.notThrows(() => checkManifest(where, manifest({ files: { 'a.test.ts': { env: ['DAX_HARNESS_X'] } }, sessions: [{ files, env: { DAX_HARNESS_X: '1' } }] }), files));
+  t.notThrows(() =>
+    checkManifest(where, manifest({ files: { 'a.test.ts': { env: ['DAX_HARNESS_X'] } }, sessions: [{ files, env: { DAX_HARNESS_X: '1' } }] }), files),
+  );
 });
 
-test('a test gets its file\'s declared needs unless it states its own', (t) => {
+test("a test gets its file's declared needs unless it states its own", (t) => {
   const needs = { needsAttribute: true, needsModule: 'fsdev_dax', minDevices: 2, dirtiesGuest: true };
-  t.deepEqual(withFileNeeds<{ backing?: string } & TestNeeds>({ backing: 'cxl' }, needs), { backing: 'cxl', needsAttribute: true, needsModule: 'fsdev_dax', minDevices: 2, minDeviceMiB: undefined });
+  t.deepEqual(withFileNeeds<{ backing?: string } & TestNeeds>({ backing: 'cxl' }, needs), {
+    backing: 'cxl',
+    needsAttribute: true,
+    needsModule: 'fsdev_dax',
+    minDevices: 2,
+    minDeviceMiB: undefined,
+  });
   t.like(withFileNeeds({ needsAttribute: false, minDevices: 1 }, needs), { needsAttribute: false, minDevices: 1 });
   t.like(withFileNeeds({ needsAttribute: true }, {}), { needsAttribute: true, needsModule: undefined });
 });
 
-test('the shipped manifests declare each file\'s needs the tests used to state themselves', (t) => {
+test("the shipped manifests declare each file's needs the tests used to state themselves", (t) => {
   const files = (suite: string) => loadSuiteManifest(suite)?.files ?? {};
   t.like(files('hotplug'), {
     'independence.test.ts': { needsAttribute: true, minDevices: 2 },

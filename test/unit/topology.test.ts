@@ -39,9 +39,7 @@ test('cxl topology: host bridge, root port, type-3 volatile device and a fixed m
 test('pmem topology: nvdimm with labels backed by a file in the work dir, no CXL', async (t) => {
   const args = qemuArgs({ ...base, topology: await loadTopology('pmem'), accel: 'tcg' });
   t.deepEqual(value(args, '-M'), ['q35,nvdimm=on']);
-  t.deepEqual(value(args, '-object'), [
-    'memory-backend-file,id=nvdimm0-mem,share=on,mem-path=/w/nvdimm0.img,size=1G,align=128M',
-  ]);
+  t.deepEqual(value(args, '-object'), ['memory-backend-file,id=nvdimm0-mem,share=on,mem-path=/w/nvdimm0.img,size=1G,align=128M']);
   t.true(value(args, '-device').includes('nvdimm,id=nvdimm0,memdev=nvdimm0-mem,label-size=128K'));
   t.false(args.some((a) => a.includes('cxl')));
 });
@@ -71,8 +69,14 @@ test('a comma in the work dir stays inside mem-path: QEMU option values double t
     options.map(([k]) => k),
     ['memory-backend-file', 'id', 'share', 'mem-path', 'size', 'align'],
   );
-  t.deepEqual(options.find(([k]) => k === 'mem-path'), ['mem-path', `${workDir}/nvdimm0.img`]);
-  t.deepEqual(options.find(([k]) => k === 'share'), ['share', 'on']);
+  t.deepEqual(
+    options.find(([k]) => k === 'mem-path'),
+    ['mem-path', `${workDir}/nvdimm0.img`],
+  );
+  t.deepEqual(
+    options.find(([k]) => k === 'share'),
+    ['share', 'on'],
+  );
 });
 
 test('memory, SSH forward on 127.0.0.1 and kernel command line come from the spec', async (t) => {
@@ -100,16 +104,28 @@ test('bad topologies are rejected with a UsageError that names the problem', asy
   const bad: [unknown, RegExp][] = [
     [[], /^topology x: must be a JSON object \(found an empty list\)$/],
     [{ cpus: 0, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /^topology x: cpus must be a positive integer \(found 0\)$/],
-    [{ cpus: 1, memory: { boot: '2 GB', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] }, /^topology x: memory\.boot must be a size like 512M or 1G \(found "2 GB"\)$/],
+    [
+      { cpus: 1, memory: { boot: '2 GB', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }] },
+      /^topology x: memory\.boot must be a size like 512M or 1G \(found "2 GB"\)$/,
+    ],
     [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [] }, /at least one/],
-    [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: 'big' }] }, /^topology x: cxl\[0\]\.size must be a size like 512M or 1G \(found "big"\)$/],
-    [{ cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }], pmem: [{ name: 'a', size: '1G', labelSize: '128K' }] }, /used twice/],
+    [
+      { cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: 'big' }] },
+      /^topology x: cxl\[0\]\.size must be a size like 512M or 1G \(found "big"\)$/,
+    ],
+    [
+      { cpus: 1, memory: { boot: '2G', max: '8G', slots: 4 }, cxl: [{ name: 'a', size: '1G' }], pmem: [{ name: 'a', size: '1G', labelSize: '128K' }] },
+      /used twice/,
+    ],
   ];
   for (const [raw, message] of bad) {
     const error = t.throws(() => validateTopology('x', raw), { instanceOf: UsageError });
     t.regex(error?.message ?? '', message);
   }
-  await t.throwsAsync(loadTopology('nope'), { instanceOf: UsageError, message: /unknown topology "nope" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/ });
+  await t.throwsAsync(loadTopology('nope'), {
+    instanceOf: UsageError,
+    message: /unknown topology "nope" \(known: cxl, cxl-hb-interleave, cxl-pmem, cxl-switch, cxl-two-regions, pmem\)/,
+  });
 });
 
 test('a bad topology file is named by its path, with the field', async (t) => {
@@ -178,7 +194,11 @@ test('a device no region names gets a region of its own; windows follow the host
     { bridges: [0], sizeGiB: 4, regions: ['c'] },
   ]);
   const m = value(qemuArgs({ ...base, topology, accel: 'tcg' }), '-M');
-  t.true(m.includes('cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.targets.1=cxl.2,cxl-fmw.0.size=4G,cxl-fmw.0.interleave-granularity=1k,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=4G'));
+  t.true(
+    m.includes(
+      'cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.targets.1=cxl.2,cxl-fmw.0.size=4G,cxl-fmw.0.interleave-granularity=1k,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=4G',
+    ),
+  );
 });
 
 test('bad regions are rejected with the region and the problem named', (t) => {
@@ -192,8 +212,21 @@ test('bad regions are rejected with the region and the problem named', (t) => {
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'zz'] }] }, /region r: no CXL device named "zz"/],
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b', 'c'] }] }, /region r: 3 devices: interleave ways must be 1, 2, 4 or 8/],
     [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'c'] }] }, /region r: its devices must all have the same size/],
-    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a'] }, { name: 's', devices: ['a'] }] }, /region s: device a is in another region already/],
-    [{ ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b'], granularity: 3000 }] }, /topology x: cxlRegions\[0\]\.granularity must be one of 256, .* \(found 3000\)/],
+    [
+      {
+        ...machine,
+        cxl: two,
+        cxlRegions: [
+          { name: 'r', devices: ['a'] },
+          { name: 's', devices: ['a'] },
+        ],
+      },
+      /region s: device a is in another region already/,
+    ],
+    [
+      { ...machine, cxl: two, cxlRegions: [{ name: 'r', devices: ['a', 'b'], granularity: 3000 }] },
+      /topology x: cxlRegions\[0\]\.granularity must be one of 256, .* \(found 3000\)/,
+    ],
     [{ ...machine, cxl: [{ name: 'a', size: '1G', hostBridge: 9 }] }, /topology x: cxl\[0\]\.hostBridge must be 0 to 3 \(found 9\)/],
     [{ ...machine, cxl: two, cxlRegions: {} }, /topology x: cxlRegions must be a list \(found an object\)/],
     [{ ...machine, cxl: two, cxlRegion: [] }, /topology x: unknown key "cxlRegion" \(known: description, cpus, memory, cxl, cxlRegions, pmem\)/],

@@ -45,10 +45,7 @@ test('real 7.3 WARN: one WARNING report named after cxl_region_invalidate_memreg
   // 7.3's header: "WARNING: <file>:<line> at <function>, CPU#<n>: <comm>/<pid>".
   t.is(warn?.line, lineNumber(log, 'WARNING: drivers/cxl/core/region.c:235 at'));
   t.is(lineOf(log, warn), warn?.text ?? '(no report)');
-  t.is(
-    warn?.text,
-    'WARNING: drivers/cxl/core/region.c:235 at cxl_region_invalidate_memregion+0x68/0x80, CPU#1: cxl/129',
-  );
+  t.is(warn?.text, 'WARNING: drivers/cxl/core/region.c:235 at cxl_region_invalidate_memregion+0x68/0x80, CPU#1: cxl/129');
 });
 
 test('real 7.3 WARN with panic_on_warn: the WARNING and then the panic', (t) => {
@@ -170,7 +167,9 @@ test('KASAN report (mm/kasan/report.c)', (t) => {
   );
   // Tag-based KASAN's asynchronous report names no function.
   t.deepEqual(
-    triage(stamp(['==================================================================', 'BUG: KASAN: invalid-access', 'Asynchronous fault: no details available'])).map((r) => r.title),
+    triage(
+      stamp(['==================================================================', 'BUG: KASAN: invalid-access', 'Asynchronous fault: no details available']),
+    ).map((r) => r.title),
     ['KASAN: invalid-access'],
   );
 });
@@ -331,9 +330,15 @@ test('hung task in I/O wait of a kworker (kernel/hung_task.c): titled by functio
     ' </TASK>',
   ]);
   const reports = triage(log);
-  t.deepEqual(reports.map((r) => [r.kind, r.title, r.line]), [['hung task', 'hung task in writeback_iter', 1]]);
+  t.deepEqual(
+    reports.map((r) => [r.kind, r.title, r.line]),
+    [['hung task', 'hung task in writeback_iter', 1]],
+  );
   // Without its call trace (a cut log) the title says so; the comm would differ from run to run.
-  t.deepEqual(triage(stamp(['INFO: task cxl:129 blocked for more than 120 seconds.'])).map((r) => r.title), ['hung task in corrupted']);
+  t.deepEqual(
+    triage(stamp(['INFO: task cxl:129 blocked for more than 120 seconds.'])).map((r) => r.title),
+    ['hung task in corrupted'],
+  );
 });
 
 test('soft lockup and hard lockup (kernel/watchdog.c)', (t) => {
@@ -358,7 +363,10 @@ test('soft lockup and hard lockup (kernel/watchdog.c)', (t) => {
     ' online_pages+0x8e/0x2c0',
     ' </TASK>',
   ]);
-  t.deepEqual(triage(soft).map((r) => [r.kind, r.title, r.line]), [['soft lockup', 'soft lockup in memmap_init_range', 1]]);
+  t.deepEqual(
+    triage(soft).map((r) => [r.kind, r.title, r.line]),
+    [['soft lockup', 'soft lockup in memmap_init_range', 1]],
+  );
   const hard = stamp([
     'watchdog: CPU1: Watchdog detected hard LOCKUP on cpu 1',
     'Modules linked in: cxl_pci cxl_mem kmem device_dax',
@@ -369,9 +377,15 @@ test('soft lockup and hard lockup (kernel/watchdog.c)', (t) => {
     ' <NMI>',
     ' </NMI>',
   ]);
-  t.deepEqual(triage(hard).map((r) => [r.kind, r.title]), [['hard lockup', 'hard lockup in native_queued_spin_lock_slowpath']]);
+  t.deepEqual(
+    triage(hard).map((r) => [r.kind, r.title]),
+    [['hard lockup', 'hard lockup in native_queued_spin_lock_slowpath']],
+  );
   // The pre-6.7 header.
-  t.deepEqual(triage(stamp(['Watchdog detected hard LOCKUP on cpu 1', 'RIP: 0010:foo+0x1/0x2'])).map((r) => r.title), ['hard lockup in foo']);
+  t.deepEqual(
+    triage(stamp(['Watchdog detected hard LOCKUP on cpu 1', 'RIP: 0010:foo+0x1/0x2'])).map((r) => r.title),
+    ['hard lockup in foo'],
+  );
 });
 
 test('general protection fault (arch/x86/kernel/traps.c) without a panic', (t) => {
@@ -391,7 +405,10 @@ test('general protection fault (arch/x86/kernel/traps.c) without a panic', (t) =
     '---[ end trace 0000000000000000 ]---',
     'RIP: 0010:release_memory_resource+0x1b/0x40',
   ]);
-  t.deepEqual(triage(log).map((r) => [r.kind, r.title, r.line]), [['GPF', 'general protection fault in release_memory_resource', 1]]);
+  t.deepEqual(
+    triage(log).map((r) => [r.kind, r.title, r.line]),
+    [['GPF', 'general protection fault in release_memory_resource', 1]],
+  );
 });
 
 test('NULL dereference (arch/x86/mm/fault.c): BUG, its Oops folded in, then the panic', (t) => {
@@ -440,9 +457,15 @@ test('kernel BUG (lib/bug.c) with its "Oops: invalid opcode" folded in', (t) => 
     ' </TASK>',
     '---[ end trace 0000000000000000 ]---',
   ]);
-  t.deepEqual(triage(log).map((r) => [r.kind, r.title, r.line]), [['BUG', 'kernel BUG in offline_pages', 2]]);
+  t.deepEqual(
+    triage(log).map((r) => [r.kind, r.title, r.line]),
+    [['BUG', 'kernel BUG in offline_pages', 2]],
+  );
   // A lone Oops is its own report.
-  t.deepEqual(triage(stamp(['Oops: int3: 0000 [#1] SMP NOPTI', 'RIP: 0010:foo+0x1/0x2'])).map((r) => r.title), ['Oops in foo']);
+  t.deepEqual(
+    triage(stamp(['Oops: int3: 0000 [#1] SMP NOPTI', 'RIP: 0010:foo+0x1/0x2'])).map((r) => r.title),
+    ['Oops in foo'],
+  );
 });
 
 test('other BUG: lines get titles without their run-specific details', (t) => {
@@ -479,7 +502,10 @@ test('WARN formats: 7.3 with and without file or message, and the older ones', (
     );
   // WARN_ON(): no message.
   const plain = warn('WARNING: drivers/dax/kmem.c:112 at dev_dax_kmem_probe+0x2d4/0x5c0 [kmem], CPU#0: sh/215');
-  t.deepEqual(plain.map((r) => [r.kind, r.title, r.line, r.message]), [['WARNING', 'WARNING in dev_dax_kmem_probe', 2, undefined]]);
+  t.deepEqual(
+    plain.map((r) => [r.kind, r.title, r.line, r.message]),
+    [['WARNING', 'WARNING in dev_dax_kmem_probe', 2, undefined]],
+  );
   // No file (!CONFIG_DEBUG_BUGVERBOSE).
   t.is(warn('WARNING: at dev_dax_kmem_probe+0x2d4/0x5c0 [kmem], CPU#0: sh/215')[0]?.title, 'WARNING in dev_dax_kmem_probe');
   // Older kernels.
@@ -487,7 +513,10 @@ test('WARN formats: 7.3 with and without file or message, and the older ones', (
     'WARNING: CPU: 1 PID: 129 at drivers/cxl/core/region.c:235 cxl_region_invalidate_memregion+0x6f/0x80 [cxl_core]',
     'cxl region1: Failed to synchronize CPU cache state',
   );
-  t.deepEqual(old.map((r) => [r.title, r.message]), [['WARNING in cxl_region_invalidate_memregion', 'cxl region1: Failed to synchronize CPU cache state']]);
+  t.deepEqual(
+    old.map((r) => [r.title, r.message]),
+    [['WARNING in cxl_region_invalidate_memregion', 'cxl region1: Failed to synchronize CPU cache state']],
+  );
   t.is(warn('WARNING: CPU: 0 PID: 1 at dev_dax_kmem_probe+0x2d4/0x5c0')[0]?.title, 'WARNING in dev_dax_kmem_probe');
   // The oldest format.
   t.is(warn('WARNING: at drivers/dax/kmem.c:112 dev_dax_kmem_probe+0x2d4/0x5c0()')[0]?.title, 'WARNING in dev_dax_kmem_probe');
@@ -553,24 +582,45 @@ test('isExpected matches kind plus a pattern over title, message or text', (t) =
   );
   // A /g pattern (one only the title matches) gives the same answer every time.
   const global = [{ kind: 'WARNING' as const, match: /WARNING in cxl/g }];
-  t.deepEqual([1, 2, 3].map(() => isExpected(warn, global)), [true, true, true]);
+  t.deepEqual(
+    [1, 2, 3].map(() => isExpected(warn, global)),
+    [true, true, true],
+  );
 });
 
 // --- the kinds syzkaller's reporter knows, written from the kernel's printk formats ---------
 
 /** A call trace as x86 prints it: `frames` innermost first, with an unreliable "? " guess mixed in. */
 function trace(...frames: string[]): string[] {
-  return ['Call Trace:', ' <TASK>', ...frames.map((f, i) => ` ${f}+0x${(0x1c + i).toString(16)}/0x${(0x90 + i).toString(16)}`), ' ? guess_only+0x1/0x2', ' </TASK>'];
+  return [
+    'Call Trace:',
+    ' <TASK>',
+    ...frames.map((f, i) => ` ${f}+0x${(0x1c + i).toString(16)}/0x${(0x90 + i).toString(16)}`),
+    ' ? guess_only+0x1/0x2',
+    ' </TASK>',
+  ];
 }
 const titles = (lines: string[]) => triage(stamp(lines)).map((r) => [r.kind, r.title]);
 
 test('x86 traps: divide error, invalid opcode, stack segment, double fault, stack guard page (arch/x86/kernel/traps.c, dumpstack.c)', (t) => {
-  const fault = (header: string, rip: string) => [header, CPU0, HW, `RIP: 0010:${rip}+0x12/0x40 [kmem]`, 'RSP: 0018:ff5b3edc0064fb50 EFLAGS: 00010246', ...trace('dax_bus_probe'), '---[ end trace 0000000000000000 ]---'];
-  t.deepEqual(titles(fault('Oops: divide error: 0000 [#1] SMP NOPTI', 'memory_block_size_split')), [['divide error', 'divide error in memory_block_size_split']]);
+  const fault = (header: string, rip: string) => [
+    header,
+    CPU0,
+    HW,
+    `RIP: 0010:${rip}+0x12/0x40 [kmem]`,
+    'RSP: 0018:ff5b3edc0064fb50 EFLAGS: 00010246',
+    ...trace('dax_bus_probe'),
+    '---[ end trace 0000000000000000 ]---',
+  ];
+  t.deepEqual(titles(fault('Oops: divide error: 0000 [#1] SMP NOPTI', 'memory_block_size_split')), [
+    ['divide error', 'divide error in memory_block_size_split'],
+  ]);
   // Before 6.10 the trap name had no "Oops: " in front.
   t.deepEqual(titles(fault('divide error: 0000 [#1] PREEMPT SMP', 'memory_block_size_split')), [['divide error', 'divide error in memory_block_size_split']]);
   t.deepEqual(titles(fault('Oops: invalid opcode: 0000 [#1] SMP NOPTI', 'dev_dax_kmem_probe')), [['invalid opcode', 'invalid opcode in dev_dax_kmem_probe']]);
-  t.deepEqual(titles(fault('Oops: stack segment: 0000 [#1] SMP NOPTI', 'add_memory_driver_managed')), [['stack segment', 'stack segment fault in add_memory_driver_managed']]);
+  t.deepEqual(titles(fault('Oops: stack segment: 0000 [#1] SMP NOPTI', 'add_memory_driver_managed')), [
+    ['stack segment', 'stack segment fault in add_memory_driver_managed'],
+  ]);
   t.deepEqual(titles(fault('PANIC: double fault, error_code: 0x0', 'walk_memory_blocks')), [['double fault', 'double fault in walk_memory_blocks']]);
   const overflow = [
     'BUG: stack guard page was hit at 00000000b4d1e2f3 (stack is 000000004c4c2a1b..00000000d0f2a9e5)',
@@ -590,60 +640,156 @@ test('x86 traps: divide error, invalid opcode, stack segment, double fault, stac
 });
 
 test('"BUG: unable to handle kernel" paging faults, whole and cut short (arch/x86/mm/fault.c)', (t) => {
-  const pf = ['BUG: unable to handle page fault for address: ffffc90000a3f000', '#PF: supervisor write access in kernel mode', 'Oops: 0002 [#1] SMP NOPTI', CPU0, HW, 'RIP: 0010:memmap_init_range+0x9b/0x1c0'];
+  const pf = [
+    'BUG: unable to handle page fault for address: ffffc90000a3f000',
+    '#PF: supervisor write access in kernel mode',
+    'Oops: 0002 [#1] SMP NOPTI',
+    CPU0,
+    HW,
+    'RIP: 0010:memmap_init_range+0x9b/0x1c0',
+  ];
   t.deepEqual(titles(pf), [['BUG', 'BUG: unable to handle kernel paging request in memmap_init_range']]);
   // The second printk of the header lost, and no RIP: still a report, titled as corrupted.
-  t.deepEqual(titles(['BUG: unable to handle kernel', 'sshd[201]: Accepted publickey for root']), [['BUG', 'BUG: unable to handle kernel paging request in corrupted']]);
+  t.deepEqual(titles(['BUG: unable to handle kernel', 'sshd[201]: Accepted publickey for root']), [
+    ['BUG', 'BUG: unable to handle kernel paging request in corrupted'],
+  ]);
 });
 
 test('sanitizers: KMSAN, KCSAN, old-format UBSAN, KASAN double-free', (t) => {
-  t.deepEqual(titles(['BUG: KMSAN: uninit-value in dev_dax_kmem_probe+0x2d4/0x5c0 [kmem]', ...trace('dev_dax_kmem_probe')]), [['KMSAN', 'KMSAN: uninit-value in dev_dax_kmem_probe']]);
+  t.deepEqual(titles(['BUG: KMSAN: uninit-value in dev_dax_kmem_probe+0x2d4/0x5c0 [kmem]', ...trace('dev_dax_kmem_probe')]), [
+    ['KMSAN', 'KMSAN: uninit-value in dev_dax_kmem_probe'],
+  ]);
   t.deepEqual(titles(['BUG: KCSAN: data-race in offline_pages / online_pages', '', 'write to 0xffff888100a0c1d8 of 8 bytes by task 210 on cpu 0:']), [
     ['KCSAN', 'KCSAN: data-race in offline_pages / online_pages'],
   ]);
-  t.deepEqual(titles(['UBSAN: Undefined behaviour in drivers/dax/kmem.c:112:21', 'shift exponent 64 is too large']), [['UBSAN', 'UBSAN: Undefined behaviour in drivers/dax/kmem.c']]);
-  t.deepEqual(titles(['==================================================================', 'BUG: KASAN: double-free in dev_dax_kmem_remove+0x1f0/0x330 [kmem]', 'Free of addr ffff888104f3a000 by task sh/211', '==================================================================']), [
-    ['KASAN', 'KASAN: double-free in dev_dax_kmem_remove'],
+  t.deepEqual(titles(['UBSAN: Undefined behaviour in drivers/dax/kmem.c:112:21', 'shift exponent 64 is too large']), [
+    ['UBSAN', 'UBSAN: Undefined behaviour in drivers/dax/kmem.c'],
   ]);
+  t.deepEqual(
+    titles([
+      '==================================================================',
+      'BUG: KASAN: double-free in dev_dax_kmem_remove+0x1f0/0x330 [kmem]',
+      'Free of addr ffff888104f3a000 by task sh/211',
+      '==================================================================',
+    ]),
+    [['KASAN', 'KASAN: double-free in dev_dax_kmem_remove']],
+  );
 });
 
 test('lockdep: suspicious RCU usage in both forms, bad unlock balance, non-static key, MAX_ limits (kernel/locking/lockdep.c)', (t) => {
-  const rcu = (header: string) => ['=============================', header, '7.3-amd64 #1 Not tainted', '-----------------------------', 'drivers/dax/bus.c:412 suspicious rcu_dereference_check() usage!', '', 'other info that might help us debug this:', ...trace('dax_region_free')];
+  const rcu = (header: string) => [
+    '=============================',
+    header,
+    '7.3-amd64 #1 Not tainted',
+    '-----------------------------',
+    'drivers/dax/bus.c:412 suspicious rcu_dereference_check() usage!',
+    '',
+    'other info that might help us debug this:',
+    ...trace('dax_region_free'),
+  ];
   t.deepEqual(titles(rcu('WARNING: suspicious RCU usage')), [['lockdep', 'lockdep: suspicious RCU usage at drivers/dax/bus.c']]);
   t.deepEqual(titles(rcu('[ INFO: suspicious RCU usage. ]')), [['lockdep', 'lockdep: suspicious RCU usage at drivers/dax/bus.c']]);
   t.deepEqual(titles(rcu('INFO: suspicious RCU usage.')), [['lockdep', 'lockdep: suspicious RCU usage at drivers/dax/bus.c']]);
-  const unlock = ['=====================================', 'WARNING: bad unlock balance detected!', '7.3-amd64 #1 Not tainted', '-------------------------------------', 'sh/215 is trying to release lock (mem_hotplug_lock) at:', '[<ffffffff8e2a3f10>] offline_and_remove_memory+0x6c/0x100', 'but there are no more locks to release!'];
+  const unlock = [
+    '=====================================',
+    'WARNING: bad unlock balance detected!',
+    '7.3-amd64 #1 Not tainted',
+    '-------------------------------------',
+    'sh/215 is trying to release lock (mem_hotplug_lock) at:',
+    '[<ffffffff8e2a3f10>] offline_and_remove_memory+0x6c/0x100',
+    'but there are no more locks to release!',
+  ];
   t.deepEqual(titles(unlock), [['lockdep', 'lockdep: bad unlock balance detected in offline_and_remove_memory']]);
-  const key = ['INFO: trying to register non-static key.', 'The code is fine but needs lockdep annotation, or maybe', 'you didn\'t initialize this object before use?', 'turning off the locking correctness validator.', CPU0, HW, ...trace('register_lock_class', '__lock_acquire', 'lock_acquire', '_raw_spin_lock_irqsave', 'dax_region_unregister')];
+  const key = [
+    'INFO: trying to register non-static key.',
+    'The code is fine but needs lockdep annotation, or maybe',
+    "you didn't initialize this object before use?",
+    'turning off the locking correctness validator.',
+    CPU0,
+    HW,
+    ...trace('register_lock_class', '__lock_acquire', 'lock_acquire', '_raw_spin_lock_irqsave', 'dax_region_unregister'),
+  ];
   t.deepEqual(titles(key), [['lockdep', 'lockdep: trying to register non-static key in dax_region_unregister']]);
   t.deepEqual(titles(['BUG: MAX_LOCKDEP_KEYS too low!', 'turning off the locking correctness validator.']), [['lockdep', 'lockdep: MAX_LOCKDEP_KEYS too low']]);
-  t.deepEqual(titles(['=====================================', 'BUG: sh/215 still has locks held!', ' #0: ffff888103a2c8f8 (&dev->mutex){+.+.}-{4:4}, at: device_release_driver_internal+0x4a/0x210']), [
-    ['lockdep', 'lockdep: still has locks held in device_release_driver_internal'],
-  ]);
+  t.deepEqual(
+    titles([
+      '=====================================',
+      'BUG: sh/215 still has locks held!',
+      ' #0: ffff888103a2c8f8 (&dev->mutex){+.+.}-{4:4}, at: device_release_driver_internal+0x4a/0x210',
+    ]),
+    [['lockdep', 'lockdep: still has locks held in device_release_driver_internal']],
+  );
 });
 
 test('kernel/workqueue.c and spinlock debugging: leaked lock, spinlock lockup, sleeping in atomic', (t) => {
-  t.deepEqual(titles(['BUG: workqueue leaked lock or atomic: kworker/0:1/0x00000000/42', '     last function: kmem_hotplug_work', '1 lock held by kworker/0:1/42:']), [['BUG', 'BUG: workqueue leaked lock or atomic in kmem_hotplug_work']]);
-  t.deepEqual(titles(['BUG: spinlock lockup suspected on CPU#1, sh/215', ' lock: 0xffff888100a0c1d8, .magic: dead4ead, .owner: sh/214, .owner_cpu: 0', ...trace('do_raw_spin_lock', '_raw_spin_lock', 'dax_region_remove')]), [
-    ['BUG', 'BUG: spinlock lockup suspected in dax_region_remove'],
-  ]);
-  t.deepEqual(titles(['BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580', 'in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 215, name: sh', ...trace('__might_resched', 'mutex_lock', 'dev_dax_kmem_remove')]), [
-    ['BUG', 'BUG: sleeping function called from invalid context in mutex_lock'],
-  ]);
+  t.deepEqual(
+    titles(['BUG: workqueue leaked lock or atomic: kworker/0:1/0x00000000/42', '     last function: kmem_hotplug_work', '1 lock held by kworker/0:1/42:']),
+    [['BUG', 'BUG: workqueue leaked lock or atomic in kmem_hotplug_work']],
+  );
+  t.deepEqual(
+    titles([
+      'BUG: spinlock lockup suspected on CPU#1, sh/215',
+      ' lock: 0xffff888100a0c1d8, .magic: dead4ead, .owner: sh/214, .owner_cpu: 0',
+      ...trace('do_raw_spin_lock', '_raw_spin_lock', 'dax_region_remove'),
+    ]),
+    [['BUG', 'BUG: spinlock lockup suspected in dax_region_remove']],
+  );
+  t.deepEqual(
+    titles([
+      'BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580',
+      'in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 215, name: sh',
+      ...trace('__might_resched', 'mutex_lock', 'dev_dax_kmem_remove'),
+    ]),
+    [['BUG', 'BUG: sleeping function called from invalid context in mutex_lock']],
+  );
 });
 
 test('checks that print before their BUG()/WARN(): list corruption, refcount_t, usercopy, ODEBUG', (t) => {
-  const bug = (file: string) => [`kernel BUG at ${file}!`, 'Oops: invalid opcode: 0000 [#1] SMP NOPTI', CPU0, HW, 'RIP: 0010:__list_add_valid_or_report+0x8e/0xa0'];
-  const listAdd = ['list_add corruption. next->prev should be prev (ffff888100a0c1d8), but was ffff888100a0c2e0. (next=ffff888100a0c2e0).', '------------[ cut here ]------------', ...bug('lib/list_debug.c:32'), ...trace('__list_add_valid_or_report', 'dax_region_add_range'), '---[ end trace 0000000000000000 ]---'];
+  const bug = (file: string) => [
+    `kernel BUG at ${file}!`,
+    'Oops: invalid opcode: 0000 [#1] SMP NOPTI',
+    CPU0,
+    HW,
+    'RIP: 0010:__list_add_valid_or_report+0x8e/0xa0',
+  ];
+  const listAdd = [
+    'list_add corruption. next->prev should be prev (ffff888100a0c1d8), but was ffff888100a0c2e0. (next=ffff888100a0c2e0).',
+    '------------[ cut here ]------------',
+    ...bug('lib/list_debug.c:32'),
+    ...trace('__list_add_valid_or_report', 'dax_region_add_range'),
+    '---[ end trace 0000000000000000 ]---',
+  ];
   t.deepEqual(titles(listAdd), [['list corruption', 'list_add corruption in dax_region_add_range']]);
-  t.deepEqual(titles(['list_del corruption, ffff888100a0c1d8->next is LIST_POISON1 (dead000000000100)', '------------[ cut here ]------------', 'WARNING: lib/list_debug.c:56 at __list_del_entry_valid_or_report+0x5c/0xd0, CPU#0: sh/215', ...trace('__list_del_entry_valid_or_report', 'release_memory_block')]), [
-    ['list corruption', 'list_del corruption in release_memory_block'],
-  ]);
-  const refcount = ['------------[ cut here ]------------', 'refcount_t: underflow; use-after-free.', 'WARNING: lib/refcount.c:28 at refcount_warn_saturate+0xba/0x110, CPU#0: sh/215', 'RIP: 0010:refcount_warn_saturate+0xba/0x110', ...trace('refcount_warn_saturate', 'dev_dax_kmem_remove'), '---[ end trace 0000000000000000 ]---'];
+  t.deepEqual(
+    titles([
+      'list_del corruption, ffff888100a0c1d8->next is LIST_POISON1 (dead000000000100)',
+      '------------[ cut here ]------------',
+      'WARNING: lib/list_debug.c:56 at __list_del_entry_valid_or_report+0x5c/0xd0, CPU#0: sh/215',
+      ...trace('__list_del_entry_valid_or_report', 'release_memory_block'),
+    ]),
+    [['list corruption', 'list_del corruption in release_memory_block']],
+  );
+  const refcount = [
+    '------------[ cut here ]------------',
+    'refcount_t: underflow; use-after-free.',
+    'WARNING: lib/refcount.c:28 at refcount_warn_saturate+0xba/0x110, CPU#0: sh/215',
+    'RIP: 0010:refcount_warn_saturate+0xba/0x110',
+    ...trace('refcount_warn_saturate', 'dev_dax_kmem_remove'),
+    '---[ end trace 0000000000000000 ]---',
+  ];
   t.deepEqual(titles(refcount), [['refcount', 'refcount_t: underflow; use-after-free in dev_dax_kmem_remove']]);
-  const usercopy = ["usercopy: Kernel memory exposure attempt detected from SLUB object 'kmalloc-16' (offset 0, size 4096)!", ...bug('mm/usercopy.c:102'), ...trace('usercopy_abort', '__check_heap_object', '__check_object_size', 'dax_ioctl')];
+  const usercopy = [
+    "usercopy: Kernel memory exposure attempt detected from SLUB object 'kmalloc-16' (offset 0, size 4096)!",
+    ...bug('mm/usercopy.c:102'),
+    ...trace('usercopy_abort', '__check_heap_object', '__check_object_size', 'dax_ioctl'),
+  ];
   t.deepEqual(titles(usercopy), [['usercopy', 'BUG: bad usercopy in dax_ioctl']]);
-  const odebug = ['------------[ cut here ]------------', 'ODEBUG: free active (active state 0) object: 00000000a1b2c3d4 object type: timer_list hint: kmem_poll_timer+0x0/0x30 [kmem]', 'WARNING: lib/debugobjects.c:629 at debug_print_object+0x8c/0xb0, CPU#0: sh/215', ...trace('debug_print_object', 'kfree', 'dev_dax_kmem_remove')];
+  const odebug = [
+    '------------[ cut here ]------------',
+    'ODEBUG: free active (active state 0) object: 00000000a1b2c3d4 object type: timer_list hint: kmem_poll_timer+0x0/0x30 [kmem]',
+    'WARNING: lib/debugobjects.c:629 at debug_print_object+0x8c/0xb0, CPU#0: sh/215',
+    ...trace('debug_print_object', 'kfree', 'dev_dax_kmem_remove'),
+  ];
   t.deepEqual(titles(odebug), [['ODEBUG', 'ODEBUG: free active timer_list (hint: kmem_poll_timer)']]);
 });
 
@@ -664,7 +810,10 @@ test('SLUB debug: the report, and its INFO lines alone when the header was lost 
   ];
   t.deepEqual(titles(slub), [['SLUB', 'SLUB: Object already free in free_to_partial_list']]);
   // Older kernels: "INFO:" in front; the header cut off leaves the INFO lines to say it.
-  t.deepEqual(titles(['INFO: Freed in dev_dax_kmem_remove+0x1f0/0x330 age=3 cpu=0 pid=211', 'INFO: Slab 0xffffea000413e800 objects=32 used=31 fp=0xffff888104fa0000']), [['SLUB', 'SLUB: object freed in dev_dax_kmem_remove (report cut short)']]);
+  t.deepEqual(
+    titles(['INFO: Freed in dev_dax_kmem_remove+0x1f0/0x330 age=3 cpu=0 pid=211', 'INFO: Slab 0xffffea000413e800 objects=32 used=31 fp=0xffff888104fa0000']),
+    [['SLUB', 'SLUB: object freed in dev_dax_kmem_remove (report cut short)']],
+  );
   t.deepEqual(titles(['INFO: Object 0xffff888104fa0040 @offset=64 fp=0x0000000000000000']), [['SLUB', 'SLUB: bad object in corrupted']]);
 });
 
@@ -681,12 +830,23 @@ test('kmemleak: a report titled by the allocating caller, and the console summar
     '    dax_bus_probe+0x6e/0xc0',
   ];
   t.deepEqual(titles(leak), [['kmemleak', 'memory leak in dev_dax_kmem_probe']]);
-  t.deepEqual(titles(['kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)']).map(([k]) => k), ['kmemleak']);
+  t.deepEqual(
+    titles(['kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)']).map(([k]) => k),
+    ['kmemleak'],
+  );
 });
 
 test('OOM: one report per kill, its verdict folded in even after a long task dump (mm/oom_kill.c)', (t) => {
   const tasks = Array.from({ length: 300 }, (_, i) => `[    ${200 + i}]     0   ${200 + i}     1234      567    40960        0             0 sh`);
-  const oom = ['sh invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0', CPU0, HW, ...trace('dump_header', 'oom_kill_process', 'out_of_memory', '__alloc_pages_slowpath'), 'Mem-Info:', ...tasks, 'Out of memory: Killed process 215 (sh) total-vm:4936kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:48kB oom_score_adj:0'];
+  const oom = [
+    'sh invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0',
+    CPU0,
+    HW,
+    ...trace('dump_header', 'oom_kill_process', 'out_of_memory', '__alloc_pages_slowpath'),
+    'Mem-Info:',
+    ...tasks,
+    'Out of memory: Killed process 215 (sh) total-vm:4936kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:48kB oom_score_adj:0',
+  ];
   t.deepEqual(titles(oom), [['OOM', 'out of memory (oom-killer invoked)']]);
   t.deepEqual(titles(oom.slice(-1)), [['OOM', 'out of memory (oom-killer invoked)']]);
 });
@@ -695,9 +855,13 @@ test('reboots: "reboot: Restarting system" and, in one machine\'s console, a sec
   t.deepEqual(titles(['sysrq: Emergency Sync', 'reboot: Restarting system']), [['reboot', 'unexpected kernel reboot']]);
   t.deepEqual(titles(['reboot: Power down']), []);
   t.deepEqual(titles(['reboot: System halted']), []);
-  const banner = (at: number) => `[    0.000000] Linux version 7.3-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-15) #1 SMP PREEMPT_DYNAMIC Debian 7.3~rc7-1~exp1 (2026-11-01) ${at}`;
+  const banner = (at: number) =>
+    `[    0.000000] Linux version 7.3-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-15) #1 SMP PREEMPT_DYNAMIC Debian 7.3~rc7-1~exp1 (2026-11-01) ${at}`;
   const twoBoots = [banner(1), '[   12.000000] dax-harness: sshd started', banner(2), '[    0.100000] Command line: console=ttyS0'].join('\n');
-  t.deepEqual(triage(twoBoots, { singleBoot: true }).map((r) => [r.kind, r.title, r.line]), [['reboot', 'unexpected kernel reboot', 3]]);
+  t.deepEqual(
+    triage(twoBoots, { singleBoot: true }).map((r) => [r.kind, r.title, r.line]),
+    [['reboot', 'unexpected kernel reboot', 3]],
+  );
   // A file may hold several guests' boots one after another (a run's console.log): not a reboot there.
   t.deepEqual(triage(twoBoots), []);
   // /proc/version printed later in a session is no banner (no time-zero stamp).
@@ -710,21 +874,39 @@ test('reports cut short or interleaved with other output are kept, titled "... i
   t.deepEqual(titles(['BUG:']), [['BUG', 'BUG in corrupted']]);
   t.deepEqual(titles(['------------[ cut here ]------------', 'WARNING: CPU: 1 PID: 215']), [['WARNING', 'WARNING in corrupted']]);
   // Another writer's text in front of the kernel's line: the header is found at its timestamp.
-  const interleaved = 'dropbear[201]: Child connection from 10.0.2.2:42318[  101.213411] Oops: general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] SMP NOPTI';
+  const interleaved =
+    'dropbear[201]: Child connection from 10.0.2.2:42318[  101.213411] Oops: general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] SMP NOPTI';
   const log = [interleaved, stamp([CPU0, HW, 'RIP: 0010:release_memory_resource+0x1b/0x40'], 101.3)].join('\n');
-  t.deepEqual(triage(log).map((r) => [r.kind, r.title, r.line]), [['GPF', 'general protection fault in release_memory_resource', 1]]);
+  t.deepEqual(
+    triage(log).map((r) => [r.kind, r.title, r.line]),
+    [['GPF', 'general protection fault in release_memory_resource', 1]],
+  );
   // A soft lockup whose RIP line never came (the console dropped it).
   t.deepEqual(titles(['watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:215]', 'Modules linked in: kmem']), [['soft lockup', 'soft lockup in corrupted']]);
 });
 
 test('older print forms: "NMI watchdog:" soft lockup, RCU stall on one CPU, "stack regs has bad bp value"', (t) => {
-  t.deepEqual(titles(['NMI watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [sh:215]', 'RIP: 0010:offline_pages+0x2f1/0x6c0']), [['soft lockup', 'soft lockup in offline_pages']]);
-  t.deepEqual(titles(['INFO: rcu_sched detected stall on CPU 1 (t=21002 jiffies)', 'RIP: 0010:offline_pages+0x2f1/0x6c0']), [['RCU stall', 'RCU stall (rcu_sched) in offline_pages']]);
-  t.deepEqual(titles(['INFO: rcu_tasks detected stalls on tasks:', '00000000a1b2c3d4: .. nvcsw: 2/2 holdout: 1 idle_cpu: -1/1', 'task:sh state:R  running task', ...trace('offline_pages')]), [
-    ['RCU stall', 'RCU stall (rcu_tasks) in offline_pages'],
+  t.deepEqual(titles(['NMI watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [sh:215]', 'RIP: 0010:offline_pages+0x2f1/0x6c0']), [
+    ['soft lockup', 'soft lockup in offline_pages'],
   ]);
-  t.deepEqual(titles(["WARNING: kernel stack regs at 00000000a1b2c3d4 in sh:215 has bad 'bp' value 0000000000000000"]), [['WARNING', "WARNING: kernel stack regs has bad 'bp' value"]]);
-  t.deepEqual(titles(['Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: dev_dax_kmem_probe+0x5c0/0x5c0 [kmem]']), [['panic', 'panic: stack-protector: Kernel stack is corrupted in: dev_dax_kmem_probe']]);
+  t.deepEqual(titles(['INFO: rcu_sched detected stall on CPU 1 (t=21002 jiffies)', 'RIP: 0010:offline_pages+0x2f1/0x6c0']), [
+    ['RCU stall', 'RCU stall (rcu_sched) in offline_pages'],
+  ]);
+  t.deepEqual(
+    titles([
+      'INFO: rcu_tasks detected stalls on tasks:',
+      '00000000a1b2c3d4: .. nvcsw: 2/2 holdout: 1 idle_cpu: -1/1',
+      'task:sh state:R  running task',
+      ...trace('offline_pages'),
+    ]),
+    [['RCU stall', 'RCU stall (rcu_tasks) in offline_pages']],
+  );
+  t.deepEqual(titles(["WARNING: kernel stack regs at 00000000a1b2c3d4 in sh:215 has bad 'bp' value 0000000000000000"]), [
+    ['WARNING', "WARNING: kernel stack regs has bad 'bp' value"],
+  ]);
+  t.deepEqual(titles(['Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: dev_dax_kmem_probe+0x5c0/0x5c0 [kmem]']), [
+    ['panic', 'panic: stack-protector: Kernel stack is corrupted in: dev_dax_kmem_probe'],
+  ]);
 });
 
 test('clean look-alikes are not reports', (t) => {
@@ -780,7 +962,10 @@ test('titles of the same bug are equal across two captures with different addres
     );
   const a = triage(capture(148, 'ff3935e7', 36.5));
   const b = triage(capture(311, 'ffa0c1d8', 912.25));
-  t.deepEqual(a.map((r) => r.title), b.map((r) => r.title));
+  t.deepEqual(
+    a.map((r) => r.title),
+    b.map((r) => r.title),
+  );
   for (const r of a) assertStable(t, r.title);
 });
 
@@ -799,7 +984,10 @@ test('the stream holds a fixed window of lines however long the log, and still f
   t.true(stream.lines > 100_000);
   t.true(most <= WINDOW_BEHIND + 2 * WINDOW_AHEAD + 1, `window grew to ${most} lines`);
   const reports = stream.end();
-  t.deepEqual(reports.map((r) => [r.kind, r.title]), [['WARNING', 'WARNING in cxl_region_invalidate_memregion']]);
+  t.deepEqual(
+    reports.map((r) => [r.kind, r.title]),
+    [['WARNING', 'WARNING in cxl_region_invalidate_memregion']],
+  );
   t.is(reports[0]?.line, 400 * clean.length + lineNumber(fixture('warn-cxl-hypervisor-7.3.log'), 'WARNING: drivers/cxl/core/region.c'));
   // A line with no end is cut, not kept whole.
   const long = new TriageStream();
@@ -812,7 +1000,10 @@ test('snapshot() sees reports still inside the look-ahead window without ending 
   for (const line of fixture('warn-panic-on-warn-7.3.log').split('\n')) stream.push(line);
   const early = stream.snapshot().map((r) => r.kind);
   t.deepEqual(early, ['WARNING', 'panic']);
-  t.deepEqual(stream.end().map((r) => r.kind), early);
+  t.deepEqual(
+    stream.end().map((r) => r.kind),
+    early,
+  );
 });
 
 // --- real reports provoked with a module on Debian's 7.3 (test/fixtures/README.md) ----------
@@ -873,15 +1064,22 @@ function interleaved(log: string): string {
 /** The log cut two lines after its first report's header (the guest died, the console lost the rest). */
 function cutShort(log: string): string {
   const first = triage(log)[0]?.line ?? 1;
-  return log.split('\n').slice(0, first + 2).join('\n');
+  return log
+    .split('\n')
+    .slice(0, first + 2)
+    .join('\n');
 }
 
 test('corpus: every real crash log detected, also interleaved and cut short; no report in the clean logs', (t) => {
   const corpus = fixtureCorpus();
-  const crashes = corpus.filter((c) => c.crash).flatMap((c) => [c, { ...c, name: `${c.name} (interleaved)`, log: interleaved(c.log) }, { ...c, name: `${c.name} (cut short)`, log: cutShort(c.log) }]);
+  const crashes = corpus
+    .filter((c) => c.crash)
+    .flatMap((c) => [c, { ...c, name: `${c.name} (interleaved)`, log: interleaved(c.log) }, { ...c, name: `${c.name} (cut short)`, log: cutShort(c.log) }]);
   const missed = crashes.filter((c) => triage(c.log).length === 0).map((c) => c.name);
   const falsePositives = corpus.filter((c) => !c.crash && triage(c.log).length > 0).map((c) => c.name);
-  t.log(`detected ${crashes.length - missed.length}/${crashes.length} crash logs; ${falsePositives.length} false positives in ${corpus.length - crashes.length / 3} clean logs`);
+  t.log(
+    `detected ${crashes.length - missed.length}/${crashes.length} crash logs; ${falsePositives.length} false positives in ${corpus.length - crashes.length / 3} clean logs`,
+  );
   t.true(crashes.length >= 3 * 15);
   t.deepEqual(missed, []);
   t.deepEqual(falsePositives, []);

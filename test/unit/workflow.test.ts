@@ -74,8 +74,16 @@ test('every command and option the workflow uses exists in the CLI', async (t) =
 test('the example nightly matrix is valid: 7.3 and 7.2 on every shipped topology, all suites', async (t) => {
   const { config, cells } = await loadMatrixConfig(path.join(projectRoot, 'examples/matrix-nightly.json'));
   t.deepEqual(config.suites, ['all']);
-  t.deepEqual(
-    cells.map((c) => c.id).sort(),
-    ['7.2-cxl', '7.2-cxl-hb-interleave', '7.2-cxl-switch', '7.2-cxl-two-regions', '7.2-pmem', '7.3-cxl', '7.3-cxl-hb-interleave', '7.3-cxl-switch', '7.3-cxl-two-regions', '7.3-pmem'],
-  );
+  t.deepEqual(cells.map((c) => c.id).sort(), [
+    '7.2-cxl',
+    '7.2-cxl-hb-interleave',
+    '7.2-cxl-switch',
+    '7.2-cxl-two-regions',
+    '7.2-pmem',
+    '7.3-cxl',
+    '7.3-cxl-hb-interleave',
+    '7.3-cxl-switch',
+    '7.3-cxl-two-regions',
+    '7.3-pmem',
+  ]);
 });
