@@ -32,31 +32,20 @@ export class HarnessApt {
 
   private get options(): string[] {
     const r = this.root;
+    // biome-ignore format: apt options read best as -o pairs
     return [
-      '-o',
-      `Dir::Etc::SourceList=${r}/sources.list`,
-      '-o',
-      `Dir::Etc::SourceParts=${r}/sources.list.d`,
-      '-o',
-      `Dir::Etc::Preferences=${r}/preferences`,
-      '-o',
-      `Dir::Etc::PreferencesParts=${r}/preferences.d`,
-      '-o',
-      `Dir::State=${r}/state`,
-      '-o',
-      `Dir::State::status=${r}/state/status`,
-      '-o',
-      `Dir::Cache=${r}/cache`,
-      '-o',
-      'Acquire::Check-Valid-Until=false',
-      '-o',
-      'Acquire::Languages=none',
-      '-o',
-      'APT::Architecture=amd64',
-      '-o',
-      'APT::Architectures=amd64',
-      '-o',
-      'APT::Sandbox::User=root',
+      '-o', `Dir::Etc::SourceList=${r}/sources.list`,
+      '-o', `Dir::Etc::SourceParts=${r}/sources.list.d`,
+      '-o', `Dir::Etc::Preferences=${r}/preferences`,
+      '-o', `Dir::Etc::PreferencesParts=${r}/preferences.d`,
+      '-o', `Dir::State=${r}/state`,
+      '-o', `Dir::State::status=${r}/state/status`,
+      '-o', `Dir::Cache=${r}/cache`,
+      '-o', 'Acquire::Check-Valid-Until=false',
+      '-o', 'Acquire::Languages=none',
+      '-o', 'APT::Architecture=amd64',
+      '-o', 'APT::Architectures=amd64',
+      '-o', 'APT::Sandbox::User=root',
     ];
   }
 

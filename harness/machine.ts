@@ -162,28 +162,11 @@ export async function chooseAccelerator(
   const cached = forced ? undefined : await readJsonState<{ key: string; choice: AcceleratorChoice }>(cacheFile);
   if (cached?.key === key && cached.choice?.accel) return { ...cached.choice, reason: `${cached.choice.reason} (probe cached for this host boot)` };
   progress('accelerator: probing KVM with a tiny guest');
+  // biome-ignore format: QEMU options read best as option-value pairs
   const machine = Machine.start([
-    '-accel',
-    'kvm',
-    '-cpu',
-    'host',
-    '-M',
-    'q35',
-    '-m',
-    '256M',
-    '-display',
-    'none',
-    '-monitor',
-    'none',
-    '-serial',
-    'stdio',
-    '-no-reboot',
-    '-kernel',
-    kernel,
-    '-initrd',
-    floorInitrd,
-    '-append',
-    'console=ttyS0 panic=-1 quiet',
+    '-accel', 'kvm', '-cpu', 'host', '-M', 'q35', '-m', '256M', '-display', 'none', '-monitor', 'none',
+    '-serial', 'stdio', '-no-reboot', '-kernel', kernel, '-initrd', floorInitrd,
+    '-append', 'console=ttyS0 panic=-1 quiet',
   ]);
   const abort = new AbortController();
   const marker = await Promise.race([

@@ -180,37 +180,25 @@ export function qemuArgs(spec: MachineSpec): string[] {
   const machine = ['q35'];
   if (t.cxl.length > 0) machine.push('cxl=on');
   if (t.pmem.length > 0) machine.push('nvdimm=on');
+  // biome-ignore format: QEMU options read best as option-value pairs
   const args = [
-    '-accel',
-    spec.accel,
-    '-cpu',
-    spec.accel === 'kvm' ? 'host' : 'max,hypervisor=off',
-    '-M',
-    machine.join(','),
-    '-smp',
-    String(t.cpus),
-    '-m',
-    `${t.memory.boot},maxmem=${t.memory.max},slots=${t.memory.slots}`,
+    '-accel', spec.accel,
+    '-cpu', spec.accel === 'kvm' ? 'host' : 'max,hypervisor=off',
+    '-M', machine.join(','),
+    '-smp', String(t.cpus),
+    '-m', `${t.memory.boot},maxmem=${t.memory.max},slots=${t.memory.slots}`,
     // -nodefaults: no default VGA card, CD-ROM or NIC for the guest kernel to find; every
     // device the guest has is listed here. (qemuDefaults: the benchmark's "before".)
     ...(spec.qemuDefaults ? [] : ['-nodefaults']),
-    '-display',
-    'none',
-    '-monitor',
-    'none',
-    '-serial',
-    'stdio',
+    '-display', 'none',
+    '-monitor', 'none',
+    '-serial', 'stdio',
     '-no-reboot',
-    '-kernel',
-    spec.kernel,
-    '-initrd',
-    spec.initrd,
-    '-append',
-    spec.cmdline,
-    '-netdev',
-    `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
-    '-device',
-    'virtio-net-pci,netdev=net0',
+    '-kernel', spec.kernel,
+    '-initrd', spec.initrd,
+    '-append', spec.cmdline,
+    '-netdev', `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
+    '-device', 'virtio-net-pci,netdev=net0',
   ];
   if (t.cxl.length > 0) args.push(...cxlArgs(t));
   for (const d of t.pmem) {

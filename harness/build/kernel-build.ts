@@ -11,7 +11,7 @@ import type { Kernel } from '../kernel/kernel.js';
 import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
-import { claimForSandbox, runSandboxed, type SandboxMounts } from './sandbox.js';
+import { buildFailed, claimForSandbox, runSandboxed, type SandboxMounts } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /** What a finished build recorded, so the next one can tell whether anything changed. */
@@ -150,16 +150,7 @@ async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string)
   const timer = setInterval(() => progress(`build: ${compiled} objects compiled${last ? `, now ${last}` : ''}`), 15_000);
   try {
     const result = await runSandboxed(mounts, ['make', ...args], { cwd: mounts.writable[0] as string, env: { CCACHE_DIR: ccacheDir }, onLine });
-    if (result.exitCode !== 0) {
-      const error =
-        tail
-          .filter((l) => /error|Error \d/.test(l))
-          .slice(0, 3)
-          .join(' | ') ||
-        tail.at(-1) ||
-        `exit ${result.exitCode}`;
-      throw new InfraError(`kernel build failed: ${error}`, tail.join('\n'));
-    }
+    if (result.exitCode !== 0) throw buildFailed('kernel build', tail, result.exitCode);
   } finally {
     clearInterval(timer);
   }

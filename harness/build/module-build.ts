@@ -9,7 +9,7 @@ import { type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../modules.js';
 import { progress, step } from '../progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
-import { claimForSandbox } from './sandbox.js';
+import { buildFailed, claimForSandbox } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /**
@@ -99,16 +99,7 @@ export async function buildModulesAgainstHeaders(options: { cacheDir: string; tr
           if (/^\s+(CC|LD) \[M\]/.test(line)) progress(`modules: ${line.trim()}`);
         }),
       );
-      if (r.exitCode !== 0) {
-        const error =
-          tail
-            .filter((l) => /error|Error \d/.test(l))
-            .slice(0, 3)
-            .join(' | ') ||
-          tail.at(-1) ||
-          `exit ${r.exitCode}`;
-        throw new InfraError(`module build of ${dir} failed: ${error}`, tail.join('\n'));
-      }
+      if (r.exitCode !== 0) throw buildFailed(`module build of ${dir}`, tail, r.exitCode);
       // Regular files only: the build (sandboxed) could leave a kmem.ko symlinked to a host file.
       const { stdout } = await execa('find', [path.join(hostWork, dir), '-type', 'f', '-name', '*.ko']);
       for (const file of stdout.split('\n').filter(Boolean).sort()) {

@@ -192,3 +192,13 @@ function warnIfUnsandboxed(): void {
   }
 }
 let warned = false;
+
+/**
+ * A failed make as one error: its first compiler errors (or its last line) in the message,
+ * the output's tail in the details, which the CLI prints under the message.
+ */
+export function buildFailed(what: string, tail: string[], exitCode: number | undefined): InfraError {
+  const errors = tail.filter((l) => /error|Error \d/.test(l)).slice(0, 3);
+  const summary = errors.join(' | ') || tail.at(-1) || `exit ${exitCode}`;
+  return new InfraError(`${what} failed: ${summary}`, tail.join('\n'));
+}
