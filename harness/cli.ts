@@ -23,7 +23,7 @@ import { ShardsRefused } from './results/shard.js';
 import { checkKcidbTarget, KCIDB_ORIGIN_ENV } from './results/kcidb.js';
 import { countsLine } from './results/summary.js';
 import { reproRun } from './repro.js';
-import { type GuestRunOptions, runOnce } from './run.js';
+import { type GuestRunOptions, runSuitesOnGuests } from './run.js';
 import { DEFAULT_TOPOLOGY } from './topology.js';
 import { openLog, triageReadable } from './triage-read.js';
 import { warmCache } from './warm-cache.js';
@@ -145,7 +145,7 @@ function addRunCommand(cli: Command): void {
       const guestRun = await guestRunOptions(o);
       // A tree is built before the run starts: a failed build leaves no results directory.
       const { prepared } = kernel.kind === 'tree' ? await prepareKernel(kernel, guestRun.cacheDir) : {};
-      const result = await runOnce({
+      const result = await runSuitesOnGuests({
         ...guestRun,
         prepared,
         kernel,
@@ -160,7 +160,7 @@ function addRunCommand(cli: Command): void {
     });
 }
 
-function printRun({ exitCode, summary, dir }: Awaited<ReturnType<typeof runOnce>>, json: boolean | undefined): void {
+function printRun({ exitCode, summary, dir }: Awaited<ReturnType<typeof runSuitesOnGuests>>, json: boolean | undefined): void {
   process.exitCode = exitCode;
   if (json) {
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);

@@ -18,7 +18,7 @@ import type { TestRecord } from './results/record.js';
 import { copyShardFiles, listShardFiles, readShardSummary, type ShardEntry, ShardProblem, ShardsRefused } from './results/shard.js';
 import { countsLine, countTests, type RunStatus, type RunSummary, SUMMARY_SCHEMA_VERSION } from './results/summary.js';
 import { collapseRetries, readRawRecords } from './results/records.js';
-import { runOnce } from './run.js';
+import { runSuitesOnGuests } from './run.js';
 import { listSuites, planSuites } from './suites.js';
 import { listTopologies, loadTopology } from './topology.js';
 import { fileStamp } from './util/stamp.js';
@@ -26,7 +26,7 @@ import { fileStamp } from './util/stamp.js';
 export interface MatrixConfig {
   file: string;
   kernels: KernelSpec[];
-  /** As given to runOnce: a topology name or an absolute path to a JSON file. */
+  /** As given to runSuitesOnGuests: a topology name or an absolute path to a JSON file. */
   topologies: string[];
   suites: string[];
   jobs?: number;
@@ -401,7 +401,7 @@ async function runCell(options: MatrixOptions, inputs: MatrixInputs, dir: string
   const kernel = inputs.kernels.get(plan.kernel)!;
   const cellResults = path.join(dir, 'cells', plan.id);
   try {
-    const run = await runOnce({
+    const run = await runSuitesOnGuests({
       prepared: kernel.prepared,
       kernel: plan.kernel,
       topology: plan.topology,
@@ -446,7 +446,7 @@ async function erroredCell(plan: PlannedCell, kernel: PreparedCellKernel, cellRe
   return cell;
 }
 
-/** Runs every cell of a matrix file (or one shard of it), one after another, each via runOnce. */
+/** Runs every cell of a matrix file (or one shard of it), one after another, each via runSuitesOnGuests. */
 export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: number; summary: MatrixSummary; dir: string }> {
   const started = Date.now();
   // Everything that can be refused is checked before the matrix directory exists.

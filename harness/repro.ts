@@ -6,7 +6,7 @@ import { prepareKernel, recordedKernelSpec } from './kernel/spec.js';
 import { warn } from './progress.js';
 import { bootedDifferences, type Repro } from './results/repro.js';
 import { readRawRecords } from './results/records.js';
-import { runOnce } from './run.js';
+import { runSuitesOnGuests } from './run.js';
 
 /** ava --match treats `*` as a wildcard and a leading `!` as negation; titles here have neither. */
 function exactPattern(title: string): string {
@@ -22,7 +22,7 @@ function exactPattern(title: string): string {
 export async function reproRun(
   from: string,
   options: { test?: string; cacheDir: string; resultsDir: string },
-): Promise<Awaited<ReturnType<typeof runOnce>> & { tests: string[] }> {
+): Promise<Awaited<ReturnType<typeof runSuitesOnGuests>> & { tests: string[] }> {
   const reproFile = path.join(from, 'repro.json');
   if (!existsSync(from)) throw new UsageError(`${from} does not exist`);
   if (!existsSync(reproFile)) throw new UsageError(`${from} has no repro.json: not a dax-harness run directory`);
@@ -51,7 +51,7 @@ export async function reproRun(
   const kernel = recordedKernelSpec(o.kernel, o.modules, reproFile);
   // A tree kernel is rebuilt (or its build reused) the way the run made it.
   const prepared = kernel.kind === 'tree' ? (await prepareKernel(kernel, options.cacheDir)).prepared : undefined;
-  const result = await runOnce({
+  const result = await runSuitesOnGuests({
     kernel,
     prepared,
     topology: path.join(from, repro.topology.file),

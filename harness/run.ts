@@ -297,7 +297,7 @@ async function finishRun(options: RunOptions, recorder: RunRecorder): Promise<Ru
 }
 
 /** One run: inputs checked, kernel and images prepared, sessions run on guests, results written. */
-export async function runOnce(options: RunOptions): Promise<RunResult> {
+export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult> {
   const inputs = await checkRunInputs(options);
   const { recorder, restoreLatest } = await openRecorder(options, inputs);
   const workDir = path.join(options.cacheDir, 'work', recorder.summary.runId);

@@ -24,7 +24,7 @@ import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE } from '../harness/cmdline.js';
-import { runOnce } from '../harness/run.js';
+import { runSuitesOnGuests } from '../harness/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
@@ -280,9 +280,9 @@ if (!skipTopologies) {
 // A second, cached run against its own warm boot, and the full suites serial vs --jobs 2.
 const results = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-results-'));
 const base = { kernel: kernelSpec, topology: 'cxl-pmem', bootArgs: '', cacheDir, resultsDir: results, bootTimeoutSec: 300 };
-await runOnce({ ...base, suites: ['smoke'] });
+await runSuitesOnGuests({ ...base, suites: ['smoke'] });
 const t1 = Date.now();
-const cached = await runOnce({ ...base, suites: ['smoke'] });
+const cached = await runSuitesOnGuests({ ...base, suites: ['smoke'] });
 const cachedWall = Date.now() - t1;
 // The warm boot: what the run spent with its guest (boot, devices, suites, power-off); the
 // rest is the harness's own overhead (kernel and image lookups, KVM probe, results).
@@ -291,7 +291,7 @@ report('cached run (smoke) vs its warm boot', `${s(cachedWall)} vs ${s(guestMs)}
 if (!skipSuites) {
   for (const jobs of [1, 2]) {
     const t = Date.now();
-    const r = await runOnce({ ...base, suites: ['all'], jobs });
+    const r = await runSuitesOnGuests({ ...base, suites: ['all'], jobs });
     report(`full suites, --jobs ${jobs}`, `${s(Date.now() - t)} (${countsLine(r.summary.counts)})`);
     figures[`suites-jobs-${jobs}-ms`] = Date.now() - t;
   }

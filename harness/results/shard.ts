@@ -25,7 +25,7 @@ export const SHARD_LIMITS = {
 
 /** A cell id as validateMatrixConfig() makes them: kernel label, "-", topology label. */
 export const CELL_ID = /^(?!\.+$)[A-Za-z0-9.+_-]{1,200}$/;
-/** A run id as runOnce() makes them (stamp, kernel, topology, pid): one path component. */
+/** A run id as runSuitesOnGuests() makes them (stamp, kernel, topology, pid): one path component. */
 const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,254}$/;
 const RUN_STATUSES: readonly RunStatus[] = ['pass', 'fail', 'error', 'interrupted', 'running'];
 const TEST_STATUSES: readonly TestRecord['status'][] = ['pass', 'fail', 'skip'];

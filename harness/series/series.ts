@@ -10,7 +10,7 @@ import type { TreeKernelSpec } from '../kernel/spec.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
 import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
-import { type GuestRunOptions, runOnce } from '../run.js';
+import { type GuestRunOptions, runSuitesOnGuests } from '../run.js';
 import { fileStamp } from '../util/stamp.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './base-vs-series.js';
 import { type Patch, readSeries, type Series } from './patches.js';
@@ -202,7 +202,7 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
   };
   const prepared = await step(`series: build ${label}`, () => prepareKernelFromTree({ cacheDir: options.cacheDir, ...kernel, tree: sideTree }));
   progress(`series: running the suites on ${label}`);
-  return runOnce({
+  return runSuitesOnGuests({
     prepared,
     kernel,
     topology: options.topology,

@@ -71,7 +71,7 @@ function runSummary(runId: string, tests: TestRecord[], extra: Partial<RunSummar
   };
 }
 
-/** A run directory as runOnce writes it. */
+/** A run directory as runSuitesOnGuests writes it. */
 async function writeRun(root: string, summary: RunSummary): Promise<string> {
   const dir = path.join(root, summary.runId);
   await mkdir(dir, { recursive: true });
