@@ -219,6 +219,24 @@ async function createCxlRegion(
   return checkCreatedRegion(region, names, created);
 }
 
+/** How long a committed region may take to show its dax device bound to kmem. */
+const FRESH_DAX_TIMEOUT_MS = 20_000;
+
+/**
+ * The dax device a just-committed CXL region made. The region driver, dax_cxl and kmem probe
+ * asynchronously after `cxl create-region` returns: look until the device is there and bound
+ * to kmem (a fast guest shell reached it before dax_cxl did), or until the time is up and what
+ * is there (or nothing) is what setup reports.
+ */
+async function freshCxlDax(guest: Guest, before: Set<string>): Promise<DaxDevice | undefined> {
+  const deadline = Date.now() + FRESH_DAX_TIMEOUT_MS;
+  for (;;) {
+    const device = (await inspectDaxDevices(guest)).find((d) => d.backing === 'cxl' && !before.has(d.name));
+    if ((device?.driver === 'kmem' && device.blocks.length > 0) || Date.now() > deadline) return device;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /**
  * Makes the topology's dax devices and binds them to kmem: a RAM region per declared CXL
  * region (the CXL region driver then creates a dax device that kmem claims), and for each NVDIMM
@@ -243,8 +261,7 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
       windows.findIndex((w) => w.regions.includes(region.name)),
       made,
     );
-    const fresh = (await inspectDaxDevices(guest)).filter((d) => d.backing === 'cxl' && !before.has(d.name));
-    const device = fresh[0];
+    const device = await freshCxlDax(guest, before);
     // The region is there as declared: a missing dax device is the kernel's (dax_cxl) doing.
     if (!device) throw missing(`no dax device appeared for CXL region ${region.name} (${made1})`, `new dax device for ${region.name}`, 'none', 'one', made);
     if (device.sizeBytes !== regionBytes(topology, region)) {
