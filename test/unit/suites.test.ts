@@ -77,7 +77,7 @@ test('the expanded sessions of every suite are the pinned ones', async (t) => {
     }));
   }
   t.deepEqual(actual, pinned);
-  // The order of env's keys too: run.ts labels a session by them.
+  // The order of env's keys too: scheduler/plan.ts labels a session by them.
   t.is(JSON.stringify(actual), JSON.stringify(pinned));
 });
 
