@@ -209,8 +209,7 @@ function guestImages(cacheDir: string, kernel: Kernel): (topology: Topology) => 
 }
 
 /** The sessions on `jobs` workers, each keeping its guest for the next session it can serve. */
-async function runSessions(options: RunOptions, recorder: RunRecorder, guests: QemuGuests, demands: SessionDemand[]): Promise<void> {
-  const jobs = Math.max(1, Math.min(options.jobs ?? 1, demands.length));
+async function runSessions(options: RunOptions, recorder: RunRecorder, guests: QemuGuests, demands: SessionDemand[], jobs: number): Promise<void> {
   await runWorkers<GuestSlot>({
     jobs,
     demands,
@@ -314,13 +313,14 @@ export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult>
     const kit = await prepareBoot(options, inputs, recorder);
     const { demands, warnings } = planSessions(inputs.sessions, inputs.topology, options.bootArgs);
     for (const w of warnings) warn(w);
+    const jobs = Math.max(1, Math.min(options.jobs ?? 1, demands.length));
     const guests = new QemuGuests({
       recorder,
       kit,
       topology: inputs.topology,
       requestedKernel: requestedKernel(options.kernel),
       workDir,
-      jobs: Math.max(1, Math.min(options.jobs ?? 1, demands.length)),
+      jobs,
       bootTimeoutSec: options.bootTimeoutSec,
       sshPort: options.sshPort,
       match: options.match ?? [],
@@ -328,7 +328,7 @@ export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult>
       variant: options.variant,
       qemuVersion: inputs.qemuVersion,
     });
-    await runSessions(options, recorder, guests, demands);
+    await runSessions(options, recorder, guests, demands, jobs);
     return await finishRun(options, recorder);
   } catch (error) {
     if (error instanceof UsageError) {

@@ -76,7 +76,8 @@ export async function writeRunDir(root: string, summary: RunSummary): Promise<{ 
   return { dir, html };
 }
 
-function cellOf(id: string, summary: RunSummary): MatrixCell {
+/** A matrix cell made from a run's summary, as the matrix records one. */
+export function cellOf(id: string, summary: RunSummary): MatrixCell {
   const { kernel, variant, topology, suites, status, counts, error, startedAt, hostname, tests, wallSeconds } = summary;
   return {
     id,

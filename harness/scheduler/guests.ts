@@ -178,25 +178,32 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     await slot.booted.guest.run(`echo '${line}' > /dev/kmsg`).catch(() => undefined);
   }
 
+  /** What every context of a session says, with a guest or without one. */
+  private runFacts(demand: SessionDemand): Pick<RunContext, 'kernel' | 'topology' | 'declaredDevices' | 'cmdline' | 'testsFile'> {
+    return {
+      kernel: { release: this.scope.kit.kernel.release, requested: this.scope.requestedKernel },
+      topology: this.scope.topology.name,
+      declaredDevices: declaredDevices(this.scope.topology),
+      cmdline: demand.cmdline,
+      testsFile: this.scope.recorder.testsFile,
+    };
+  }
+
   /** What a test worker is told about its guest (the context file). */
   context(slot: GuestSlot, demand: SessionDemand, extra: Partial<RunContext>): RunContext {
-    const { kit, recorder } = this.scope;
+    const { kit } = this.scope;
     return {
+      ...this.runFacts(demand),
       ssh: {
         host: '127.0.0.1',
         port: slot.booted.sshPort,
         privateKeyPath: kit.image.keys?.clientPrivateKeyPath ?? '',
         hostPublicKey: kit.image.keys?.hostPublicKey ?? '',
       },
-      kernel: { release: kit.kernel.release, requested: this.scope.requestedKernel },
       variant: slot.booted.variant,
-      topology: this.scope.topology.name,
-      declaredDevices: declaredDevices(this.scope.topology),
       devices: slot.booted.devices,
       onDemandModules: kit.image.onDemand,
-      cmdline: demand.cmdline,
       consolePath: slot.consolePath,
-      testsFile: recorder.testsFile,
       qemuPid: slot.booted.machine.pid,
       match: this.scope.match,
       allowedTaint: this.scope.allowedTaint,
@@ -230,17 +237,13 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
 
   /** Runs a session's tests with no guest: each records what the context says (a skip, a failed setup). */
   async runWithoutGuest(contextName: string, session: GuestSession, demand: SessionDemand, extra: Partial<RunContext>): Promise<void> {
-    const { recorder, kit } = this.scope;
+    const { recorder } = this.scope;
     const context: RunContext = {
+      ...this.runFacts(demand),
       ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
-      kernel: { release: kit.kernel.release, requested: this.scope.requestedKernel },
       variant: this.scope.variant ?? recorder.summary.variant ?? 'baseline',
-      topology: this.scope.topology.name,
-      declaredDevices: declaredDevices(this.scope.topology),
       devices: recorder.summary.devices ?? [],
-      cmdline: demand.cmdline,
       consolePath: recorder.consolePath,
-      testsFile: recorder.testsFile,
       ...extra,
     };
     const file = path.join(recorder.dir, contextName);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { MATRIX_KIND, type MatrixCell, type MatrixSummary, writeMatrixOutputs } from '../../harness/matrix.js';
+import { MATRIX_KIND, type MatrixSummary, writeMatrixOutputs } from '../../harness/matrix.js';
 import { previousRun } from '../../harness/results/compare.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import { type KcidbData, kcidbOrigin, toKcidb } from '../../harness/results/kcidb.js';
@@ -17,6 +17,7 @@ import type { TestRecord } from '../../harness/results/record.js';
 import { countTests, type RunSummary, runSummaryHeader } from '../../harness/results/summary.js';
 import { collapseRetries } from '../../harness/results/records.js';
 import { checkJunit, expectedKunitCounts, parseKtap, resultProblems, summarySchemaErrors } from '../outputs.js';
+import { cellOf } from '../report-fixtures.js';
 
 const rec = (name: string, status: TestRecord['status'], extra: Partial<TestRecord> = {}, file = 'state.test.ts'): TestRecord => ({
   name,
@@ -79,24 +80,6 @@ async function writeRun(root: string, summary: RunSummary): Promise<string> {
   await writeFile(path.join(dir, 'junit.xml'), toJUnit(summary));
   await writeFile(path.join(dir, 'ktap.txt'), runKtap(summary));
   return dir;
-}
-
-function cellOf(id: string, summary: RunSummary): MatrixCell {
-  const { kernel, variant, topology, suites, status, counts, error, startedAt, hostname, tests } = summary;
-  return {
-    id,
-    kernel: { requested: kernel.requested, release: kernel.release, label: kernel.requested },
-    variant,
-    topology,
-    suites,
-    status,
-    counts,
-    error,
-    startedAt,
-    hostname,
-    tests,
-    runDir: `cells/${id}/${summary.runId}`,
-  };
 }
 
 /** A merged matrix: two cells with the same tests, an errored cell with tests, one that never ran. */
