@@ -101,6 +101,9 @@ function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp:
     .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300);
 }
 
+/** For commands that run sessions on a pool of guests (run, series). */
+const NO_SNAPSHOTS = ['--no-snapshots', "boot each session's guest (or reset and reuse one) instead of restoring a saved one"] as const;
+
 /** The values of guestOptions() as the library takes them, after checking the inputs they name. */
 async function guestRunOptions(o: OptionValues): Promise<GuestRunOptions> {
   await checkTopology(o.topology);
@@ -128,6 +131,7 @@ function addRunCommand(cli: Command): void {
   guestOptions(run, { suites: ['smoke'], suiteHelp: 'suite(s), "suite/file" or "all"', results: '<run-id>' })
     .option('--jobs <N>', 'guests to run in parallel (one suite session each)', positiveInt, 1)
     .option('--retries <N>', 'rerun a failed test up to N times (a later pass is reported as flaky)', nonNegativeInt, 0)
+    .option(...NO_SNAPSHOTS)
     .addOption(
       new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices(['merged', 'v3', 'baseline']),
     )
@@ -153,6 +157,7 @@ function addRunCommand(cli: Command): void {
         jobs: o.jobs,
         knownIssues: await loadKnownIssues(o.knownIssues),
         retries: o.retries,
+        snapshots: o.snapshots,
         sshPort: o.sshPort,
         kcidb: o.kcidb,
       });
@@ -290,7 +295,8 @@ function addTreeCommands(cli: Command): void {
     .requiredOption('--mbox <FILE|DIR>', 'the series: an mbox, a .patch file or a directory of *.patch')
     .option('--modules-only', "build drivers/dax (and any module directory the series touches) against Debian's headers")
     .option('--fragments <LIST>', 'kconfig fragments for full builds')
-    .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1);
+    .option('--jobs <N>', 'guests to run in parallel per side', positiveInt, 1)
+    .option(...NO_SNAPSHOTS);
   // A series is judged on every suite (a regression may be anywhere), so its default is "all".
   guestOptions(series, { suites: ['all'], suiteHelp: 'suite(s), "suite/file" or "all" (a series is judged on every suite)', results: 'series-<stamp>' }).action(
     async (o) => {
@@ -301,6 +307,7 @@ function addTreeCommands(cli: Command): void {
         mbox: o.mbox,
         ...(await guestRunOptions(o)),
         jobs: o.jobs,
+        snapshots: o.snapshots,
       });
       process.stdout.write(await readFile(path.join(dir, 'comparison.txt'), 'utf8'));
       process.stdout.write(`results: ${dir}\n`);

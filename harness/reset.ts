@@ -18,7 +18,9 @@ export interface ResetResult {
 /**
  * What a later test could notice of an earlier one, read in one round trip: the taint mask,
  * the auto-online policy, every memory block's state, the RAM ranges in /proc/iomem, each
- * node's MemTotal, each dax device's driver and attribute, the mounts and the loaded modules.
+ * node's MemTotal, each dax device's driver and attribute, the mounts, the loaded modules and
+ * each PCI device's command register and BARs, read from the device (QEMU) itself: a guest
+ * restored from a snapshot whose devices lost their state (harness/vm/snapshot.ts) differs.
  * Taken right after a guest's devices are made; a reset must bring every line back.
  */
 const FINGERPRINT = `
@@ -32,6 +34,7 @@ x=""; for d in /sys/bus/dax/devices/dax*; do [ -e "$d" ] || continue
   x="$x \${d##*/}:$(basename "$(readlink $d/driver)" 2>/dev/null):$a"; done; echo "dax=$x"
 echo "mounts=$(cut -d' ' -f2,3 /proc/mounts | sort | tr '\\n' ';')"
 echo "modules=$(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
+p=""; for d in /sys/bus/pci/devices/*; do p="$p \${d##*/}:$(od -An -tx1 -j4 -N2 $d/config | tr -d ' '):$(od -An -tx1 -j16 -N24 $d/config | tr -d ' \\n')"; done; echo "pci=$p"
 `;
 
 export type Fingerprint = Record<string, string>;

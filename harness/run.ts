@@ -28,12 +28,13 @@ import { readTestRecords } from './results/records.js';
 import type { Repro } from './results/repro.js';
 import { type RunSummary, runSummaryHeader } from './results/summary.js';
 import { type BootKit, type GuestSlot, QemuGuests } from './scheduler/guests.js';
-import { type SessionDemand, planSessions, filesWith } from './scheduler/plan.js';
+import { filesWith, planSessions, type SessionDemand, sharedKeys } from './scheduler/plan.js';
 import { runWorkers } from './scheduler/pool.js';
 import { runSessionOnPool, type SessionEntry } from './scheduler/session.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, type Topology } from './topology.js';
 import { fileStamp } from './util/stamp.js';
+import { snapshotBlocker } from './vm/snapshot.js';
 
 export interface RunOptions {
   /** Forward the guest's SSH from this host port (one guest at a time); default: a free one. */
@@ -61,10 +62,18 @@ export interface RunOptions {
   retries?: number;
   /** Also write the finished run as KCIDB data to this file (harness/results/kcidb.ts). */
   kcidb?: string;
+  /**
+   * Start sessions from a snapshot of the first guest booted the same way (harness/vm/snapshot.ts);
+   * default true. False: boot each guest, and reset and reuse a kept one where it verifies.
+   */
+  snapshots?: boolean;
 }
 
 /** What every command that boots guests to run suites (run, dev, series) is told. */
-export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec'>;
+export type GuestRunOptions = Pick<
+  RunOptions,
+  'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec' | 'snapshots'
+>;
 
 function runIdFor(kernel: string, topology: string): string {
   const stamp = fileStamp();
@@ -208,6 +217,15 @@ function guestImages(cacheDir: string, kernel: Kernel): (topology: Topology) => 
   };
 }
 
+/** The kinds of guest to snapshot: those more than one session asks for, where QEMU can restore them. */
+function snapshotKeys(demands: SessionDemand[]): Set<string> {
+  const wanted = sharedKeys(demands);
+  const allowed = sharedKeys(demands, (d) => !snapshotBlocker(d.topology));
+  const blocked = demands.find((d) => wanted.has(d.key) && !allowed.has(d.key));
+  if (blocked) progress(`snapshot: not of guests with CXL devices (${snapshotBlocker(blocked.topology)}); they boot, or are reset and reused`);
+  return allowed;
+}
+
 /** The sessions on `jobs` workers, each keeping its guest for the next session it can serve. */
 async function runSessions(options: RunOptions, recorder: RunRecorder, guests: QemuGuests, demands: SessionDemand[], jobs: number): Promise<void> {
   await runWorkers<GuestSlot>({
@@ -220,6 +238,7 @@ async function runSessions(options: RunOptions, recorder: RunRecorder, guests: Q
     },
     retire: (slot) => guests.retire(slot),
     stopped: () => interruptedBy() !== undefined,
+    waits: (demand) => guests.waits(demand),
   });
   if (recorder.writeError) throw recorder.writeError;
 }
@@ -327,6 +346,7 @@ export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult>
       allowedTaint: options.prepared?.allowedTaint,
       variant: options.variant,
       qemuVersion: inputs.qemuVersion,
+      snapshotKeys: options.snapshots === false ? new Set() : snapshotKeys(demands),
     });
     await runSessions(options, recorder, guests, demands, jobs);
     return await finishRun(options, recorder);

@@ -153,6 +153,10 @@ export interface MachineSpec {
   workDir: string;
   /** Keep QEMU's default devices (no -nodefaults): only to measure what leaving them out buys. */
   qemuDefaults?: boolean;
+  /** QEMU's QMP socket (UNIX), for saving and resuming the guest (harness/vm/snapshot.ts). */
+  qmpSocket?: string;
+  /** `-incoming` for a guest restored from a snapshot: `defer`, the file is named over QMP. */
+  incomingState?: 'defer';
 }
 
 /** Host path of a pmem device's backing file. */
@@ -200,6 +204,8 @@ export function qemuArgs(spec: MachineSpec): string[] {
     '-netdev', `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`,
     '-device', 'virtio-net-pci,netdev=net0',
   ];
+  if (spec.qmpSocket) args.push('-qmp', `unix:${qemuOptionValue(spec.qmpSocket)},server=on,wait=off`);
+  if (spec.incomingState) args.push('-incoming', spec.incomingState);
   if (t.cxl.length > 0) args.push(...cxlArgs(t));
   for (const d of t.pmem) {
     args.push(

@@ -22,10 +22,11 @@ import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
 import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
-import { resetGuest } from '../harness/reset.js';
+import { guestFingerprint, resetGuest } from '../harness/reset.js';
 import { BASE_CMDLINE } from '../harness/cmdline.js';
 import { runSuitesOnGuests } from '../harness/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
+import { restoreGuest, saveGuest } from '../harness/vm/snapshot.js';
 import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 import { fileStamp } from '../harness/util/stamp.js';
@@ -235,6 +236,43 @@ report(
   `${((await stat(image.path)).size / 1048576).toFixed(1)} MiB (uncompressed: ${((await stat(plainImage.path)).size / 1048576).toFixed(1)} MiB)`,
 );
 report('initramfs unpack in the guest', Number.isNaN(initrdUnpackMs) ? 'n/a' : s(initrdUnpackMs));
+
+// Session start from a snapshot against a full reboot, on the pmem topology (QEMU cannot
+// restore CXL devices: harness/vm/snapshot.ts), interleaved: a boot, then a restore, per rep.
+{
+  const pmem = await loadTopology('pmem');
+  const img = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(pmem) });
+  const spec = (name: string) => ({
+    kernel,
+    kernelImage: entry.path,
+    image: img,
+    topology: pmem,
+    accel,
+    cmdline: `${BASE_CMDLINE} memhp_default_state=offline`,
+    consolePath: path.join(work, `${name}.log`),
+    workDir: path.join(work, name),
+    bootTimeoutSec: 300,
+  });
+  const saved = await bootGuest(spec('snap-saved'));
+  const snapshot = await saveGuest(saved, pmem, path.join(work, 'snapshot'), await guestFingerprint(saved.guest));
+  await shutdownGuest(saved);
+  const boots: number[] = [];
+  const restores: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = Date.now();
+    const booted = await bootGuest(spec(`snap-boot-${i}`));
+    await guestFingerprint(booted.guest);
+    boots.push(Date.now() - t0);
+    await shutdownGuest(booted);
+    const t1 = Date.now();
+    const restored = await restoreGuest(spec(`snap-restore-${i}`), snapshot);
+    restores.push(Date.now() - t1);
+    await shutdownGuest(restored);
+  }
+  report('pmem guest: save a snapshot (once)', `${s(snapshot.saveSeconds * 1000)} (${(snapshot.stateBytes / 2 ** 20).toFixed(0)} MiB)`);
+  report('pmem guest: full reboot (boot, devices, fingerprint)', s(median(boots)));
+  report('pmem guest: session start from snapshot (verified)', s(median(restores)), median(restores) / median(boots), 0.15);
+}
 
 // Boot cost per shipped topology: QEMU start to SSH, and to every region and dax device made
 // and checked, interleaved (rep 1 of every topology, then rep 2, ...), against cxl-pmem.

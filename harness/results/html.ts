@@ -17,6 +17,8 @@ export interface ReportSession {
   bootToSshSeconds: number;
   wallSeconds?: number;
   resetSeconds?: number;
+  /** QEMU start to SSH of a guest restored from a snapshot. */
+  restoreSeconds?: number;
   notes: string[];
 }
 
@@ -36,6 +38,7 @@ export interface RunDetails {
   accelerator?: string;
   bootToSshSeconds?: number;
   guestBoots?: number;
+  guestRestores?: number;
   devices: ReportDevice[];
   sessions: ReportSession[];
 }
@@ -342,13 +345,18 @@ function timeline(details: RunDetails): string[] {
   const span = Math.max(1, ...rows.map((r) => r.offset + r.length));
   const pct = (x: number) => ((100 * x) / span).toFixed(2);
   const out = [
-    `<p>${timed ? `Sessions over the run's ${span.toFixed(0)} s` : 'Session start times were not recorded: each bar starts at 0 and shows how long the session took'}; light: boot to SSH, dark: tests.</p>`,
-    '<table class="timeline"><tr><th>session</th><th>suite</th><th>guest</th><th>start</th><th>boot to SSH s</th><th>wall s</th><th></th><th>notes</th></tr>',
+    `<p>${timed ? `Sessions over the run's ${span.toFixed(0)} s` : 'Session start times were not recorded: each bar starts at 0 and shows how long the session took'}; light: boot (or snapshot restore) to SSH, dark: tests.</p>`,
+    '<table class="timeline"><tr><th>session</th><th>suite</th><th>guest</th><th>start</th><th>to SSH s</th><th>wall s</th><th></th><th>notes</th></tr>',
   ];
   for (const { s, offset, length } of rows) {
     const boot = `<span class="boot" style="left:${pct(offset)}%;width:${pct(s.bootToSshSeconds)}%"></span>`;
     const work = `<span class="work" style="left:${pct(offset + s.bootToSshSeconds)}%;width:${pct(length - s.bootToSshSeconds)}%"></span>`;
-    const start = s.start === 'reused' ? `reused${s.resetSeconds !== undefined ? ` (reset ${seconds(s.resetSeconds)} s)` : ''}` : (s.start ?? '');
+    const start =
+      s.start === 'reused'
+        ? `reused${s.resetSeconds !== undefined ? ` (reset ${seconds(s.resetSeconds)} s)` : ''}`
+        : s.start === 'restored'
+          ? 'restored from snapshot'
+          : (s.start ?? '');
     out.push(
       `<tr><td>${s.session}</td><td>${esc(s.suite)}</td><td>${esc(s.guest ?? '')}</td><td>${esc(start)}</td><td>${seconds(s.bootToSshSeconds)}</td><td>${seconds(s.wallSeconds)}</td>` +
         `<td><div class="tl">${boot}${work}</div></td><td>${esc(s.notes.join('; '))}</td></tr>`,
@@ -370,7 +378,9 @@ function devicesAndBootSection(model: ReportModel): string[] {
     const facts = [
       d.accelerator ? `accelerator ${d.accelerator}` : '',
       d.bootToSshSeconds !== undefined ? `first boot to SSH ${seconds(d.bootToSshSeconds)} s` : '',
-      d.guestBoots !== undefined ? `${d.guestBoots} guest(s) booted for ${d.sessions.length} session(s)` : '',
+      d.guestBoots !== undefined
+        ? `${d.guestBoots} guest(s) booted${d.guestRestores ? ` and ${d.guestRestores} restored from snapshots` : ''} for ${d.sessions.length} session(s)`
+        : '',
       c.wallSeconds !== undefined ? `${seconds(c.wallSeconds)} s wall` : '',
     ].filter(Boolean);
     if (facts.length) out.push(`<p>${esc(facts.join('; '))}.</p>`);
@@ -441,6 +451,7 @@ function reportSession(g: Loose): ReportSession | undefined {
   const lost = Array.isArray(g.guestLost) ? g.guestLost.filter((l): l is string => typeof l === 'string') : [];
   const notes = [
     g.start === 'rebooted after failed reset' && optString(g.resetFailure) ? `reset failed: ${g.resetFailure}` : '',
+    optString(g.restoreFailure) ? `snapshot restore failed, booted: ${g.restoreFailure}` : '',
     ...lost.map((l) => `guest lost: ${l}`),
     optString(g.qemuExit) ? `QEMU: ${g.qemuExit}` : '',
     optNumber(g.hungBoots) ? `${g.hungBoots} hung boot(s) replaced` : '',
@@ -452,9 +463,11 @@ function reportSession(g: Loose): ReportSession | undefined {
     guest: optNumber(g.guest),
     start: optString(g.start),
     startedAt: optString(g.startedAt),
-    bootToSshSeconds: optNumber(g.bootToSshSeconds) ?? 0,
+    // A restored guest's start to SSH takes the boot's place in the timeline.
+    bootToSshSeconds: optNumber(g.restoreSeconds) ?? optNumber(g.bootToSshSeconds) ?? 0,
     wallSeconds: optNumber(g.wallSeconds),
     resetSeconds: optNumber(g.resetSeconds),
+    restoreSeconds: optNumber(g.restoreSeconds),
     notes,
   };
 }
@@ -480,6 +493,7 @@ export function runDetails(raw: unknown): RunDetails | undefined {
     accelerator: accel && optString(accel.accel) ? `${accel.accel}${optString(accel.reason) ? ` (${accel.reason})` : ''}` : undefined,
     bootToSshSeconds: optNumber(raw.bootToSshSeconds),
     guestBoots: optNumber(raw.guestBoots),
+    guestRestores: optNumber(raw.guestRestores),
     devices: list(raw.devices).flatMap((d) => reportDevice(d) ?? []),
     sessions: list(raw.guests).flatMap((g) => reportSession(g) ?? []),
   };

@@ -16,15 +16,15 @@ export function toTextReport(summary: RunSummary): string {
       `  device      ${d.name}: ${d.backing} (${d.source}), ${d.sizeBytes / 1048576} MiB, node ${d.targetNode}, blocks ${d.blocks[0]}-${d.blocks.at(-1)}`,
     );
   }
-  if (summary.guestBoots !== undefined) lines.push(`  guests      ${summary.guestBoots} booted for ${summary.guests?.length ?? 0} session(s)`);
+  if (summary.guestBoots !== undefined) {
+    const restored = summary.guestRestores ? ` and ${summary.guestRestores} restored from snapshots` : '';
+    lines.push(`  guests      ${summary.guestBoots} booted${restored} for ${summary.guests?.length ?? 0} session(s)`);
+  }
+  for (const s of summary.snapshots ?? []) {
+    lines.push(`  snapshot    of guest ${s.guest}: saved in ${s.saveSeconds.toFixed(1)} s, ${(s.stateBytes / 2 ** 20).toFixed(0)} MiB`);
+  }
   for (const g of summary.guests ?? []) {
-    const how =
-      g.start === 'reused'
-        ? `reused guest ${g.guest} (reset ${g.resetSeconds?.toFixed(1)} s)`
-        : g.start === 'rebooted after failed reset'
-          ? `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`
-          : `fresh guest ${g.guest ?? ''}`.trim();
-    lines.push(`  session ${g.session}  ${how}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
+    lines.push(`  session ${g.session}  ${sessionStart(g)}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
     if (g.setupFailure) {
       lines.push(`            ${g.setupFailure.reason}`);
       for (const d of g.setupFailure.devices)
@@ -63,4 +63,13 @@ function sourceText(summary: RunSummary): string {
   if (s.kind === 'path') return `, given: ${s.kernel}`;
   if (s.kind === 'build') return `, built from ${s.tree} with ${s.fragments.join(' ')}`;
   return `, Debian ${s.spec} with modules rebuilt from ${s.tree}: ${s.modules.map((m) => m.name).join(', ')}`;
+}
+
+/** How a session's guest came to be, in words. */
+function sessionStart(g: NonNullable<RunSummary['guests']>[number]): string {
+  if (g.start === 'reused') return `reused guest ${g.guest} (reset ${g.resetSeconds?.toFixed(1)} s)`;
+  if (g.start === 'rebooted after failed reset') return `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`;
+  if (g.start === 'restored') return `guest ${g.guest}, restored from a snapshot (${g.restoreSeconds?.toFixed(1)} s to SSH)`;
+  const fallback = g.restoreFailure ? `, booted: snapshot restore failed: ${g.restoreFailure}` : '';
+  return `fresh guest ${g.guest ?? ''}`.trim() + fallback;
 }

@@ -63,10 +63,17 @@ export interface RunSummary {
     wallSeconds?: number;
     /** Which guest of the run served the session (numbered as booted). */
     guest?: number;
-    /** A new guest, the previous session's guest after a verified reset, or a reboot after a reset failed. */
-    start?: 'fresh' | 'reused' | 'rebooted after failed reset';
+    /**
+     * A new guest (booted, or restored from the snapshot of an earlier guest booted the same
+     * way), the previous session's guest after a verified reset, or a reboot after a reset failed.
+     */
+    start?: 'fresh' | 'restored' | 'reused' | 'rebooted after failed reset';
     resetSeconds?: number;
     resetFailure?: string;
+    /** QEMU start to SSH of a guest restored from a snapshot. */
+    restoreSeconds?: number;
+    /** A snapshot existed but its restore failed (the guest was booted instead): why. */
+    restoreFailure?: string;
     /** Guests lost mid-session (each replaced by a fresh one for the remaining tests). */
     guestLost?: string[];
     /** Boots that hung before SSH (a TCG vCPU stall) and were replaced by a new QEMU. */
@@ -78,6 +85,10 @@ export interface RunSummary {
   }[];
   /** Guests booted in the run. */
   guestBoots?: number;
+  /** Guests restored from a snapshot instead of booted. */
+  guestRestores?: number;
+  /** Snapshots saved (one per kind of guest that more than one session asks for) and what each cost. */
+  snapshots?: { guest: number; saveSeconds: number; stateBytes: number }[];
   tests: TestRecord[];
   /** Reports found in the whole console log. */
   consoleReports?: CrashReport[];

@@ -20,10 +20,11 @@ import { type Fingerprint, guestFingerprint, resetToBaseline } from '../reset.js
 import { KernelSetupFailure } from '../setupfailure.js';
 import type { GuestSession } from '../suites.js';
 import { declaredDevices, type Topology } from '../topology.js';
-import { type BootedGuest, bootGuest, shutdownGuest } from '../vm/boot.js';
+import { type BootedGuest, type BootSpec, bootGuest, shutdownGuest } from '../vm/boot.js';
+import { type GuestSnapshot, restoreGuest, saveGuest, snapshotUnsupported } from '../vm/snapshot.js';
 import { runAva } from './ava.js';
 import { filesWith, type SessionDemand } from './plan.js';
-import type { BootFacts, GuestLifecycle, PoolGuest, ResetOutcome } from './pool.js';
+import type { BootFacts, GuestDemand, GuestLifecycle, PoolGuest, ResetOutcome } from './pool.js';
 import type { LaunchRequest, LaunchResult } from './session.js';
 
 /** What every guest of a run boots: prepared once before the first session. */
@@ -55,6 +56,8 @@ export interface GuestScope {
   /** --variant: test as if the kernel were this one. */
   variant?: Variant;
   qemuVersion: string;
+  /** Demand keys to snapshot after their first boot (plan.ts sharedKeys); empty: no snapshots. */
+  snapshotKeys: ReadonlySet<string>;
 }
 
 /** A booted guest of the pool. */
@@ -68,28 +71,75 @@ export interface GuestSlot extends PoolGuest {
 
 export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   private booted = 0;
+  /** Per demand key, its snapshot: pending while its first guest boots and is saved; undefined when that failed. */
+  private readonly snapshots = new Map<string, Promise<GuestSnapshot | undefined>>();
+  /** Demand keys whose first guest is booting to be saved. */
+  private readonly saving = new Set<string>();
 
   constructor(private readonly scope: GuestScope) {}
 
-  /** Boots a guest for a session's command line and topology and fingerprints its state. */
+  /** Sessions whose kind of guest has a snapshot (or is being saved) start from it. */
+  restores(demand: SessionDemand): boolean {
+    return this.snapshots.has(demand.key);
+  }
+
+  /**
+   * A guest for a session: restored from its kind's snapshot when there is one, else booted
+   * and fingerprinted (and saved, when later sessions want the same kind).
+   */
   async boot(demand: SessionDemand): Promise<GuestSlot> {
-    const { recorder } = this.scope;
     const number = ++this.booted;
+    const pending = this.snapshots.get(demand.key);
+    // Claimed before any await: a second worker asking for the same kind meanwhile waits for
+    // this guest's snapshot instead of booting and saving one of its own.
+    let saved: ((s: GuestSnapshot | undefined) => void) | undefined;
+    if (!pending && this.scope.snapshotKeys.has(demand.key)) {
+      this.snapshots.set(demand.key, new Promise((resolve) => (saved = resolve)));
+      this.saving.add(demand.key);
+    }
+    try {
+      const snapshot = await pending;
+      const consolePath = await this.openConsole(number, demand, snapshot ? ' (restored from a snapshot)' : '');
+      let restoreFailure: string | undefined;
+      if (snapshot) {
+        const restored = await this.restore(number, demand, consolePath, snapshot).catch((error: unknown) => {
+          restoreFailure = errorMessage(error).split('\n')[0];
+          // One failed restore retires the snapshot: later sessions boot (or reuse) instead.
+          this.snapshots.delete(demand.key);
+          progress(`snapshot: restore failed (${restoreFailure}); booting instead`);
+          return undefined;
+        });
+        if (restored) return restored;
+      }
+      const slot = await this.bootSlot(number, demand, consolePath, restoreFailure);
+      if (saved) saved(await this.save(slot, demand));
+      return slot;
+    } finally {
+      saved?.(undefined);
+      if (saved) this.saving.delete(demand.key);
+    }
+  }
+
+  /** True while the snapshot of `demand`'s kind is being made: a session of it would wait. */
+  waits(demand: GuestDemand): boolean {
+    return this.saving.has(demand.key);
+  }
+
+  /** The guest's console file, headed with what it is for. */
+  private async openConsole(number: number, demand: SessionDemand, how: string): Promise<string> {
+    const { recorder } = this.scope;
     // One guest at a time writes console.log directly (it survives a harness crash); parallel
     // guests write their own files, joined into console.log as each guest ends.
     const consolePath = this.scope.jobs === 1 ? recorder.consolePath : path.join(recorder.dir, `console-guest-${number}.log`);
-    await recorder.resultWrite(appendFile(consolePath, `\n===== dax-harness guest ${number}: ${demand.cmdline} =====\n`));
+    await recorder.resultWrite(appendFile(consolePath, `\n===== dax-harness guest ${number}${how}: ${demand.cmdline} =====\n`));
+    return consolePath;
+  }
+
+  /** Boots a guest for a session's command line and topology and fingerprints its state. */
+  private async bootSlot(number: number, demand: SessionDemand, consolePath: string, restoreFailure?: string): Promise<GuestSlot> {
     const booted = await this.start(number, demand, consolePath);
-    const slot: GuestSlot = {
-      number,
-      key: demand.key,
-      booted,
-      consolePath,
-      baseline: {},
-      sessions: [],
-      running: () => booted.machine.running,
-      boot: bootFacts(booted),
-    };
+    const slot = this.slotOf(number, demand, booted, consolePath);
+    if (restoreFailure) slot.boot.restoreFailure = restoreFailure;
     try {
       slot.baseline = await guestFingerprint(booted.guest);
     } catch (error) {
@@ -100,11 +150,58 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     return slot;
   }
 
-  /** QEMU started and the devices made; a kernel that broke its devices keeps its logs. */
-  private async start(number: number, demand: SessionDemand, consolePath: string): Promise<BootedGuest> {
-    const { recorder, kit } = this.scope;
-    let started: Machine | undefined;
-    const spec = {
+  private slotOf(number: number, demand: SessionDemand, booted: BootedGuest, consolePath: string): GuestSlot {
+    return { number, key: demand.key, booted, consolePath, baseline: {}, sessions: [], running: () => booted.machine.running, boot: bootFacts(booted) };
+  }
+
+  /**
+   * Saves a freshly set-up guest as its kind's snapshot. A failed save costs only the
+   * snapshot (sessions of this kind then boot, or reset and reuse); a guest that does not
+   * answer after it is retired and its boot fails.
+   */
+  private async save(slot: GuestSlot, demand: SessionDemand): Promise<GuestSnapshot | undefined> {
+    const { recorder } = this.scope;
+    const dir = path.join(this.scope.workDir, 'snapshots', `guest-${slot.number}`);
+    const unsupported = snapshotUnsupported(dir);
+    if (unsupported) {
+      progress(`snapshot: not taken: ${unsupported}`);
+      return undefined;
+    }
+    try {
+      const snapshot = await step(`snapshot: save guest ${slot.number}`, () => saveGuest(slot.booted, demand.topology, dir, slot.baseline));
+      recorder.summary.snapshots = [
+        ...(recorder.summary.snapshots ?? []),
+        { guest: slot.number, saveSeconds: snapshot.saveSeconds, stateBytes: snapshot.stateBytes },
+      ];
+      return snapshot;
+    } catch (error) {
+      progress(`snapshot: not saved (${errorMessage(error).split('\n')[0]})`);
+      const answers = await slot.booted.guest.run('true', { timeoutMs: 10_000 }).then(
+        () => true,
+        () => false,
+      );
+      if (!answers) {
+        await this.retire(slot);
+        throw new InfraError(`guest ${slot.number} stopped answering after a failed snapshot: ${errorMessage(error)}`);
+      }
+      return undefined;
+    }
+  }
+
+  /** A guest restored from `snapshot`, verified against its fingerprint (snapshot.ts). */
+  private async restore(number: number, demand: SessionDemand, consolePath: string, snapshot: GuestSnapshot): Promise<GuestSlot> {
+    const { recorder } = this.scope;
+    const spec = await this.bootSpec(number, demand, consolePath);
+    const booted = await step(`snapshot: restore guest ${number}`, () => restoreGuest(spec, snapshot, (machine) => recorder.running.add(machine)));
+    const slot = this.slotOf(number, demand, booted, consolePath);
+    slot.baseline = snapshot.fingerprint;
+    await this.admit(slot, demand);
+    return slot;
+  }
+
+  private async bootSpec(number: number, demand: SessionDemand, consolePath: string): Promise<BootSpec> {
+    const { kit } = this.scope;
+    return {
       kernel: kit.kernel,
       kernelImage: kit.kernelImage,
       image: await kit.imageFor(demand.topology),
@@ -116,6 +213,13 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
       bootTimeoutSec: this.scope.bootTimeoutSec,
       sshPort: this.scope.sshPort,
     };
+  }
+
+  /** QEMU started and the devices made; a kernel that broke its devices keeps its logs. */
+  private async start(number: number, demand: SessionDemand, consolePath: string): Promise<BootedGuest> {
+    const { recorder } = this.scope;
+    let started: Machine | undefined;
+    const spec = await this.bootSpec(number, demand, consolePath);
     return bootGuest(spec, (machine) => {
       started = machine;
       recorder.running.add(machine);
@@ -136,7 +240,8 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     const { recorder } = this.scope;
     const { summary } = recorder;
     const { booted } = slot;
-    summary.guestBoots = (summary.guestBoots ?? 0) + 1;
+    if (slot.boot.restored) summary.guestRestores = (summary.guestRestores ?? 0) + 1;
+    else summary.guestBoots = (summary.guestBoots ?? 0) + 1;
     recorder.noteConsoleError(booted.machine);
     if (recorder.writeError) {
       // Results cannot be written (e.g. the disk is full): stop before running tests.
@@ -155,7 +260,7 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     }
     summary.variant ??= booted.variant;
     if (!demand.only) summary.devices ??= booted.devices;
-    summary.bootToSshSeconds ??= booted.bootToSshSeconds;
+    if (!slot.boot.restored) summary.bootToSshSeconds ??= booted.bootToSshSeconds;
   }
 
   async reset(slot: GuestSlot, demand: SessionDemand): Promise<ResetOutcome> {
@@ -255,6 +360,7 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
 function bootFacts(booted: BootedGuest): BootFacts {
   return {
     bootToSshSeconds: booted.bootToSshSeconds,
+    ...(booted.restoreSeconds !== undefined ? { restored: true } : {}),
     variant: booted.variant,
     hungBoots: booted.hungBoots,
     qemuCrashedBoots: booted.qemuCrashedBoots,

@@ -51,3 +51,14 @@ export function filesWith(files: string[], tests: string[] | undefined): string[
   if (!tests) return files;
   return files.filter((f) => tests.some((k) => k.startsWith(`${path.basename(f)}|`)));
 }
+
+/**
+ * The kinds of guest (demand keys) more than one session asks for: worth a snapshot, since
+ * every session after the first then starts from it instead of a boot.
+ */
+export function sharedKeys<D extends GuestDemand>(demands: readonly D[], snapshotable: (demand: D) => boolean = () => true): Set<string> {
+  const seen = new Set<string>();
+  const shared = new Set<string>();
+  for (const d of demands) if (snapshotable(d)) (seen.has(d.key) ? shared : seen).add(d.key);
+  return shared;
+}

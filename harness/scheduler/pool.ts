@@ -21,7 +21,12 @@ export interface PoolGuest {
 
 /** What a boot measured and found, recorded in the session that booted the guest. */
 export interface BootFacts {
+  /** Boot to SSH; for a guest restored from a snapshot, QEMU start to SSH. */
   bootToSshSeconds: number;
+  /** Set when the guest was restored from a snapshot instead of booted. */
+  restored?: boolean;
+  /** A snapshot of this guest's kind existed but restoring it failed: why (the guest was booted). */
+  restoreFailure?: string;
   variant: Variant;
   /** Boots that hung before SSH and were replaced by a new QEMU. */
   hungBoots?: number;
@@ -50,13 +55,25 @@ export interface GuestLifecycle<G extends PoolGuest, D extends GuestDemand> {
   reset(guest: G, demand: D): Promise<ResetOutcome>;
   /** Ends a guest: QEMU stopped, its logs kept. */
   retire(guest: G): Promise<void>;
+  /**
+   * True when boot(demand) starts from a snapshot: then every session gets a guest of its
+   * own (restored in about a second) and no kept guest is reset and reused.
+   */
+  restores?(demand: D): boolean;
 }
 
 /** How a session's guest came to be, as summary.json's session entry records it. */
 export interface GuestStart {
-  start: 'fresh' | 'reused' | 'rebooted after failed reset';
+  start: 'fresh' | 'restored' | 'reused' | 'rebooted after failed reset';
   resetSeconds?: number;
   resetFailure?: string;
+  restoreFailure?: string;
+}
+
+/** How a guest that `boot` returned came to be: restored from a snapshot, or booted. */
+export function bootStart(guest: PoolGuest): GuestStart {
+  if (guest.boot.restored) return { start: 'restored' };
+  return { start: 'fresh', ...(guest.boot.restoreFailure ? { restoreFailure: guest.boot.restoreFailure } : {}) };
 }
 
 /** Whether a kept guest could serve `demand` at all, before any reset is tried. */
@@ -65,8 +82,9 @@ export function reusable(guest: PoolGuest | undefined, demand: GuestDemand): gue
 }
 
 /**
- * The guest for the next run of tests: the kept one when it matches, is clean and its reset
- * verifies; else the kept one is retired and a new one boots.
+ * The guest for the next run of tests: a new one (restored from a snapshot where the lifecycle
+ * has one) when snapshots serve the demand; else the kept one when it matches, is clean and its
+ * reset verifies; else the kept one is retired and a new one boots.
  */
 export async function acquireGuest<G extends PoolGuest, D extends GuestDemand>(
   kept: G | undefined,
@@ -74,15 +92,20 @@ export async function acquireGuest<G extends PoolGuest, D extends GuestDemand>(
   life: GuestLifecycle<G, D>,
   say: (message: string) => void = () => undefined,
 ): Promise<{ guest: G; start: GuestStart }> {
-  if (kept && !reusable(kept, demand)) {
+  const boot = async () => {
+    const guest = await life.boot(demand);
+    return { guest, start: bootStart(guest) };
+  };
+  if (kept && (!reusable(kept, demand) || life.restores?.(demand))) {
     await life.retire(kept);
-    return { guest: await life.boot(demand), start: { start: 'fresh' } };
+    return boot();
   }
-  if (!kept) return { guest: await life.boot(demand), start: { start: 'fresh' } };
+  if (!kept) return boot();
   if (kept.dirty) {
     say(`guest ${kept.number} not reused: ${kept.dirty}`);
     await life.retire(kept);
-    return { guest: await life.boot(demand), start: { start: 'rebooted after failed reset', resetFailure: `not reset: ${kept.dirty}` } };
+    const { guest } = await boot();
+    return { guest, start: { start: 'rebooted after failed reset', resetFailure: `not reset: ${kept.dirty}` } };
   }
   const reset = await life.reset(kept, demand);
   if (reset.ok) return { guest: kept, start: { start: 'reused', resetSeconds: reset.ms / 1000 } };
@@ -94,15 +117,27 @@ export async function acquireGuest<G extends PoolGuest, D extends GuestDemand>(
 
 /**
  * The next session a worker takes: the first pending one its kept guest can serve (same key,
- * no fresh guest wanted, guest clean), else the first pending one.
+ * no fresh guest wanted, guest clean), else the first pending one that would not wait (for a
+ * snapshot still being made), else the first pending one.
  */
-export function pickSession(pending: readonly number[], demands: readonly GuestDemand[], kept: PoolGuest | undefined): number {
-  if (!kept || kept.dirty) return 0;
-  const at = pending.findIndex((i) => {
+export function pickSession(
+  pending: readonly number[],
+  demands: readonly GuestDemand[],
+  kept: PoolGuest | undefined,
+  waits: (demand: GuestDemand) => boolean = () => false,
+): number {
+  const ready = (i: number) => {
     const d = demands[i];
-    return d !== undefined && d.key === kept.key && !d.freshGuest;
-  });
-  return Math.max(at, 0);
+    return d !== undefined && !waits(d);
+  };
+  if (kept && !kept.dirty) {
+    const at = pending.findIndex((i) => {
+      const d = demands[i];
+      return d !== undefined && d.key === kept.key && !d.freshGuest && ready(i);
+    });
+    if (at >= 0) return at;
+  }
+  return Math.max(pending.findIndex(ready), 0);
 }
 
 /**
@@ -116,13 +151,15 @@ export async function runWorkers<G extends PoolGuest>(options: {
   retire: (guest: G) => Promise<void>;
   /** Checked before each session: true stops taking new ones (an interrupt). */
   stopped?: () => boolean;
+  /** A session that would wait (its kind's snapshot is still being made): taken only when no other is pending. */
+  waits?: (demand: GuestDemand) => boolean;
 }): Promise<void> {
   const pending = options.demands.map((_, i) => i);
   const worker = async () => {
     let kept: G | undefined;
     try {
       while (pending.length > 0 && !options.stopped?.()) {
-        const index = pending.splice(pickSession(pending, options.demands, kept), 1)[0] as number;
+        const index = pending.splice(pickSession(pending, options.demands, kept, options.waits), 1)[0] as number;
         kept = await options.runSession(index, kept);
       }
     } finally {

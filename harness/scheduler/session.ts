@@ -105,6 +105,7 @@ class SessionRun<G extends PoolGuest, D extends GuestDemand> {
         if (this.guest === guest) this.guest = undefined;
         await deps.life.retire(guest);
       },
+      restores: deps.life.restores ? (demand) => deps.life.restores?.(demand) ?? false : undefined,
     };
   }
 
@@ -114,7 +115,8 @@ class SessionRun<G extends PoolGuest, D extends GuestDemand> {
     this.guest = guest;
     if (first) {
       Object.assign(this.entry, start, { guest: guest.number, variant: guest.boot.variant });
-      if (start.start !== 'reused') this.entry.bootToSshSeconds = guest.boot.bootToSshSeconds;
+      if (start.start === 'restored') this.entry.restoreSeconds = guest.boot.bootToSshSeconds;
+      else if (start.start !== 'reused') this.entry.bootToSshSeconds = guest.boot.bootToSshSeconds;
     }
     if (start.start !== 'reused') {
       if (guest.boot.hungBoots) this.entry.hungBoots = (this.entry.hungBoots ?? 0) + guest.boot.hungBoots;

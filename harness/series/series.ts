@@ -21,6 +21,8 @@ export interface SeriesOptions extends GuestRunOptions {
   base: string;
   mbox: string;
   jobs?: number;
+  /** As for run (RunOptions.snapshots). */
+  snapshots?: boolean;
 }
 
 async function git(dir: string, args: string[], input?: string) {
@@ -213,6 +215,7 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
     resultsDir: path.join(dir, label),
     accel: options.accel,
     bootTimeoutSec: options.bootTimeoutSec,
+    snapshots: options.snapshots,
     jobs: options.jobs,
   });
 }

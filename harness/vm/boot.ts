@@ -15,6 +15,7 @@ import { detail, progress, step } from '../progress.js';
 import { execa } from '../reaper.js';
 import { setUpDevices } from '../setupfailure.js';
 import { pmemBackingFile, qemuArgs, type Topology } from '../topology.js';
+import { qmpSocketPath } from './qmp.js';
 
 /** A booted guest with the topology's devices made and the variant detected. */
 export interface BootedGuest {
@@ -31,6 +32,10 @@ export interface BootedGuest {
   bootToSshSeconds: number;
   cmdline: string;
   workDir: string;
+  /** QEMU's QMP socket: how the guest is saved (harness/vm/snapshot.ts). */
+  qmpSocket?: string;
+  /** Set when the guest was restored from a snapshot instead of booted: QEMU start to SSH. */
+  restoreSeconds?: number;
 }
 
 export interface BootSpec {
@@ -96,6 +101,7 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
       sshPort,
       workDir: spec.workDir,
       qemuDefaults: spec.qemuDefaults,
+      qmpSocket: qmpSocketPath(spec.workDir),
     });
     progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
     // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
@@ -169,7 +175,8 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
     variant = await detectVariant(guest, devices[0]?.name ?? '');
   }
   progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
-  return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir };
+  const qmpSocket = qmpSocketPath(spec.workDir);
+  return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir, qmpSocket };
 }
 
 /** Ends a guest: a clean power-off when it still answers, then QEMU is stopped for sure. */

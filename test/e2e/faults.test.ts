@@ -6,14 +6,13 @@ import { resolveCacheDir } from '../../harness/paths.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import type { Repro } from '../../harness/results/repro.js';
 import type { RunSummary } from '../../harness/results/summary.js';
-import { CLI, isOneLineError, qemuProcesses, runCli, tempResultsDir } from './helpers.js';
+import { CLI, isOneLineError, qemuProcesses, runCli, tempResultsDir, readSummary } from './helpers.js';
 
 /**
  * Faults caused for real (suites/selftest, never part of "all"): a command that hangs, an SSH
  * server that stops answering, a kernel panic and QEMU killed by its PID; a flaky test under
  * --retries; a harness killed with SIGKILL mid-run; results that cannot be written.
  */
-const readSummary = (dir: string) => JSON.parse(readFileSync(path.join(dir, 'summary.json'), 'utf8')) as RunSummary;
 const byName = (summary: RunSummary, name: string) => summary.tests.find((x) => x.name === name) as TestRecord;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -197,9 +196,9 @@ test('disk full under the results directory: one clear error, exit 2, no QEMU le
   }
 });
 
-test('reuse cannot hide a leak: a session that left a mount gets no reused guest; a clean one is reused', async (t) => {
+test('--no-snapshots: reuse cannot hide a leak: a session that left a mount gets no reused guest; a clean one is reused', async (t) => {
   const results = await tempResultsDir();
-  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'cxl', '--results-dir', results]);
+  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', '--no-snapshots', '--results-dir', results]);
   const summary = readSummary(path.join(results, 'latest'));
   t.is(run.exitCode, 0, run.all.slice(-3000));
   t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import test from 'ava';
 import { execa, type Options } from 'execa';
 import { projectRoot } from '../../harness/paths.js';
+import type { RunSummary } from '../../harness/results/summary.js';
 import { resultProblems } from '../outputs.js';
 
 export const CLI = path.join(projectRoot, 'bin/dax-harness.js');
@@ -20,6 +21,11 @@ export interface CliResult {
 export async function runCli(args: string[], options: Options = {}): Promise<CliResult> {
   const r = await execa(process.execPath, [CLI, ...args], { reject: false, all: true, cwd: projectRoot, ...options });
   return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr), all: String(r.all) };
+}
+
+/** A run's summary.json. */
+export function readSummary(dir: string): RunSummary {
+  return JSON.parse(readFileSync(path.join(dir, 'summary.json'), 'utf8')) as RunSummary;
 }
 
 /** Results directories this test file made: read by the consumers' check below. */

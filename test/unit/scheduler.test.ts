@@ -8,6 +8,7 @@ import { DeviceSetupError } from '../../harness/devices.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { acquireGuest, type BootFacts, type GuestDemand, type GuestLifecycle, type PoolGuest, pickSession, runWorkers } from '../../harness/scheduler/pool.js';
 import { type LaunchRequest, type LaunchResult, MAX_GUEST_RESTARTS, runSessionOnPool, type SessionEntry } from '../../harness/scheduler/session.js';
+import { sharedKeys } from '../../harness/scheduler/plan.js';
 import { KernelSetupFailure } from '../../harness/setupfailure.js';
 
 interface FakeGuest extends PoolGuest {
@@ -22,6 +23,12 @@ class FakeLife implements GuestLifecycle<FakeGuest, GuestDemand> {
   resets: { ok: boolean; why?: string }[] = [];
   /** Boot outcomes to hand out in order: facts for the guest, or an error to throw. */
   boots: (Partial<BootFacts> | Error)[] = [];
+  /** Keys whose guests come from a snapshot (restores() says so; boot restores). */
+  readonly snapshots = new Set<string>();
+
+  restores(demand: GuestDemand): boolean {
+    return this.snapshots.has(demand.key);
+  }
 
   async boot(demand: GuestDemand): Promise<FakeGuest> {
     const next = this.boots.shift();
@@ -30,14 +37,16 @@ class FakeLife implements GuestLifecycle<FakeGuest, GuestDemand> {
       throw next;
     }
     const number = ++this.booted;
-    this.log.push(`boot ${number} ${demand.key}`);
+    const restored = this.snapshots.has(demand.key) && !next?.restoreFailure;
+    this.log.push(`${restored ? 'restore' : 'boot'} ${number} ${demand.key}`);
+    const facts: BootFacts = restored ? { bootToSshSeconds: 0.8, variant: 'merged', restored } : { bootToSshSeconds: 7, variant: 'merged' };
     const guest: FakeGuest = {
       number,
       key: demand.key,
       sessions: [],
       alive: true,
       running: () => guest.alive,
-      boot: { bootToSshSeconds: 7, variant: 'merged', ...next },
+      boot: { ...facts, ...next },
     };
     return guest;
   }
@@ -137,6 +146,33 @@ test('a clean guest with the same key is reset, verified and reused; its reset t
   t.like(second.entry, { start: 'reused', resetSeconds: 1.5, guest: 1, bootToSshSeconds: 0 });
   t.like(first.entry, { start: 'fresh', guest: 1, bootToSshSeconds: 7, variant: 'merged' });
   t.deepEqual(kept?.sessions, [1, 2]);
+});
+
+test('with a snapshot of its kind, a session never reuses the kept guest: it is retired and the next one restored', async (t) => {
+  const life = new FakeLife();
+  const kept = (await session(life, [passAll]).run).kept;
+  life.snapshots.add('A');
+  const second = session(life, [passAll], { kept, entry: newEntry(2) });
+  const outcome = await second.run;
+  t.deepEqual(life.log, ['boot 1 A', 'retire 1', 'restore 2 A']);
+  t.like(second.entry, { start: 'restored', restoreSeconds: 0.8, guest: 2, bootToSshSeconds: 0 });
+  t.is(outcome.kept?.number, 2);
+  // A dirty guest is not reset first either: the snapshot is clean whatever the tests left.
+  if (outcome.kept) outcome.kept.dirty = 'test "t1" left kernel reports (WARNING in foo)';
+  const third = session(life, [passAll], { kept: outcome.kept, entry: newEntry(3) });
+  await third.run;
+  t.deepEqual(life.log.slice(3), ['retire 2', 'restore 3 A']);
+  t.like(third.entry, { start: 'restored' });
+});
+
+test('a restore that failed boots instead, and the session says why', async (t) => {
+  const life = new FakeLife();
+  life.snapshots.add('A');
+  life.boots = [{ restoreFailure: 'the restored guest differs from the saved one: taint changed: was 0, now 512' }];
+  const s = session(life, [passAll]);
+  await s.run;
+  t.deepEqual(life.log, ['boot 1 A']);
+  t.like(s.entry, { start: 'fresh', bootToSshSeconds: 7, restoreFailure: 'the restored guest differs from the saved one: taint changed: was 0, now 512' });
 });
 
 test('a reset that does not verify retires the guest and boots a new one, saying why', async (t) => {
@@ -410,4 +446,32 @@ test('workers stop taking sessions once stopped() says so (an interrupt)', async
   });
   t.is(life.booted, 1);
   t.deepEqual(life.log, ['boot 1 A', 'retire 1']);
+});
+
+test('a snapshot is taken only of a kind of guest more than one session asks for', (t) => {
+  t.deepEqual([...sharedKeys([{ key: 'A' }, { key: 'B' }, { key: 'A' }, { key: 'C', freshGuest: true }, { key: 'A' }])], ['A']);
+  t.deepEqual([...sharedKeys([{ key: 'A' }])], []);
+});
+
+test('a worker takes a session that would wait for a snapshot still being made only when no other is pending', (t) => {
+  const demands = [{ key: 'A' }, { key: 'A' }, { key: 'B' }];
+  const saving = (d: GuestDemand) => d.key === 'A';
+  t.is(pickSession([1, 2], demands, undefined, saving), 1, 'session 3 (key B) goes first');
+  t.is(pickSession([1], demands, undefined, saving), 0, 'nothing else pending: it waits');
+  t.is(pickSession([1, 2], demands, undefined), 0);
+});
+
+test('guests with CXL devices are not snapshotted: QEMU keeps no migration state for them', async (t) => {
+  const { loadTopology } = await import('../../harness/topology.js');
+  const { snapshotBlocker } = await import('../../harness/vm/snapshot.js');
+  t.regex(snapshotBlocker(await loadTopology('cxl')) ?? '', /no migration state for CXL devices/);
+  t.regex(snapshotBlocker(await loadTopology('cxl-pmem')) ?? '', /CXL/);
+  t.is(snapshotBlocker(await loadTopology('pmem')), undefined);
+  const demands = [
+    { key: 'A', cxl: true },
+    { key: 'A', cxl: true },
+    { key: 'B', cxl: false },
+    { key: 'B', cxl: false },
+  ];
+  t.deepEqual([...sharedKeys(demands, (d) => !d.cxl)], ['B']);
 });

@@ -1,0 +1,133 @@
+/**
+ * Guest snapshots on real QEMU: a restored guest passes the same device fingerprint as the
+ * guest that was saved, its NVDIMM backing file is the one saved with it (what the saved guest
+ * wrote to its labels afterwards does not reach it), a session never inherits another's
+ * leftovers, a snapshot that cannot be restored falls back to a boot that says why, and
+ * guests with CXL devices (which QEMU cannot restore) are never snapshotted.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { execa } from 'execa';
+import { BASE_CMDLINE } from '../../harness/cmdline.js';
+import { backingsOf, buildImage } from '../../harness/image.js';
+import { kernelEntry } from '../../harness/kernel/pvh.js';
+import { kernelSpecFromFlags, resolveKernel } from '../../harness/kernel/spec.js';
+import { resolveCacheDir } from '../../harness/paths.js';
+import { guestFingerprint } from '../../harness/reset.js';
+import { loadTopology } from '../../harness/topology.js';
+import { type BootedGuest, type BootSpec, bootGuest, shutdownGuest } from '../../harness/vm/boot.js';
+import { restoreGuest, saveGuest } from '../../harness/vm/snapshot.js';
+import { CLI, qemuProcesses, readSummary, runCli, tempResultsDir } from './helpers.js';
+
+test.serial('pmem: a restored guest reads the saved fingerprint and its own copy of the NVDIMM labels', async (t) => {
+  const cacheDir = resolveCacheDir();
+  const kernel = await resolveKernel(cacheDir, await kernelSpecFromFlags({ kernel: '7.3' }, false));
+  const topology = await loadTopology('pmem');
+  const image = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology) });
+  const entry = await kernelEntry(cacheDir, kernel);
+  const work = await mkdtemp(path.join(tmpdir(), 'dax-harness-snapshot-'));
+  const spec = (name: string): BootSpec => ({
+    kernel,
+    kernelImage: entry.path,
+    image,
+    topology,
+    accel: 'tcg',
+    cmdline: `${BASE_CMDLINE} memhp_default_state=offline`,
+    consolePath: path.join(work, `${name}.log`),
+    workDir: path.join(work, name),
+    bootTimeoutSec: 300,
+  });
+  const guests: BootedGuest[] = [];
+  try {
+    const saved = await bootGuest(spec('saved'));
+    guests.push(saved);
+    const fingerprint = await guestFingerprint(saved.guest);
+    const snapshot = await saveGuest(saved, topology, path.join(work, 'snapshot'), fingerprint);
+    t.true(snapshot.stateBytes > 0 && Object.keys(snapshot.pmemCopies).length === 1);
+    // The saved guest goes on after the save, and destroys its namespace: labels change in its
+    // backing file, not in the snapshot's copy.
+    const destroyed = await saved.guest.exec('ndctl disable-namespace all && ndctl destroy-namespace -f all && ndctl list -N | grep -c namespace || true');
+    t.regex(destroyed.stdout, /^0\s*$/m, destroyed.stderr);
+
+    const restored = await restoreGuest(spec('restored'), snapshot);
+    guests.push(restored);
+    t.true((restored.restoreSeconds ?? 99) < 30);
+    t.deepEqual(await guestFingerprint(restored.guest), fingerprint);
+    // The state machine works on the restored guest, seen from the attribute and the blocks.
+    const device = snapshot.devices[0];
+    const state = `/sys/bus/dax/devices/${device?.name}/state`;
+    const blocks = (device?.blocks ?? []).map((b) => `/sys/devices/system/memory/memory${b}`);
+    const cycle = await restored.guest.exec(
+      `echo unplugged > ${state} && echo online_movable > ${state} && cat ${state} && for b in ${blocks.join(' ')}; do echo "$(cat $b/state) $(cat $b/valid_zones)"; done | sort | uniq -c && echo unplugged > ${state} && cat ${state}`,
+    );
+    t.true(blocks.length > 0);
+    t.regex(cycle.stdout, new RegExp(`^online_movable\\n\\s*${blocks.length} online Movable\\nunplugged\\n$`), `${cycle.stdout}\n${cycle.stderr}`);
+    // Re-enabling the region makes the kernel read the labels again from the backing file:
+    // the restored guest's copy still holds the namespace the saved guest destroyed.
+    const reread = await restored.guest.exec(`ndctl disable-region all && ndctl enable-region all && ndctl list -N | grep -c '"mode":"devdax"'`);
+    t.regex(reread.stdout, /^1\s*$/m, `${reread.stdout}\n${reread.stderr}`);
+  } finally {
+    for (const g of guests) await shutdownGuest(g);
+    await rm(work, { recursive: true, force: true });
+  }
+  t.deepEqual(qemuProcesses(work), []);
+});
+
+test.serial('sessions restored from a snapshot: the leak a session leaves is gone in the next; one boot serves three sessions', async (t) => {
+  const results = await tempResultsDir();
+  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', '--results-dir', results]);
+  t.is(run.exitCode, 0, run.all.slice(-3000));
+  const summary = readSummary(path.join(results, 'latest'));
+  t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
+  t.deepEqual(
+    (summary.guests ?? []).map((g) => g.start),
+    ['fresh', 'restored', 'restored'],
+  );
+  t.is(summary.guestBoots, 1);
+  t.is(summary.guestRestores, 2);
+  t.is(summary.snapshots?.length, 1);
+  for (const g of (summary.guests ?? []).slice(1)) t.true((g.restoreSeconds ?? 99) < 30);
+});
+
+test.serial('a snapshot that cannot be restored: the session boots instead and says why', async (t) => {
+  const results = await tempResultsDir();
+  const child = execa(process.execPath, [CLI, 'run', '--suite', 'selftest-reuse', '--topology', 'pmem', '--results-dir', results], {
+    reject: false,
+    all: true,
+  });
+  // Once the first guest is saved, its state file is cut: the second session's restore fails.
+  let cut: Promise<void> | undefined;
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (cut || !/snapshot: save guest 1: done/.test(String(chunk))) return;
+    const runId = (JSON.parse(readFileSync(path.join(results, 'latest', 'summary.json'), 'utf8')) as { runId: string }).runId;
+    cut = writeFile(path.join(resolveCacheDir(), 'work', runId, 'snapshots', 'guest-1', 'state'), 'not a migration stream');
+  });
+  const r = await child;
+  await cut;
+  t.truthy(cut, 'the snapshot was saved and cut');
+  t.is(r.exitCode, 0, String(r.all).slice(-3000));
+  const summary = readSummary(path.join(results, 'latest'));
+  const [, second, third] = summary.guests ?? [];
+  t.is(second?.start, 'fresh');
+  t.regex(second?.restoreFailure ?? '', /.+/);
+  // The snapshot is given up after its restore failed: the third session reuses a reset guest.
+  t.is(third?.start, 'reused');
+  t.is(summary.counts.passed, 3);
+});
+
+test.serial('guests with CXL devices are never snapshotted (QEMU keeps no state for them): the sessions reset and reuse instead', async (t) => {
+  const results = await tempResultsDir();
+  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'cxl', '--results-dir', results]);
+  t.is(run.exitCode, 0, run.all.slice(-3000));
+  t.regex(run.stderr, /snapshot: not of guests with CXL devices \(QEMU keeps no migration state for CXL devices/);
+  const summary = readSummary(path.join(results, 'latest'));
+  t.deepEqual(
+    (summary.guests ?? []).map((g) => g.start),
+    ['fresh', 'rebooted after failed reset', 'reused'],
+  );
+  t.is(summary.guestRestores, undefined);
+  t.is(summary.snapshots, undefined);
+});
