@@ -132,6 +132,17 @@ async function guestUserspace(cacheDir: string, packages: string[]): Promise<{ r
   return { root, ids };
 }
 
+/**
+ * Fetches and unpacks the userspace of the recipes (their packages do not depend on the
+ * kernel): on a cold cache a run does this while the kernel downloads.
+ */
+export async function prefetchUserspace(cacheDir: string, recipeNames: string[]): Promise<void> {
+  for (const name of recipeNames) {
+    const { recipe } = await loadRecipe(name);
+    if (recipe.packages.length > 0) await guestUserspace(cacheDir, recipe.packages);
+  }
+}
+
 /** DT_NEEDED entries of an ELF file. */
 async function neededLibraries(file: string): Promise<string[]> {
   const { stdout } = await execa('readelf', ['-d', file], { reject: false });

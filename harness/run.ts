@@ -12,7 +12,7 @@ import { replaceSymlink } from './atomic-file.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
 import { BASELINE_SKIP_REASON, type Variant } from './hotplug.js';
-import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from './image.js';
+import { backingsOf, buildImage, prefetchUserspace, cleanStaleStages, type GuestImage } from './image.js';
 import { claimWorkDir, sweepDeadWorkDirs } from './inuse.js';
 import type { Kernel } from './kernel/kernel.js';
 import { type KernelSpec, requestedKernel, resolveKernel } from './kernel/spec.js';
@@ -176,27 +176,32 @@ function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunS
 /** The kernel, its boot entry, the guest images and the accelerator: everything a boot needs. */
 async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: RunRecorder): Promise<BootKit> {
   const { summary, repro } = recorder;
+  // On a cold cache the guest packages download beside the kernel (neither needs the other).
+  const userspace = inputs.kernel ? undefined : prefetchUserspace(options.cacheDir, ['floor', 'guest']).catch(() => undefined);
   const kernel = inputs.kernel ?? (await resolveKernel(options.cacheDir, options.kernel));
+  await userspace;
   const requested = requestedKernel(options.kernel);
   summary.kernel = { requested, release: kernel.release, source: kernel.source };
   repro.kernel = { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
   await cleanStaleStages(options.cacheDir);
-  const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
   const imageFor = guestImages(options.cacheDir, kernel);
-  const image = await imageFor(inputs.topology);
+  // Independent steps side by side: the KVM probe (with its floor image), the guest image,
+  // the PVH entry (a decompression) and the selftests' source.
+  const [accel, image, kernelBoot, selftests] = await Promise.all([
+    step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel)).then((floor) =>
+      chooseAccelerator(options.cacheDir, { version: inputs.qemuVersion }, kernel.vmlinuz, floor.path, options.accel),
+    ),
+    imageFor(inputs.topology),
+    step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel)),
+    // The kernel's own selftests come from its source (a download for a Debian kernel): only when asked for.
+    inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE) ? step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel)) : undefined,
+  ]);
   summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
   repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256File(image.path) };
-  const qemu = { version: inputs.qemuVersion };
-  const accel = await chooseAccelerator(options.cacheDir, qemu, kernel.vmlinuz, floor.path, options.accel);
   summary.accelerator = accel;
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
-  const kernelBoot = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
   summary.kernel.entry = kernelBoot.entry;
   if (kernelBoot.why) progress(`kernel: booting the bzImage: ${kernelBoot.why}`);
-  // The kernel's own selftests come from its source (a download for a Debian kernel): only when asked for.
-  const selftests = inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE)
-    ? await step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel))
-    : undefined;
   return { kernel, kernelImage: kernelBoot.path, accel: accel.accel, imageFor, image, selftests };
 }
 

@@ -75,6 +75,8 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   private readonly snapshots = new Map<string, Promise<GuestSnapshot | undefined>>();
   /** Demand keys whose first guest is booting to be saved. */
   private readonly saving = new Set<string>();
+  /** Demand keys whose snapshot failed (boot, save or restore): their sessions boot, or reset and reuse. */
+  private readonly givenUp = new Set<string>();
 
   constructor(private readonly scope: GuestScope) {}
 
@@ -93,7 +95,7 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     // Claimed before any await: a second worker asking for the same kind meanwhile waits for
     // this guest's snapshot instead of booting and saving one of its own.
     let saved: ((s: GuestSnapshot | undefined) => void) | undefined;
-    if (!pending && this.scope.snapshotKeys.has(demand.key)) {
+    if (!pending && this.scope.snapshotKeys.has(demand.key) && !this.givenUp.has(demand.key)) {
       this.snapshots.set(demand.key, new Promise((resolve) => (saved = resolve)));
       this.saving.add(demand.key);
     }
@@ -105,19 +107,31 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
         const restored = await this.restore(number, demand, consolePath, snapshot).catch((error: unknown) => {
           restoreFailure = errorMessage(error).split('\n')[0];
           // One failed restore retires the snapshot: later sessions boot (or reuse) instead.
-          this.snapshots.delete(demand.key);
+          this.giveUp(demand.key);
           progress(`snapshot: restore failed (${restoreFailure}); booting instead`);
           return undefined;
         });
         if (restored) return restored;
       }
       const slot = await this.bootSlot(number, demand, consolePath, restoreFailure);
-      if (saved) saved(await this.save(slot, demand));
+      if (saved) {
+        const snapshot = await this.save(slot, demand);
+        if (!snapshot) this.giveUp(demand.key);
+        saved(snapshot);
+      }
       return slot;
+    } catch (error) {
+      if (saved) this.giveUp(demand.key);
+      throw error;
     } finally {
       saved?.(undefined);
       if (saved) this.saving.delete(demand.key);
     }
+  }
+
+  private giveUp(key: string): void {
+    this.snapshots.delete(key);
+    this.givenUp.add(key);
   }
 
   /** True while the snapshot of `demand`'s kind is being made: a session of it would wait. */

@@ -55,6 +55,9 @@ export interface BootSpec {
   sshPort?: number;
 }
 
+/** The kernel's report of a stalled vCPU: under TCG on a loaded host, a boot that never ends. */
+const STALL = /rcu: INFO: rcu_\w+ detected stalls/;
+
 /** A boot that stalled or never answered SSH while QEMU kept running: worth one more try. */
 class BootHangError extends InfraError {}
 
@@ -137,7 +140,7 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
   // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
   const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
-  const seen = await machine.console.waitFor(/dax-harness: sshd started|rcu: INFO: rcu_\w+ detected stalls/, deadline - Date.now(), 0, abort.signal);
+  const seen = await machine.console.waitFor(new RegExp(`dax-harness: sshd started|${STALL.source}`), deadline - Date.now(), 0, abort.signal);
   if (seen && !seen.includes('sshd started')) {
     // Under TCG on a loaded host a vCPU sometimes stops taking timer interrupts while booting
     // (seen with Debian's and our own 7.3 builds): the boot never ends; try a new QEMU.
@@ -145,13 +148,23 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   }
   if (!machine.running) await machine.exited;
   if (machine.exitInfo && /host forwarding rule|Address already in use/i.test(machine.exitInfo.stderr)) return undefined;
-  const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal).catch((error) => {
-    if (machine.exitInfo) throw qemuExitError(machine, 'boot failed');
-    throw new BootHangError(`boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})\n--- console tail ---\n${machine.console.tail(25)}`);
+  // A vCPU can also stall after sshd started, before SSH answers: stop connecting at once.
+  let stall: string | undefined;
+  const watch = new AbortController();
+  machine.console.waitFor(STALL, deadline - Date.now(), 0, watch.signal).then((line) => {
+    stall = line?.trim();
+    if (stall) abort.abort();
   });
+  const guest = await Guest.connect(address, Math.max(1000, deadline - Date.now()), abort.signal)
+    .catch((error) => {
+      if (machine.exitInfo) throw qemuExitError(machine, 'boot failed');
+      const why = stall ? `boot hung: ${stall}` : `boot failed: no SSH within ${spec.bootTimeoutSec} s (${errorMessage(error)})`;
+      throw new BootHangError(`${why}\n--- console tail ---\n${machine.console.tail(25)}`);
+    })
+    .finally(() => watch.abort());
   // init loads the device modules while SSH connects (images/guest/init); devices need them.
   const loaded = await machine.console.waitFor(
-    /dax-harness: modules loaded|rcu: INFO: rcu_\w+ detected stalls/,
+    new RegExp(`dax-harness: modules loaded|${STALL.source}`),
     Math.max(1000, deadline - Date.now()),
     0,
     abort.signal,
