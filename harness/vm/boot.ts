@@ -58,6 +58,39 @@ export interface BootSpec {
 /** The kernel's report of a stalled vCPU: under TCG on a loaded host, a boot that never ends. */
 const STALL = /rcu: INFO: rcu_\w+ detected stalls/;
 
+/**
+ * A boot whose console says nothing this long before sshd started is hung: with the timer
+ * stalled the kernel cannot even report the stall (seen under TCG: its clock stopped at
+ * 1.2 s in PCI enumeration, and the run waited out its 300 s boot timeout). A boot prints
+ * every second or so and reaches sshd in 5-15 s here.
+ */
+const BOOT_SILENCE_MS = 60_000;
+
+/** Resolves true once the console has printed no line for `silentMs`; false as soon as `stop` aborts. */
+export function consoleSilence(machine: Pick<Machine, 'console'>, silentMs: number, stop: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    let lines = machine.console.lineCount;
+    let since = Date.now();
+    const finish = (stuck: boolean) => {
+      clearInterval(timer);
+      stop.removeEventListener('abort', onAbort);
+      resolve(stuck);
+    };
+    const onAbort = () => finish(false);
+    const timer = setInterval(
+      () => {
+        if (machine.console.lineCount !== lines) {
+          lines = machine.console.lineCount;
+          since = Date.now();
+        } else if (Date.now() - since >= silentMs) finish(true);
+      },
+      Math.min(1000, silentMs),
+    );
+    if (stop.aborted) finish(false);
+    else stop.addEventListener('abort', onAbort);
+  });
+}
+
 /** A boot that stalled or never answered SSH while QEMU kept running: worth one more try. */
 class BootHangError extends InfraError {}
 
@@ -140,7 +173,18 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
   // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
   // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
   const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;
+  const quiet = new AbortController();
+  const silent = consoleSilence(machine, BOOT_SILENCE_MS, quiet.signal).then((stuck) => {
+    if (stuck) abort.abort();
+    return stuck;
+  });
   const seen = await machine.console.waitFor(new RegExp(`dax-harness: sshd started|${STALL.source}`), deadline - Date.now(), 0, abort.signal);
+  quiet.abort();
+  if (await silent) {
+    throw new BootHangError(
+      `boot hung: the console was silent for ${BOOT_SILENCE_MS / 1000} s before sshd started\n--- console tail ---\n${machine.console.tail(25)}`,
+    );
+  }
   if (seen && !seen.includes('sshd started')) {
     // Under TCG on a loaded host a vCPU sometimes stops taking timer interrupts while booting
     // (seen with Debian's and our own 7.3 builds): the boot never ends; try a new QEMU.

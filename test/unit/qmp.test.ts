@@ -34,7 +34,11 @@ async function fakeQemu(answer: (command: { execute: string; arguments?: unknown
     });
   });
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return { socketPath, received, close: async () => (server.close(), rm(dir, { recursive: true, force: true })) };
+  const close = async () => {
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { socketPath, received, close };
 }
 
 test('commands are answered in order, events skipped; QEMU errors name the command', async (t) => {
