@@ -2,8 +2,8 @@
  * Guest snapshots on real QEMU: a restored guest passes the same device fingerprint as the
  * guest that was saved, its NVDIMM backing file is the one saved with it (what the saved guest
  * wrote to its labels afterwards does not reach it), a session never inherits another's
- * leftovers, a snapshot that cannot be restored falls back to a boot that says why, and
- * guests with CXL devices (which QEMU cannot restore) are never snapshotted.
+ * leftovers, and a snapshot that cannot be restored falls back to a boot that says why. That
+ * guests with CXL devices are never snapshotted is shown by faults.test.ts's reuse test.
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -116,18 +116,4 @@ test.serial('a snapshot that cannot be restored: the session boots instead and s
   // The snapshot is given up after its restore failed: the third session reuses a reset guest.
   t.is(third?.start, 'reused');
   t.is(summary.counts.passed, 3);
-});
-
-test.serial('guests with CXL devices are never snapshotted (QEMU keeps no state for them): the sessions reset and reuse instead', async (t) => {
-  const results = await tempResultsDir();
-  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'cxl', '--results-dir', results]);
-  t.is(run.exitCode, 0, run.all.slice(-3000));
-  t.regex(run.stderr, /snapshot: not of guests with CXL devices \(QEMU keeps no migration state for CXL devices/);
-  const summary = readSummary(path.join(results, 'latest'));
-  t.deepEqual(
-    (summary.guests ?? []).map((g) => g.start),
-    ['fresh', 'rebooted after failed reset', 'reused'],
-  );
-  t.is(summary.guestRestores, undefined);
-  t.is(summary.snapshots, undefined);
 });
