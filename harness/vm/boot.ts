@@ -241,4 +241,6 @@ export async function shutdownGuest(booted: BootedGuest): Promise<void> {
   await booted.guest.exec('poweroff -f', { timeoutMs: 2000 }).catch(() => undefined);
   booted.guest.close();
   await booted.machine.stop();
+  // A QMP socket outside the work directory (its path was too long there) is not swept with it.
+  if (booted.qmpSocket && path.dirname(booted.qmpSocket) !== booted.workDir) await rm(booted.qmpSocket, { force: true });
 }
