@@ -4,10 +4,10 @@
  * started from it (`-incoming`) instead of a boot. A session then never inherits another's
  * leftovers, and nothing depends on the suites cleaning up after themselves.
  *
- * What the migration stream does not hold is saved beside it: the NVDIMM backing files (their
- * namespace labels and data), copied while the guest is paused so they match its RAM. A
- * restored guest must read the same device fingerprint (harness/reset.ts) as the guest that
- * was saved, or it is not used.
+ * The NVDIMM backing files (their namespace labels and data) are copied beside the state while
+ * the guest is paused, so they match its RAM, and each restored guest gets a copy of its own:
+ * what one session writes to its NVDIMM reaches no other. A restored guest must read the same
+ * device fingerprint (harness/reset.ts) as the guest that was saved, or it is not used.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
