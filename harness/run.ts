@@ -70,10 +70,7 @@ export interface RunOptions {
 }
 
 /** What every command that boots guests to run suites (run, dev, series) is told. */
-export type GuestRunOptions = Pick<
-  RunOptions,
-  'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec' | 'snapshots'
->;
+export type GuestRunOptions = Pick<RunOptions, 'topology' | 'suites' | 'match' | 'bootArgs' | 'cacheDir' | 'resultsDir' | 'accel' | 'bootTimeoutSec'>;
 
 function runIdFor(kernel: string, topology: string): string {
   const stamp = fileStamp();

@@ -6,7 +6,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { DaxDevice } from '../devices.js';
 import { errorMessage, InfraError, UsageError } from '../errors.js';
-import { Guest } from '../guest.js';
+import { Guest, type GuestAddress } from '../guest.js';
 import { detectVariant, type Variant } from '../hotplug.js';
 import type { GuestImage } from '../image.js';
 import type { Kernel } from '../kernel/kernel.js';
@@ -112,6 +112,36 @@ function qemuExitError(machine: Machine, what: string): InfraError {
   return new (crashed ? QemuCrashError : InfraError)(`${what}: ${why}\n--- console tail ---\n${machine.console.tail(25)}`);
 }
 
+/**
+ * Starts QEMU for `spec` with its SSH forwarded from `sshPort` and a QMP socket in its work
+ * directory; `incoming: 'defer'` starts it paused, waiting for a saved state (snapshot.ts).
+ */
+export function startQemu(spec: BootSpec, sshPort: number, incoming?: 'defer'): Machine {
+  const args = qemuArgs({
+    topology: spec.topology,
+    accel: spec.accel,
+    kernel: spec.kernelImage ?? spec.kernel.vmlinuz,
+    initrd: spec.image.path,
+    cmdline: spec.cmdline,
+    sshPort,
+    workDir: spec.workDir,
+    qemuDefaults: spec.qemuDefaults,
+    qmpSocket: qmpSocketPath(spec.workDir),
+    incomingState: incoming,
+  });
+  // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
+  const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
+  const machine = Machine.start([...args, '-name', name], spec.consolePath);
+  detail(`qemu: ${machine.commandLine.join(' ')}`);
+  return machine;
+}
+
+/** How the harness reaches a guest of `image` over SSH forwarded from `sshPort`. */
+export function guestAddress(image: GuestImage, sshPort: number): GuestAddress {
+  if (!image.keys) throw new InfraError('guest image has no SSH keys');
+  return { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
+}
+
 /** Boots a guest, waits for SSH, creates the devices. On any failure QEMU is stopped. */
 export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => void): Promise<BootedGuest> {
   const { image, topology } = spec;
@@ -128,22 +158,8 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
   let crashes = 0;
   for (let attempt = 1; ; attempt++) {
     const sshPort = spec.sshPort ?? (await freePort());
-    const args = qemuArgs({
-      topology,
-      accel: spec.accel,
-      kernel: spec.kernelImage ?? spec.kernel.vmlinuz,
-      initrd: image.path,
-      cmdline: spec.cmdline,
-      sshPort,
-      workDir: spec.workDir,
-      qemuDefaults: spec.qemuDefaults,
-      qmpSocket: qmpSocketPath(spec.workDir),
-    });
     progress(`boot: ${spec.kernel.release} on ${topology.name}, SSH on 127.0.0.1:${sshPort}`);
-    // Named after its run and guest (work/<run-id>/guest-N): `ps` shows whose QEMU it is.
-    const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
-    const machine = Machine.start([...args, '-name', name], spec.consolePath);
-    detail(`qemu: ${machine.commandLine.join(' ')}`);
+    const machine = startQemu(spec, sshPort);
     onStart?.(machine);
     try {
       const booted = await waitForGuest(spec, machine, sshPort);
@@ -165,11 +181,10 @@ export async function bootGuest(spec: BootSpec, onStart?: (machine: Machine) => 
 
 /** Waits for SSH and makes the devices; undefined when QEMU could not bind its SSH port. */
 async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): Promise<BootedGuest | undefined> {
-  const { image, topology } = spec;
-  if (!image.keys) throw new InfraError('guest image has no SSH keys');
+  const { topology } = spec;
   const abort = new AbortController();
   machine.exited.then(() => abort.abort());
-  const address = { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey };
+  const address = guestAddress(spec.image, sshPort);
   // Connect once init says sshd runs: an earlier attempt reaches QEMU's forwarder before the
   // guest's network is up and waits out TCP SYN retransmits (seconds) instead of failing.
   const deadline = machine.startedAt + spec.bootTimeoutSec * 1000;

@@ -15,12 +15,12 @@ import type { DaxDevice } from '../devices.js';
 import { errorMessage, InfraError } from '../errors.js';
 import { Guest } from '../guest.js';
 import type { Variant } from '../hotplug.js';
-import { freePort, Machine } from '../machine.js';
-import { detail, progress } from '../progress.js';
+import { freePort, type Machine } from '../machine.js';
+import { progress } from '../progress.js';
 import { execa } from '../reaper.js';
 import { type Fingerprint, fingerprintDifference, guestFingerprint } from '../reset.js';
-import { pmemBackingFile, qemuArgs, type Topology } from '../topology.js';
-import type { BootedGuest, BootSpec } from './boot.js';
+import { pmemBackingFile, type Topology } from '../topology.js';
+import { type BootedGuest, type BootSpec, guestAddress, startQemu } from './boot.js';
 import { Qmp, qmpSocketPath } from './qmp.js';
 
 /** A saved guest: QEMU's migration stream, the NVDIMM files, and what the guest looked like. */
@@ -128,37 +128,16 @@ async function waitForMigration(qmp: Qmp, timeoutMs: number): Promise<void> {
  * error says why; the caller boots instead.
  */
 export async function restoreGuest(spec: BootSpec, snapshot: GuestSnapshot, onStart?: (machine: Machine) => void): Promise<BootedGuest> {
-  const { image, topology } = spec;
-  if (!image.keys) throw new InfraError('guest image has no SSH keys');
+  const address = guestAddress(spec.image, spec.sshPort ?? (await freePort()));
   await mkdir(spec.workDir, { recursive: true });
   for (const [name, copy] of Object.entries(snapshot.pmemCopies)) await copySparse(copy, pmemBackingFile(spec.workDir, name));
-  const sshPort = spec.sshPort ?? (await freePort());
   const qmpSocket = qmpSocketPath(spec.workDir);
-  const args = qemuArgs({
-    topology,
-    accel: spec.accel,
-    kernel: spec.kernelImage ?? spec.kernel.vmlinuz,
-    initrd: image.path,
-    cmdline: spec.cmdline,
-    sshPort,
-    workDir: spec.workDir,
-    qmpSocket,
-    incomingState: 'defer',
-  });
-  const name = `dax-harness:${path.basename(path.dirname(spec.workDir))}:${path.basename(spec.workDir)}`;
-  const machine = Machine.start([...args, '-name', name], spec.consolePath);
-  detail(`qemu: ${machine.commandLine.join(' ')}`);
+  const machine = startQemu(spec, address.port, 'defer');
   onStart?.(machine);
   const abort = new AbortController();
   machine.exited.then(() => abort.abort());
   try {
-    const guest = await resume(
-      machine,
-      qmpSocket,
-      snapshot.stateFile,
-      { host: '127.0.0.1', port: sshPort, privateKey: image.keys.clientPrivateKey, hostPublicKey: image.keys.hostPublicKey },
-      abort.signal,
-    );
+    const guest = await resume(machine, qmpSocket, snapshot.stateFile, address, abort.signal);
     const seconds = (Date.now() - machine.startedAt) / 1000;
     const difference = fingerprintDifference(snapshot.fingerprint, await guestFingerprint(guest));
     if (difference) {
@@ -170,7 +149,7 @@ export async function restoreGuest(spec: BootSpec, snapshot: GuestSnapshot, onSt
     return {
       machine,
       guest,
-      sshPort,
+      sshPort: address.port,
       devices,
       variant,
       bootToSshSeconds: seconds,
