@@ -4,7 +4,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InfraError, UsageError } from '../errors.js';
 import { projectRoot } from '../paths.js';
-import { runSandboxed } from './sandbox.js';
+import { kernelBuildPlaces, runSandboxed } from './sandbox.js';
 
 export const KCONFIG_DIR = path.join(projectRoot, 'kconfig');
 
@@ -85,10 +85,12 @@ export async function mergeFragments(tree: string, out: string, files: string[])
   await mkdir(out, { recursive: true });
   // Both run the tree's own scripts, so in the build sandbox; merge_config.sh writes its
   // temporaries into the working directory, hence `out`.
-  const mounts = { readOnly: [tree, ...files], writable: [out] };
-  const merge = await runSandboxed(mounts, ['sh', path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', out, ...files], { cwd: out });
+  const places = kernelBuildPlaces(tree, out);
+  const mounts = { ...places.mounts, readOnly: [...(places.mounts.readOnly ?? []), ...files] };
+  const mergeScript = path.join(places.src, 'scripts/kconfig/merge_config.sh');
+  const merge = await runSandboxed(mounts, ['sh', mergeScript, '-m', '-O', places.out, ...files], { cwd: places.out });
   if (merge.exitCode !== 0) throw new InfraError(`merge_config.sh failed: ${(merge.all ?? '').split('\n').at(-1)}`, merge.all);
-  const olddef = await runSandboxed(mounts, ['make', '-C', tree, `O=${out}`, 'olddefconfig'], { cwd: out });
+  const olddef = await runSandboxed(mounts, ['make', '-C', places.src, `O=${places.out}`, 'olddefconfig'], { cwd: places.out });
   if (olddef.exitCode !== 0) throw new InfraError(`make olddefconfig failed: ${(olddef.all ?? '').split('\n').at(-1)}`, olddef.all);
   const finalConfig = await readFile(path.join(out, '.config'), 'utf8');
   const hash = createHash('sha256')

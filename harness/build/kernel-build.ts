@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { readJsonState, writeAtomic } from '../atomic-file.js';
@@ -11,7 +11,7 @@ import type { Kernel } from '../kernel/kernel.js';
 import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
-import { buildFailed, claimForSandbox, runSandboxed, type SandboxMounts } from './sandbox.js';
+import { buildFailed, claimForSandbox, kernelBuildPlaces, runSandboxed, type SandboxBind, type SandboxMounts, sandboxEnabled } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /** What a finished build recorded, so the next one can tell whether anything changed. */
@@ -21,6 +21,23 @@ interface BuildStamp {
   release: string;
   finishedAt: string;
   seconds: number;
+  /** Objects compiled (make's CC lines), which estimates the next build from scratch. */
+  objects?: number;
+}
+
+const STAMP = '.dax-harness-build.json';
+
+/**
+ * A finished build of the same tree at another commit (a series' base) to start from: an
+ * empty build directory begins as a copy of it, and `changed` (paths relative to the tree,
+ * the files that differ between the two commits) are made newer than the copy, so make
+ * rebuilds exactly them and what depends on them.
+ */
+export interface BuildSeed {
+  buildDir: string;
+  changed: string[];
+  /** What the seed is, for the progress line ("base"). */
+  label: string;
 }
 
 export interface KernelBuildOptions {
@@ -30,6 +47,7 @@ export interface KernelBuildOptions {
   /** Build directory (O=); defaults to one per tree under the cache. */
   outDir?: string;
   jobs?: number;
+  seed?: BuildSeed;
 }
 
 export interface KernelBuild {
@@ -62,7 +80,32 @@ async function changedSince(tree: string, stampFile: string): Promise<string[]> 
 export async function buildKernel(options: KernelBuildOptions): Promise<KernelBuild> {
   const out = options.outDir ? path.resolve(options.outDir) : buildDirFor(options.cacheDir, options.tree.dir);
   // One make at a time in a build directory: another harness building the same tree waits.
-  return withEntryLock(out, `building ${options.tree.spec} in ${out}`, () => buildKernelIn(out, options));
+  return withEntryLock(out, `building ${options.tree.spec} in ${out}`, async () => {
+    if (options.seed) await seedBuildDir(options.seed, out, options.tree.dir);
+    return buildKernelIn(out, options);
+  });
+}
+
+/**
+ * Starts `out` from the seed's build when `out` has no finished build of its own. Only in the
+ * sandbox, where every worktree is built as /src into /build (kernelBuildPlaces): unsandboxed,
+ * the copied .cmd files would name the seed's worktree and make would rebuild everything.
+ */
+export async function seedBuildDir(seed: BuildSeed, out: string, treeDir: string): Promise<void> {
+  if (!sandboxEnabled() || existsSync(path.join(out, STAMP)) || !existsSync(path.join(seed.buildDir, STAMP))) return;
+  await step(`build: start from the ${seed.label}'s build (${seed.changed.length} file(s) differ)`, () =>
+    withEntryLock(seed.buildDir, `building in ${seed.buildDir}`, async () => {
+      await rm(out, { recursive: true, force: true });
+      await mkdir(out, { recursive: true });
+      // modules-install is remade by every build; the rest is make's state.
+      const entries = (await readdir(seed.buildDir)).filter((e) => e !== 'modules-install').map((e) => path.join(seed.buildDir, e));
+      const copy = await execa('cp', ['-a', '--reflink=auto', '-t', out, '--', ...entries], { reject: false, all: true });
+      if (copy.exitCode !== 0) throw new InfraError(`cannot copy the ${seed.label}'s build ${seed.buildDir}: ${String(copy.all).split('\n')[0]}`);
+    }),
+  );
+  const now = new Date();
+  // A file the series deleted has nothing to touch; make learns of it from its Makefile.
+  await Promise.all(seed.changed.map((file) => utimes(path.join(treeDir, file), now, now).catch(() => undefined)));
 }
 
 async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<KernelBuild> {
@@ -70,47 +113,78 @@ async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<
   await mkdir(out, { recursive: true });
   // The build runs the tree's code: in the sandbox, writing only here and to ccache.
   await claimForSandbox(out, !options.outDir);
-  const stampFile = path.join(out, '.dax-harness-build.json');
+  const stampFile = path.join(out, STAMP);
   const installRoot = path.join(out, 'modules-install');
-  const vmlinuz = path.join(out, 'arch/x86/boot/bzImage');
   const fragmentTexts = await Promise.all(options.fragments.map((f) => readFile(f, 'utf8')));
   const fragmentsHash = createHash('sha256').update(fragmentTexts.join('\n')).digest('hex').slice(0, 16);
   const started = Date.now();
   const ccache = (await execa('ccache', ['--version'], { reject: false })).exitCode === 0;
   const previous = await readJsonState<BuildStamp>(stampFile);
-  if (previous && previous.fragmentsHash === fragmentsHash && existsSync(vmlinuz)) {
-    const changed = await changedSince(tree.dir, stampFile);
+  const fresh = !previous || previous.fragmentsHash !== fragmentsHash || !existsSync(path.join(out, 'arch/x86/boot/bzImage'));
+  const changed = fresh ? [] : await changedSince(tree.dir, stampFile);
+  if (previous && !fresh) {
     if (changed.length === 0) {
       progress(`build: ${tree.spec} unchanged since ${previous.finishedAt}: nothing to do`);
       return { kernel: await builtKernel(tree, out, installRoot, previous.release, options.fragments), outDir: out, built: false, seconds: 0, ccache };
     }
     progress(`build: ${changed.length} file(s) changed since the last build, e.g. ${path.relative(tree.dir, changed[0] as string)}`);
   }
-  if (!previous || previous.fragmentsHash !== fragmentsHash || !existsSync(path.join(out, '.config'))) {
-    const { dropped } = await step(`build: .config from ${options.fragments.map((f) => path.basename(f)).join(' ')}`, () =>
-      mergeFragments(tree.dir, out, options.fragments),
-    );
-    if (dropped.length > 0) {
-      throw new InfraError(`kernel config dropped ${dropped.length} option(s) the fragments ask for: ${describeDropped(dropped)}`);
-    }
+  // A changed Kconfig can drop an option the fragments ask for: merge and check again.
+  if (fresh || !existsSync(path.join(out, '.config')) || changed.some((f) => path.basename(f).startsWith('Kconfig'))) {
+    await configure(tree.dir, out, options.fragments);
   }
+  // From scratch (no earlier build here): the last such build with these fragments tells how long.
+  const estimate = previous ? undefined : await readJsonState<ScratchBuild>(scratchRecordOf(options.cacheDir, fragmentsHash));
+  if (!previous && !estimate) progress('build: from scratch; no estimate of the time left (no such build with these fragments in this cache yet)');
+  const objects = await makeKernel(tree.dir, out, installRoot, { ...options, ccache, estimate: estimate ?? undefined });
+  const release = await builtRelease(out);
+  const seconds = (Date.now() - started) / 1000;
+  const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds, objects };
+  await writeAtomic(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
+  if (!previous) await writeAtomic(scratchRecordOf(options.cacheDir, fragmentsHash), `${JSON.stringify({ objects, seconds } satisfies ScratchBuild)}\n`);
+  return { kernel: await builtKernel(tree, out, installRoot, release, options.fragments), outDir: out, built: true, seconds, ccache };
+}
+
+/** A build from scratch with some fragments: what the next one from scratch can expect. */
+interface ScratchBuild {
+  objects: number;
+  seconds: number;
+}
+
+const scratchRecordOf = (cacheDir: string, fragmentsHash: string) => path.join(cacheDir, 'builds', `scratch-${fragmentsHash}.json`);
+
+async function configure(tree: string, out: string, fragments: string[]): Promise<void> {
+  const { dropped } = await step(`build: .config from ${fragments.map((f) => path.basename(f)).join(' ')}`, () => mergeFragments(tree, out, fragments));
+  if (dropped.length > 0) {
+    throw new InfraError(`kernel config dropped ${dropped.length} option(s) the fragments ask for: ${describeDropped(dropped)}`);
+  }
+}
+
+/** make bzImage modules, then modules_install into installRoot; returns the objects compiled. */
+async function makeKernel(
+  tree: string,
+  out: string,
+  installRoot: string,
+  options: KernelBuildOptions & { ccache: boolean; estimate?: ScratchBuild },
+): Promise<number> {
   const jobs = options.jobs ?? availableParallelism();
   const ccacheDir = path.join(options.cacheDir, 'ccache');
   await mkdir(ccacheDir, { recursive: true });
   await claimForSandbox(ccacheDir, true);
-  const mounts: SandboxMounts = { readOnly: [tree.dir], writable: [out, ccacheDir] };
-  const makeArgs = ['-C', tree.dir, `O=${out}`, `-j${jobs}`];
-  if (ccache) makeArgs.push('CC=ccache gcc');
-  await step(`build: make bzImage modules (-j${jobs}${ccache ? ', ccache' : ''})`, () => runMake([...makeArgs, 'bzImage', 'modules'], mounts, ccacheDir));
-  await rm(installRoot, { recursive: true, force: true });
-  await step('build: modules_install', () =>
-    runMake([...makeArgs, `INSTALL_MOD_PATH=${installRoot}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], mounts, ccacheDir),
+  const places = kernelBuildPlaces(tree, out);
+  const mounts: SandboxMounts = { ...places.mounts, writable: [...places.mounts.writable, ccacheDir] };
+  const makeArgs = ['-C', places.src, `O=${places.out}`, `-j${jobs}`];
+  if (options.ccache) makeArgs.push('CC=ccache gcc');
+  const run: MakeRun = { mounts, ccacheDir, srcOnHost: places.src === tree ? undefined : { place: places.src, host: tree }, estimate: options.estimate };
+  const objects = await step(`build: make bzImage modules (-j${jobs}${options.ccache ? ', ccache' : ''})`, () =>
+    runMake([...makeArgs, 'bzImage', 'modules'], run),
   );
-  const release = await builtRelease(out);
-  const seconds = (Date.now() - started) / 1000;
-  const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds };
-  await writeAtomic(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
-  return { kernel: await builtKernel(tree, out, installRoot, release, options.fragments), outDir: out, built: true, seconds, ccache };
+  await rm(installRoot, { recursive: true, force: true });
+  const installAt = path.join(places.out, 'modules-install');
+  await step('build: modules_install', () =>
+    runMake([...makeArgs, `INSTALL_MOD_PATH=${installAt}`, 'INSTALL_MOD_STRIP=1', 'DEPMOD=/bin/true', 'modules_install'], { ...run, estimate: undefined }),
+  );
+  return objects;
 }
 
 /** The release the build wrote; the build is untrusted, so no symlink and nothing a path could trip on. */
@@ -132,14 +206,38 @@ async function builtKernel(tree: KernelTree, out: string, installRoot: string, r
   };
 }
 
-/** Runs make in the build sandbox, printing a progress line every 15 s (objects compiled so far, the latest one). */
-async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string): Promise<void> {
+interface MakeRun {
+  mounts: SandboxMounts;
+  ccacheDir: string;
+  /** The tree's place in the sandbox and on the host: compiler messages name the host's. */
+  srcOnHost?: { place: string; host: string };
+  estimate?: ScratchBuild;
+}
+
+/** "1234 objects compiled (~52% of a build from scratch, ~9 min left), now mm/slub.o". */
+export function buildProgressLine(compiled: number, last: string, elapsedSec: number, estimate?: ScratchBuild): string {
+  let share = '';
+  if (estimate && estimate.objects > 0 && compiled > 0) {
+    const fraction = Math.min(compiled / estimate.objects, 0.99);
+    const leftMin = Math.max(1, Math.round(((elapsedSec / compiled) * Math.max(estimate.objects - compiled, 0)) / 60));
+    share = ` (~${Math.round(fraction * 100)}% of a build from scratch, ~${leftMin} min left)`;
+  }
+  return `build: ${compiled} objects compiled${share}${last ? `, now ${last}` : ''}`;
+}
+
+/**
+ * Runs make in the build sandbox, printing a progress line every 15 s (objects compiled so
+ * far, the share of a build from scratch and the time left when one was measured, the latest
+ * object); returns the objects compiled.
+ */
+async function runMake(args: string[], run: MakeRun): Promise<number> {
   let compiled = 0;
   let last = '';
   const tail: string[] = [];
+  const started = Date.now();
   const onLine = (line: string) => {
     if (!line) return;
-    tail.push(line);
+    tail.push(run.srcOnHost ? line.replaceAll(`${run.srcOnHost.place}/`, `${run.srcOnHost.host}/`) : line);
     if (tail.length > 40) tail.shift();
     const m = /^\s+(CC|LD|AR|AS)(?: \[M\])?\s+(\S+)/.exec(line);
     if (m) {
@@ -147,11 +245,19 @@ async function runMake(args: string[], mounts: SandboxMounts, ccacheDir: string)
       last = m[2] as string;
     }
   };
-  const timer = setInterval(() => progress(`build: ${compiled} objects compiled${last ? `, now ${last}` : ''}`), 15_000);
+  const timer = setInterval(() => progress(buildProgressLine(compiled, last, (Date.now() - started) / 1000, run.estimate)), 15_000);
   try {
-    const result = await runSandboxed(mounts, ['make', ...args], { cwd: mounts.writable[0] as string, env: { CCACHE_DIR: ccacheDir }, onLine });
+    const cwd = placeOfWritable(run.mounts);
+    const result = await runSandboxed(run.mounts, ['make', ...args], { cwd, env: { CCACHE_DIR: run.ccacheDir }, onLine });
     if (result.exitCode !== 0) throw buildFailed('kernel build', tail, result.exitCode);
+    return compiled;
   } finally {
     clearInterval(timer);
   }
+}
+
+/** The build directory's path as make sees it (the first writable bind). */
+function placeOfWritable(mounts: SandboxMounts): string {
+  const first = mounts.writable[0] as SandboxBind;
+  return typeof first === 'string' ? first : first.at;
 }

@@ -3,7 +3,7 @@ import type { Kernel } from '../kernel/kernel.js';
 import { fetchDebianKernel } from '../kernel/fetch.js';
 import { progress } from '../progress.js';
 import { fragmentFiles } from './kconfig.js';
-import { buildKernel } from './kernel-build.js';
+import { type BuildSeed, buildKernel } from './kernel-build.js';
 import { buildModulesAgainstHeaders, MODULE_ONLY_TAINT, overlayKernel } from './module-build.js';
 import { type KernelTree, resolveTree } from './tree.js';
 
@@ -18,6 +18,8 @@ export interface TreeBuildOptions {
   /** Directories the module-only path builds (default drivers/dax). */
   moduleDirs?: string[];
   buildDir?: string;
+  /** Full builds: start an empty build directory from this finished one (a series' base). */
+  seed?: BuildSeed;
 }
 
 /** A kernel ready for `run`, made from a tree, and what that cost. */
@@ -54,7 +56,7 @@ export async function prepareKernelFromTree(options: TreeBuildOptions): Promise<
     const kernel = await overlayKernel(options.cacheDir, base, tree, build.modules);
     return { kernel, allowedTaint: MODULE_ONLY_TAINT, tree, mode: 'modules-only', built: true, seconds: build.seconds, modules: build.modules };
   }
-  const build = await buildKernel({ tree, fragments, cacheDir: options.cacheDir, outDir: options.buildDir });
+  const build = await buildKernel({ tree, fragments, cacheDir: options.cacheDir, outDir: options.buildDir, seed: options.seed });
   progress(
     `build: ${build.kernel.release} ${build.built ? `built in ${build.seconds.toFixed(0)} s` : 'up to date'} (${path.relative(options.cacheDir, build.outDir)})`,
   );

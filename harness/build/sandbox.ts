@@ -19,21 +19,48 @@ import { execa } from '../reaper.js';
  */
 export const SANDBOX_UID = 65534;
 
-/** Where a sandboxed command may read and write. Paths are as seen inside the sandbox. */
+/** A host directory bound at another path in the sandbox. */
+export interface BindAt {
+  host: string;
+  at: string;
+}
+
+/** A host directory bound at its own path, or at another (BindAt). */
+export type SandboxBind = string | BindAt;
+
+/** Where a sandboxed command may read and write. */
 export interface SandboxMounts {
   /** A directory (a build root) that becomes / read-only; default: the host's /usr. */
   rootDir?: string;
-  /** Bound read-only at the same path. */
-  readOnly?: string[];
-  /** Bound writable at the same path (in rootDir when given); owned by the sandbox's uid. */
-  writable: string[];
+  readOnly?: SandboxBind[];
+  /** Writable (in rootDir when given); owned by the sandbox's uid. */
+  writable: SandboxBind[];
 }
+
+const hostOf = (bind: SandboxBind) => (typeof bind === 'string' ? bind : bind.host);
+const placeOf = (bind: SandboxBind) => (typeof bind === 'string' ? bind : bind.at);
 
 let disabled = false;
 
 /** --no-sandbox: builds run as the harness's user on the host, with the tree's code unconfined. */
 export function disableBuildSandbox(): void {
   disabled = true;
+}
+
+/** Whether builds run in the sandbox (false under --no-sandbox). */
+export function sandboxEnabled(): boolean {
+  return !disabled;
+}
+
+/**
+ * Where a kernel tree and its build directory are seen by the build: in the sandbox always at
+ * /src and /build, so every build of any worktree compiles with the same paths. Then ccache
+ * hits across worktrees, and a build directory copied from another worktree's build stays
+ * valid (its .cmd files name /src), which makes a series' build incremental on its base's.
+ */
+export function kernelBuildPlaces(tree: string, out: string): { src: string; out: string; mounts: SandboxMounts } {
+  if (disabled) return { src: tree, out, mounts: { readOnly: [tree], writable: [out] } };
+  return { src: '/src', out: '/build', mounts: { readOnly: [{ host: tree, at: '/src' }], writable: [{ host: out, at: '/build' }] } };
 }
 
 const HOST_TOOLCHAIN_ETC = ['/etc/alternatives', '/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d'];
@@ -63,10 +90,15 @@ export function sandboxArgv(mounts: SandboxMounts, argv: string[], cwd: string, 
   if (mounts.rootDir) args.push('--ro-bind', mounts.rootDir, '/');
   else args.push(...hostRootArgs());
   // Before the binds: a tree or an output directory may live under /tmp.
-  args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  // /tmp writable by the build's uid: gcc without -pipe (objtool, the tools/ builds) writes its
+  // temporaries to TMPDIR, else /tmp, else the working directory, which is the read-only tree.
+  args.push('--proc', '/proc', '--dev', '/dev', '--perms', '1777', '--tmpfs', '/tmp');
   const made = { dirs: new Set(['/tmp']), binds: mounts.rootDir ? ['/'] : ['/usr', '/proc', '/dev'] };
-  for (const dir of mounts.readOnly ?? []) args.push(...parentDirs(dir, made), '--ro-bind', dir, dir);
-  for (const dir of mounts.writable) args.push(...parentDirs(dir, made), '--bind', mounts.rootDir ? path.join(mounts.rootDir, dir) : dir, dir);
+  for (const bind of mounts.readOnly ?? []) args.push(...parentDirs(placeOf(bind), made), '--ro-bind', hostOf(bind), placeOf(bind));
+  for (const bind of mounts.writable) {
+    const host = typeof bind === 'string' && mounts.rootDir ? path.join(mounts.rootDir, bind) : hostOf(bind);
+    args.push(...parentDirs(placeOf(bind), made), '--bind', host, placeOf(bind));
+  }
   args.push('--chdir', cwd, '--');
   if (!asRoot) return ['bwrap', ...args, ...argv];
   const id = String(SANDBOX_UID);

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from '../reaper.js';
 import { moduleDirsOf } from '../build/module-build.js';
+import { type BuildSeed, buildDirFor } from '../build/kernel-build.js';
 import { prepareKernelFromTree } from '../build/prepare.js';
 import type { TreeKernelSpec } from '../kernel/spec.js';
 import { GIT_IDENTITY, type KernelTree, resolveTree } from '../build/tree.js';
@@ -12,6 +13,7 @@ import { InfraError, UsageError } from '../errors.js';
 import { progress, step } from '../progress.js';
 import { type GuestRunOptions, runSuitesOnGuests } from '../run.js';
 import { fileStamp } from '../util/stamp.js';
+import { withEntryLock } from '../cache-lock.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './base-vs-series.js';
 import { type Patch, readSeries, type Series } from './patches.js';
 
@@ -155,18 +157,41 @@ async function checkSeriesApplies({ series, tree, base }: SeriesInput, baseName:
   );
 }
 
+/**
+ * A worktree left by an earlier run of the same series that is still `commits` commits on
+ * top of the base, unmodified: kept, so its files stay older than the builds made from it and
+ * make rebuilds nothing. Recreating it would make every file new and every object stale.
+ */
+async function keptWorktree(dir: string, base: string, commits: number): Promise<string | undefined> {
+  if (!existsSync(path.join(dir, '.git'))) return undefined;
+  const head = await commitOf(dir, 'HEAD');
+  if (!head || (await commitOf(dir, `HEAD~${commits}`)) !== base) return undefined;
+  const status = await git(dir, ['status', '--porcelain', '--untracked-files=no']);
+  return status.exitCode === 0 && status.stdout.trim() === '' ? head : undefined;
+}
+
+/** Where a series' worktrees live: one directory per tree, base, build mode and patches. */
+function seriesWorkDir({ series, tree, base }: SeriesInput, cacheDir: string, modulesOnly: boolean): string {
+  const id = createHash('sha256')
+    .update([tree.dir, base, modulesOnly ? 'modules-only' : 'full', ...series.patches.map((p) => p.text)].join('\n'))
+    .digest('hex')
+    .slice(0, 12);
+  return path.join(cacheDir, 'series', id);
+}
+
 /** The two worktrees (base, and base with the series applied by git am) under the cache, and the series' head commit. */
 async function seriesWorktrees(input: SeriesInput, cacheDir: string, modulesOnly: boolean): Promise<{ baseDir: string; seriesDir: string; head: string }> {
   const { series, tree, base, touched, dirs } = input;
-  const id = createHash('sha256')
-    .update([tree.dir, base, ...series.patches.map((p) => p.text)].join('\n'))
-    .digest('hex')
-    .slice(0, 12);
-  const work = path.join(cacheDir, 'series', id);
+  const work = seriesWorkDir(input, cacheDir, modulesOnly);
   const sparse = modulesOnly ? ['Makefile', ...new Set(['drivers/dax', 'drivers/cxl', 'drivers/nvdimm', ...dirs]), ...touched] : undefined;
   await mkdir(work, { recursive: true });
   const baseDir = path.join(work, 'base');
   const seriesDir = path.join(work, 'series');
+  const kept = { base: await keptWorktree(baseDir, base, 0), series: await keptWorktree(seriesDir, base, series.patches.length) };
+  if (kept.base && kept.series) {
+    progress(`series: worktrees of an earlier run kept (${path.relative(cacheDir, work)})`);
+    return { baseDir, seriesDir, head: kept.series };
+  }
   await step('series: worktree at the base', () => worktreeAt(tree.dir, baseDir, base, sparse));
   await step('series: worktree with the series (git am)', async () => {
     await worktreeAt(tree.dir, seriesDir, base, sparse);
@@ -193,8 +218,12 @@ async function openSeriesResults(resultsDir: string, { series, tree, base }: Ser
   return dir;
 }
 
-/** One side (base or series): its worktree built and the suites run on it, results under <dir>/<label>. */
-async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, label: 'base' | 'series', dirOfTree: string, commit: string) {
+/**
+ * One side (base or series): its worktree built and the suites run on it, results under
+ * <dir>/<label>. A full build of the series side starts from the base's build (`seed`).
+ */
+async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, side: SideOf, seed?: BuildSeed) {
+  const { label, dir: dirOfTree, commit } = side;
   const sideTree: KernelTree = { ...input.tree, dir: dirOfTree, spec: `${input.tree.spec}@${commit.slice(0, 12)}`, debian: undefined };
   const kernel: TreeKernelSpec = {
     ...options.kernel,
@@ -202,7 +231,7 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
     tree: dirOfTree,
     moduleDirs: options.kernel.modulesOnly ? [...new Set(['drivers/dax', ...input.dirs])] : undefined,
   };
-  const prepared = await step(`series: build ${label}`, () => prepareKernelFromTree({ cacheDir: options.cacheDir, ...kernel, tree: sideTree }));
+  const prepared = await step(`series: build ${label}`, () => prepareKernelFromTree({ cacheDir: options.cacheDir, ...kernel, tree: sideTree, seed }));
   progress(`series: running the suites on ${label}`);
   return runSuitesOnGuests({
     prepared,
@@ -220,6 +249,20 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
   });
 }
 
+interface SideOf {
+  label: 'base' | 'series';
+  /** Its worktree. */
+  dir: string;
+  commit: string;
+}
+
+/** The base's build as the start of the series side's: the files the series changes are what differs. */
+async function baseBuildSeed(cacheDir: string, baseDir: string, seriesDir: string, base: string): Promise<BuildSeed> {
+  const diff = await git(seriesDir, ['diff', '--name-only', '--no-renames', base, 'HEAD']);
+  if (diff.exitCode !== 0) throw new InfraError(`git diff of the series against its base failed: ${String(diff.all).split('\n').at(-1)}`);
+  return { buildDir: buildDirFor(cacheDir, baseDir), changed: diff.stdout.split('\n').filter(Boolean), label: 'base' };
+}
+
 /**
  * Validates a patch series: a worktree at the base and one with the series applied (git am),
  * both built the same way, the suites run on each, and a comparison naming what the series
@@ -228,10 +271,17 @@ async function runSide(options: SeriesOptions, input: SeriesInput, dir: string, 
 export async function runSeries(options: SeriesOptions): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
   const input = await checkSeriesInput(options);
   await checkSeriesApplies(input, options.base);
+  // The worktrees and builds of one series are shared by every run of it: one run at a time.
+  const work = seriesWorkDir(input, options.cacheDir, options.kernel.modulesOnly);
+  return withEntryLock(work, `validating the same series (${path.relative(options.cacheDir, work)})`, () => validateSeries(options, input));
+}
+
+async function validateSeries(options: SeriesOptions, input: SeriesInput): Promise<{ exitCode: number; comparison: SeriesComparison; dir: string }> {
   const { baseDir, seriesDir, head } = await seriesWorktrees(input, options.cacheDir, options.kernel.modulesOnly);
   const dir = await openSeriesResults(options.resultsDir, input, head, options.kernel.modulesOnly);
-  const baseRun = await runSide(options, input, dir, 'base', baseDir, input.base);
-  const seriesRun = await runSide(options, input, dir, 'series', seriesDir, head);
+  const baseRun = await runSide(options, input, dir, { label: 'base', dir: baseDir, commit: input.base });
+  const seed = options.kernel.modulesOnly ? undefined : await baseBuildSeed(options.cacheDir, baseDir, seriesDir, input.base);
+  const seriesRun = await runSide(options, input, dir, { label: 'series', dir: seriesDir, commit: head }, seed);
   const comparison = compareRuns(baseRun, seriesRun);
   const { series, tree, base } = input;
   const header = [

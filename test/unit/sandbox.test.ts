@@ -5,7 +5,7 @@ import net from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { claimForSandbox, runSandboxed, SANDBOX_UID } from '../../harness/build/sandbox.js';
+import { claimForSandbox, kernelBuildPlaces, runSandboxed, SANDBOX_UID, sandboxArgv } from '../../harness/build/sandbox.js';
 
 /**
  * A tree whose Makefile tries what a hostile series would: read host files directly, through
@@ -68,4 +68,24 @@ test("an output directory that is not empty and not the sandbox's is refused, no
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await writeFile(path.join(dir, 'precious'), 'x');
   await t.throwsAsync(claimForSandbox(dir, false), { message: /not empty and not owned by the build sandbox's uid 65534/ });
+});
+
+test.serial('kernel builds see their tree at /src and their output at /build, whatever the worktree', async (t) => {
+  const scratch = await mkdtemp(path.join(tmpdir(), 'dax-sandbox-places-'));
+  t.teardown(() => rm(scratch, { recursive: true, force: true }));
+  const tree = path.join(scratch, 'some-worktree');
+  const out = path.join(scratch, 'its-build');
+  await mkdir(tree);
+  await mkdir(out);
+  // gcc without -pipe (as the kernel's tools/ build runs it) needs a writable /tmp: the tree is read-only.
+  await writeFile(path.join(tree, 'Makefile'), 'all:\n\t@echo "$(CURDIR) $(O)" > $(O)/where\n\tgcc -c tool.c -o $(O)/tool.o\n');
+  await writeFile(path.join(tree, 'tool.c'), 'int tool(void) { return 0; }\n');
+  await claimForSandbox(out, false);
+  const places = kernelBuildPlaces(tree, out);
+  t.deepEqual([places.src, places.out], ['/src', '/build']);
+  const r = await runSandboxed(places.mounts, ['make', '-C', places.src, `O=${places.out}`], { cwd: places.out });
+  t.is(r.exitCode, 0, r.all);
+  t.is((await readFile(path.join(out, 'where'), 'utf8')).trim(), '/src /build', 'make ran in /src and wrote /build, which is the host output directory');
+  t.true(existsSync(path.join(out, 'tool.o')));
+  t.true(sandboxArgv(places.mounts, ['true'], '/build', true).join(' ').includes(`--ro-bind ${tree} /src`));
 });
