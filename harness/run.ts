@@ -140,8 +140,8 @@ async function openRecorder(options: RunOptions, inputs: RunInputs): Promise<{ r
     harness: await harnessIdentity(),
     options: reproOptions(options),
     topology: { name: inputs.topology.name, file: path.relative(dir, topologyCopy), contents: topologyBody },
-    guests: [],
     sessions: [],
+    guests: [],
   };
   const summary = newSummary(runId, options, inputs);
   const recorder = new RunRecorder(summary, repro, { dir, resultsDir: options.resultsDir, knownIssues: options.knownIssues ?? [], kcidb: options.kcidb });
@@ -166,7 +166,7 @@ function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunS
     bootArgs: options.bootArgs,
     counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
     tests: [],
-    guests: [],
+    sessions: [],
   };
 }
 
@@ -287,7 +287,7 @@ async function serveSession(
     bootToSshSeconds: 0,
     variant: 'baseline',
   };
-  summary.guests?.push(entry);
+  summary.sessions?.push(entry);
   const job = { demand, label: demand.label, retries: options.retries ?? 0, matching: (options.match ?? []).length > 0 };
   const outcome = await runSessionOnPool(job, entry, kept, {
     life: guests,

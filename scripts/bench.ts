@@ -324,7 +324,7 @@ const cached = await runSuitesOnGuests({ ...base, suites: ['smoke'] });
 const cachedWall = Date.now() - t1;
 // The warm boot: what the run spent with its guest (boot, devices, suites, power-off); the
 // rest is the harness's own overhead (kernel and image lookups, KVM probe, results).
-const guestMs = (cached.summary.guests ?? []).reduce((sum, g) => sum + (g.wallSeconds ?? 0) * 1000, 0);
+const guestMs = (cached.summary.sessions ?? []).reduce((sum, g) => sum + (g.wallSeconds ?? 0) * 1000, 0);
 report('cached run (smoke) vs its warm boot', `${s(cachedWall)} vs ${s(guestMs)}`, cachedWall / guestMs, 1.05);
 if (!skipSuites) {
   for (const jobs of [1, 2]) {

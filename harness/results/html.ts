@@ -7,7 +7,7 @@ import type { TestRecord } from './record.js';
 import { type SquareKind, type StateGrid, squareKind, stateGrids } from './stategrid.js';
 import { countsLine, type RunSummary } from './summary.js';
 
-/** A session of a run as the report shows it (the fields of summary.guests[] it reads). */
+/** A session of a run as the report shows it (the fields of summary.sessions[] it reads). */
 export interface ReportSession {
   session: number;
   suite: string;
@@ -495,7 +495,7 @@ export function runDetails(raw: unknown): RunDetails | undefined {
     guestBoots: optNumber(raw.guestBoots),
     guestRestores: optNumber(raw.guestRestores),
     devices: list(raw.devices).flatMap((d) => reportDevice(d) ?? []),
-    sessions: list(raw.guests).flatMap((g) => reportSession(g) ?? []),
+    sessions: list(raw.sessions ?? raw.guests).flatMap((g) => reportSession(g) ?? []),
   };
 }
 

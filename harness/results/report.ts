@@ -18,12 +18,12 @@ export function toTextReport(summary: RunSummary): string {
   }
   if (summary.guestBoots !== undefined) {
     const restored = summary.guestRestores ? ` and ${summary.guestRestores} restored from snapshots` : '';
-    lines.push(`  guests      ${summary.guestBoots} booted${restored} for ${summary.guests?.length ?? 0} session(s)`);
+    lines.push(`  guests      ${summary.guestBoots} booted${restored} for ${summary.sessions?.length ?? 0} session(s)`);
   }
   for (const s of summary.snapshots ?? []) {
     lines.push(`  snapshot    of guest ${s.guest}: saved in ${s.saveSeconds.toFixed(1)} s, ${(s.stateBytes / 2 ** 20).toFixed(0)} MiB`);
   }
-  for (const g of summary.guests ?? []) {
+  for (const g of summary.sessions ?? []) {
     lines.push(`  session ${g.session}  ${sessionStart(g)}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
     if (g.setupFailure) {
       lines.push(`            ${g.setupFailure.reason}`);
@@ -66,7 +66,7 @@ function sourceText(summary: RunSummary): string {
 }
 
 /** How a session's guest came to be, in words. */
-function sessionStart(g: NonNullable<RunSummary['guests']>[number]): string {
+function sessionStart(g: NonNullable<RunSummary['sessions']>[number]): string {
   if (g.start === 'reused') return `reused guest ${g.guest} (reset ${g.resetSeconds?.toFixed(1)} s)`;
   if (g.start === 'rebooted after failed reset') return `guest ${g.guest}, rebooted after failed reset: ${g.resetFailure}`;
   if (g.start === 'restored') return `guest ${g.guest}, restored from a snapshot (${g.restoreSeconds?.toFixed(1)} s to SSH)`;

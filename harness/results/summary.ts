@@ -15,7 +15,7 @@ export type RunStatus = 'pass' | 'fail' | 'error' | 'interrupted' | 'running';
  * harness/results/schema/). Raised when a field is removed or renamed or its meaning changes;
  * a new optional field keeps it.
  */
-export const SUMMARY_SCHEMA_VERSION = 1;
+export const SUMMARY_SCHEMA_VERSION = 2;
 export const RUN_KIND = 'dax-harness-run';
 
 export interface RunSummary {
@@ -47,8 +47,11 @@ export interface RunSummary {
   counts: { passed: number; failed: number; skipped: number; total: number; known?: number };
   /** Known issues whose tests passed in this run (see harness/knownissues.ts). */
   fixedKnownIssues?: FixedKnownIssue[];
-  /** One entry per booted guest (a suite session): its command line, boot time and fate. */
-  guests?: {
+  /**
+   * One entry per suite session: its guest's command line, how the guest started (booted,
+   * restored, reused) and its fate. Called `guests` before schema version 2.
+   */
+  sessions?: {
     session: number;
     suite: string;
     files: string[];

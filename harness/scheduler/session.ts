@@ -13,7 +13,7 @@ import { acquireGuest, type GuestDemand, type GuestLifecycle, type PoolGuest } f
 export const MAX_GUEST_RESTARTS = 5;
 
 /** summary.json's record of one session. */
-export type SessionEntry = NonNullable<RunSummary['guests']>[number];
+export type SessionEntry = NonNullable<RunSummary['sessions']>[number];
 
 /** One launch of the session's tests on a guest. */
 export interface LaunchRequest {

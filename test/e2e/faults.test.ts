@@ -42,7 +42,7 @@ test('a hang, an SSH hang, a panic and a QEMU death each fail their test; the ne
     panic.reports.some((r) => r.kind === 'panic' && r.title === 'panic: sysrq triggered crash'),
     JSON.stringify(panic.reports),
   );
-  const lost = summary.guests?.[0]?.guestLost ?? [];
+  const lost = summary.sessions?.[0]?.guestLost ?? [];
   t.is(lost.length, 4, lost.join('\n'));
   t.regex(lost[0] ?? '', /^guest stopped answering in "hang: a command stops answering".*killed by the harness$/);
   t.regex(lost[1] ?? '', /^guest stopped answering in "ssh-hang: SSH stops answering"/);
@@ -204,7 +204,7 @@ test('reuse cannot hide a leak: a session that left a mount gets no reused guest
   const summary = readSummary(path.join(results, 'latest'));
   t.is(run.exitCode, 0, run.all.slice(-3000));
   t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
-  const [first, second, third] = summary.guests ?? [];
+  const [first, second, third] = summary.sessions ?? [];
   t.is(first?.start, 'fresh');
   t.is(second?.start, 'rebooted after failed reset');
   t.regex(second?.resetFailure ?? '', /^mounts changed: was -, now \/mnt\/dax-harness-leak tmpfs/);
@@ -239,7 +239,7 @@ test('a QEMU that crashes on its own while booting is replaced once, and the run
   t.is(run.exitCode, 0, String(run.all).slice(-3000));
   t.regex(String(run.all), /QEMU was killed by SIGABRT.*booting a new QEMU once/);
   const summary = readSummary(path.join(results, 'latest'));
-  t.is(summary.guests?.[0]?.qemuCrashedBoots, 1);
+  t.is(summary.sessions?.[0]?.qemuCrashedBoots, 1);
   t.is(summary.counts.failed, 0);
   t.deepEqual(qemuProcesses(summary.runId), [], 'no QEMU of the run is left');
 });

@@ -82,5 +82,5 @@ test('run --json --quiet: the summary on stdout, nothing on stderr (baseline: no
   const summary = JSON.parse(run.stdout) as RunSummary;
   t.is(summary.status, 'pass');
   t.true(summary.counts.skipped > 0 && summary.counts.skipped === summary.counts.total);
-  t.deepEqual(summary.guests?.length ?? 0, 0);
+  t.deepEqual(summary.sessions?.length ?? 0, 0);
 });

@@ -61,7 +61,7 @@ test('run --modules-only: a kmem probe the kernel fails under memhp_default_stat
     [],
   );
 
-  const [first, second] = summary.guests ?? [];
+  const [first, second] = summary.sessions ?? [];
   t.truthy(first?.setupFailure, 'the offline session records its failed setup');
   t.deepEqual(
     first?.setupFailure?.devices.map((d) => d.driver),

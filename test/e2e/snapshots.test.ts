@@ -83,13 +83,13 @@ test.serial('sessions restored from a snapshot: the leak a session leaves is gon
   const summary = readSummary(path.join(results, 'latest'));
   t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
   t.deepEqual(
-    (summary.guests ?? []).map((g) => g.start),
+    (summary.sessions ?? []).map((g) => g.start),
     ['fresh', 'restored', 'restored'],
   );
   t.is(summary.guestBoots, 1);
   t.is(summary.guestRestores, 2);
   t.is(summary.snapshots?.length, 1);
-  for (const g of (summary.guests ?? []).slice(1)) t.true((g.restoreSeconds ?? 99) < 30);
+  for (const g of (summary.sessions ?? []).slice(1)) t.true((g.restoreSeconds ?? 99) < 30);
 });
 
 test.serial('a snapshot that cannot be restored: the session boots instead and says why', async (t) => {
@@ -110,7 +110,7 @@ test.serial('a snapshot that cannot be restored: the session boots instead and s
   t.truthy(cut, 'the snapshot was saved and cut');
   t.is(r.exitCode, 0, String(r.all).slice(-3000));
   const summary = readSummary(path.join(results, 'latest'));
-  const [, second, third] = summary.guests ?? [];
+  const [, second, third] = summary.sessions ?? [];
   t.is(second?.start, 'fresh');
   t.regex(second?.restoreFailure ?? '', /.+/);
   // The snapshot is given up after its restore failed: the third session reuses a reset guest.

@@ -24,7 +24,7 @@ function failures(summary: RunSummary): string {
 
 test('all suites on Debian 7.3 (merged variant) pass on CXL and pmem, two guests at a time', async (t) => {
   const { run, summary } = await runSuites(['--kernel', '7.3', '--suite', 'all', '--jobs', '2']);
-  t.log(`7.3 all suites: ${summary.wallSeconds?.toFixed(0)} s wall, ${summary.counts.passed} passed, ${summary.guests?.length} guests`);
+  t.log(`7.3 all suites: ${summary.wallSeconds?.toFixed(0)} s wall, ${summary.counts.passed} passed, ${summary.sessions?.length} guests`);
   t.is(run.exitCode, 0, failures(summary) || run.all.slice(-3000));
   t.is(summary.variant, 'merged');
   t.is(summary.counts.failed, 0);
@@ -54,7 +54,7 @@ test('all suites on Debian 7.3 (merged variant) pass on CXL and pmem, two guests
     t.true(names.includes(`${backing}: unbind while online leaves the memory online and says so`));
   }
   // One fresh guest per suite session, two at a time.
-  t.is(summary.guests?.length, (await planSuites(['all'])).sessions.length);
+  t.is(summary.sessions?.length, (await planSuites(['all'])).sessions.length);
   // Every test checked the kernel from more than one side.
   for (const x of summary.tests.filter((y) => y.file.startsWith('state'))) t.true(x.checks.length >= 5, x.name);
 });
@@ -80,7 +80,7 @@ test('all suites on Debian 7.2 (baseline): attribute tests skipped with the reas
   t.true(passed.includes('mem-on-off-test.sh pmem') && passed.includes('mem-on-off-test.sh cxl'));
   // Sessions whose every test needs the attribute booted no guest.
   const { sessions } = await planSuites(['all']);
-  t.is(summary.guests?.length, sessions.filter((x) => !x.needsAttribute).length);
+  t.is(summary.sessions?.length, sessions.filter((x) => !x.needsAttribute).length);
 });
 
 test('a wrong expectation fails the matching tests: 7.3 tested as if it were v3', async (t) => {

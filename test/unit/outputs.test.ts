@@ -181,7 +181,7 @@ test('every file of a run and a merged matrix passes its consumer; summaries mat
   await writeMatrix(root);
   t.deepEqual(await resultProblems([root]), []);
   const matrix = JSON.parse(await readFile(path.join(root, 'matrix-1/summary.json'), 'utf8')) as MatrixSummary;
-  t.is(matrix.schemaVersion, 1);
+  t.is(matrix.schemaVersion, 2);
   t.is(matrix.cells.length, 4, 'the cell no shard ran is listed as errored');
 });
 
@@ -193,7 +193,7 @@ test('the summary schemas refuse what they do not describe', async (t) => {
   t.true((await summarySchemaErrors({ ...good, tests: [{ ...allKinds()[0], status: 'passed' }] })).some((e) => /\/tests\/0\/status/.test(e)));
   const matrix = {
     kind: MATRIX_KIND,
-    schemaVersion: 1,
+    schemaVersion: 2,
     matrixId: 'm',
     config: 'c',
     status: 'pass',

@@ -27,15 +27,15 @@ async function newRecorder() {
     bootArgs: '',
     counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
     tests: [],
-    guests: [],
+    sessions: [],
   };
   const repro: Repro = {
     runId: 'run-1',
     harness: {},
     options: { kernel: '7.3', topology: 'cxl', suites: ['smoke'], bootArgs: '', bootTimeoutSec: 300 },
     topology: { name: 'cxl', file: 'repro/cxl.json', contents: {} },
-    guests: [],
     sessions: [],
+    guests: [],
   };
   return { recorder: new RunRecorder(summary, repro, { dir, resultsDir, knownIssues: [] }), dir };
 }

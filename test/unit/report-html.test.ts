@@ -91,7 +91,7 @@ test('a run: devices, boot to SSH, a timeline of its sessions and links to the f
 test('a timeline places sessions by their recorded start', (t) => {
   const details = runDetails({
     startedAt: '2026-11-30T10:00:00.000Z',
-    guests: [
+    sessions: [
       { session: 2, suite: 'hotplug', startedAt: '2026-11-30T10:00:50.000Z', bootToSshSeconds: 10, wallSeconds: 50 },
       { session: 1, suite: 'smoke', startedAt: '2026-11-30T10:00:00.000Z', bootToSshSeconds: 10, wallSeconds: 50, start: 'fresh' },
     ],
@@ -150,7 +150,7 @@ test('URLs in text: only http(s) becomes a link, everything is escaped', (t) => 
 test("a cell's run summary from a merged shard is read field by field: wrong types are left out", (t) => {
   const details = runDetails({
     devices: [{ name: 'dax0.0', backing: 'cxl', sizeBytes: '<b>', blocks: 'x' }, { name: 5 }, 'x'],
-    guests: [{ session: 1, suite: '<i>', bootToSshSeconds: 'slow', wallSeconds: 3, guestLost: ['panic', 7] }, { session: 'x' }],
+    sessions: [{ session: 1, suite: '<i>', bootToSshSeconds: 'slow', wallSeconds: 3, guestLost: ['panic', 7] }, { session: 'x' }],
     accelerator: { accel: 'tcg', reason: 3 },
   });
   t.deepEqual(details?.devices, [{ name: 'dax0.0', backing: 'cxl', source: undefined, sizeBytes: undefined, targetNode: undefined, blocks: undefined }]);

@@ -201,7 +201,7 @@ test('a failed setup reaches report.txt, junit.xml and report.html with the kern
     bootArgs: '',
     counts: countTests([record]),
     tests: [record],
-    guests: [
+    sessions: [
       {
         session: 1,
         suite: 'hotplug',
