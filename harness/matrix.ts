@@ -5,7 +5,7 @@ import { writeAtomic } from './atomic-file.js';
 import { errorMessage, UsageError } from './errors.js';
 import { checkConfig } from './config/validate.js';
 import { checkInputDir, checkInputFile } from './inputs.js';
-import { type KernelSpec, labelOf, parseKernelSpec, prepareKernel, requestedKernel } from './kernel/spec.js';
+import { type KernelSpec, labelOf, type MatrixKernelEntry, parseKernelSpec, prepareKernel, requestedKernel } from './kernel/spec.js';
 import { type FixedKnownIssue, type KnownIssue, loadKnownIssues } from './knownissues.js';
 import { progress } from './progress.js';
 import { interruptedBy, onInterrupt } from './reaper.js';
@@ -84,7 +84,7 @@ export interface MatrixSummary {
 
 /** A matrix file as written (config/schema/matrix.schema.json checks its form). */
 interface MatrixFile {
-  kernels: unknown[];
+  kernels: MatrixKernelEntry[];
   topologies: string[];
   suites: string[];
   jobs?: number;

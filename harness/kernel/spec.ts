@@ -42,8 +42,6 @@ export interface TreeKernelSpec {
 
 /** Object forms not handled yet (a series is validated with `dax-harness series`); refused clearly. */
 const PLANNED_KERNEL_KINDS = ['series'];
-const TREE_KEYS = ['tree', 'modulesOnly', 'fragments', 'name'];
-const PATH_KEYS = ['path', 'modules', 'name'];
 
 /** The largest file --kernel may name: a bzImage is some 10 MiB; this leaves room for debug builds. */
 const MAX_KERNEL_BYTES = 512 * 1024 * 1024;
@@ -104,8 +102,19 @@ export async function kernelSpecFromFlags(
   return { kind: 'path', label: kernel, path: path.resolve(kernel), modules: path.resolve(flags.modules) };
 }
 
-/** The one place a kernel entry of a matrix file is understood; relative paths are from baseDir. */
-export function parseKernelSpec(raw: unknown, at: string, baseDir: string): KernelSpec {
+/** A matrix file's kernel entry as its schema (harness/config/schema/matrix.schema.json) admits it. */
+export type MatrixKernelEntry =
+  | string
+  | { tree: string; modulesOnly?: boolean; fragments?: string; name?: string }
+  | { path: string; modules: string; name?: string }
+  | Record<string, unknown>;
+
+/**
+ * The one place a kernel entry of a matrix file is understood; relative paths are from
+ * baseDir. Each field's form is the schema's to check (validateMatrixConfig runs it first);
+ * this says what the entry means: a Debian version, a tree or a bzImage, or a form refused.
+ */
+export function parseKernelSpec(raw: MatrixKernelEntry, at: string, baseDir: string): KernelSpec {
   const fail = (what: string): never => {
     throw new UsageError(`${at}: ${what}`);
   };
@@ -114,31 +123,24 @@ export function parseKernelSpec(raw: unknown, at: string, baseDir: string): Kern
     if (!isKernelVersion(raw)) fail(`"${raw}" is not a kernel spec (give ${forms})`);
     return { kind: 'debian', label: raw, version: raw };
   }
-  if (!isObject(raw)) return fail(`must be ${forms}`);
+  const { name, tree, modulesOnly, fragments, path: bzImage, modules } = raw as Record<string, unknown>;
+  const label = typeof name === 'string' ? name : undefined;
+  if (typeof tree === 'string') {
+    const dir = tree.startsWith('debian:') ? tree : path.resolve(baseDir, tree);
+    const onlyModules = modulesOnly === true;
+    return treeKernelSpec(dir, {
+      modulesOnly: onlyModules,
+      fragments: typeof fragments === 'string' ? fragments : undefined,
+      label: labelOf(label ?? `${path.basename(dir)}${onlyModules ? '+modules' : ''}`),
+    });
+  }
+  if (typeof bzImage === 'string' && typeof modules === 'string') {
+    const file = path.resolve(baseDir, bzImage);
+    return { kind: 'path', label: labelOf(label ?? path.basename(file)), path: file, modules: path.resolve(baseDir, modules) };
+  }
   const planned = PLANNED_KERNEL_KINDS.find((k) => k in raw);
   if (planned) fail(`kernel kind "${planned}" is not supported yet (give ${forms})`);
-  const keys =
-    'tree' in raw
-      ? TREE_KEYS
-      : 'path' in raw
-        ? PATH_KEYS
-        : fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
-  for (const key of Object.keys(raw)) if (!keys.includes(key)) fail(`unknown key "${key}" (known: ${keys.join(', ')})`);
-  if (raw.name !== undefined && (typeof raw.name !== 'string' || raw.name === '')) fail('"name" must be a non-empty string');
-  const name = raw.name as string | undefined;
-  if ('tree' in raw) {
-    if (typeof raw.tree !== 'string' || raw.tree === '') fail('"tree" must be a string (a directory or debian:<version>)');
-    if (raw.modulesOnly !== undefined && typeof raw.modulesOnly !== 'boolean') fail('"modulesOnly" must be true or false');
-    if (raw.fragments !== undefined && typeof raw.fragments !== 'string') fail('"fragments" must be a string (comma list)');
-    const tree = (raw.tree as string).startsWith('debian:') ? (raw.tree as string) : path.resolve(baseDir, raw.tree as string);
-    const modulesOnly = raw.modulesOnly === true;
-    const label = labelOf(name ?? `${path.basename(tree)}${modulesOnly ? '+modules' : ''}`);
-    return treeKernelSpec(tree, { modulesOnly, fragments: raw.fragments as string | undefined, label });
-  }
-  if (typeof raw.path !== 'string' || raw.path === '') fail('"path" must be a string (a bzImage)');
-  if (typeof raw.modules !== 'string' || raw.modules === '') fail('"modules" must be a string (the modules directory)');
-  const file = path.resolve(baseDir, raw.path as string);
-  return { kind: 'path', label: labelOf(name ?? path.basename(file)), path: file, modules: path.resolve(baseDir, raw.modules as string) };
+  return fail(`unknown kernel spec form with keys ${Object.keys(raw).join(', ') || '(none)'} (give ${forms})`);
 }
 
 /**

@@ -1,10 +1,11 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
 import { describeDropped, fragmentFiles, mergeFragments } from '../../harness/build/kconfig.js';
-import { claimForSandbox } from '../../harness/build/sandbox.js';
+import { claimForSandbox, kernelBuildPlaces, runSandboxed } from '../../harness/build/sandbox.js';
 import { resolveTree } from '../../harness/build/tree.js';
 import { resolveCacheDir } from '../../harness/paths.js';
 
@@ -40,3 +41,28 @@ for (const version of SUPPORTED_KERNELS) {
     t.is(status.stdout, '', 'the cached source tree was modified');
   });
 }
+
+/**
+ * A full build is too long for this suite, so its sandbox is checked where it broke before:
+ * the kernel's host tools (objtool, built without -pipe, needs a writable /tmp) and one of
+ * the driver's objects, with the tree at /src and the output at /build as build --tree has them.
+ */
+test("build sandbox: Debian's linux-source-7.3 prepares its host tools and compiles kmem.o as /src into /build", async (t) => {
+  const tree = await resolveTree(resolveCacheDir(), 'debian:7.3');
+  const out = await mkdtemp(path.join(tmpdir(), 'dax-harness-sandbox-build-'));
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+  await claimForSandbox(out, true);
+  const merged = await mergeFragments(tree.dir, out, fragmentFiles(undefined));
+  t.deepEqual(merged.dropped, []);
+  const places = kernelBuildPlaces(tree.dir, out);
+  const started = Date.now();
+  const make = await runSandboxed(places.mounts, ['make', '-C', places.src, `O=${places.out}`, `-j${availableParallelism()}`, 'drivers/dax/kmem.o'], {
+    cwd: places.out,
+  });
+  t.log(`prepare and kmem.o in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  t.is(make.exitCode, 0, make.all.split('\n').slice(-15).join('\n'));
+  t.true(existsSync(path.join(out, 'drivers/dax/kmem.o')));
+  t.true(existsSync(path.join(out, 'tools/objtool/objtool')), 'objtool, built by the host compiler in the sandbox');
+  // The .cmd files name the sandbox's paths, which is what lets one build directory seed another.
+  t.regex(await readFile(path.join(out, 'drivers/dax/.kmem.o.cmd'), 'utf8'), /\/src\/drivers\/dax\/kmem\.c/);
+});
