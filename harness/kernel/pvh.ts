@@ -37,14 +37,18 @@ export function bzImagePayload(image: Buffer): Buffer {
   return image.subarray(start, start + length);
 }
 
-/** The decompressor for a payload, by its magic; arch/x86/boot/compressed appends a 4-byte size. */
-export function payloadFormat(payload: Buffer): { name: string; command: string[] } | undefined {
+/**
+ * The decompressor for a payload, by its magic. arch/x86/boot/compressed appends the
+ * uncompressed size (4 bytes) to every format but gzip, whose own trailer holds it
+ * (cmd_gzip against cmd_*_with_size in scripts/Makefile.lib); `sizeAppended` says which.
+ */
+export function payloadFormat(payload: Buffer): { name: string; command: string[]; sizeAppended: boolean } | undefined {
   const starts = (hex: string) => payload.subarray(0, hex.length / 2).equals(Buffer.from(hex, 'hex'));
-  if (starts('28b52ffd')) return { name: 'zstd', command: ['zstd', '-d', '-q', '-c', '--memory=2048MB'] };
-  if (starts('fd377a585a00')) return { name: 'xz', command: ['xz', '-d', '-q', '-c', '--single-stream'] };
-  if (starts('1f8b')) return { name: 'gzip', command: ['gzip', '-d', '-q', '-c'] };
-  if (starts('02214c18')) return { name: 'lz4', command: ['lz4', '-d', '-q', '-c'] };
-  if (starts('5d00')) return { name: 'lzma', command: ['xz', '--format=lzma', '-d', '-q', '-c'] };
+  if (starts('28b52ffd')) return { name: 'zstd', command: ['zstd', '-d', '-q', '-c', '--memory=2048MB'], sizeAppended: true };
+  if (starts('fd377a585a00')) return { name: 'xz', command: ['xz', '-d', '-q', '-c', '--single-stream'], sizeAppended: true };
+  if (starts('1f8b')) return { name: 'gzip', command: ['gzip', '-d', '-q', '-c'], sizeAppended: false };
+  if (starts('02214c18')) return { name: 'lz4', command: ['lz4', '-d', '-q', '-c'], sizeAppended: true };
+  if (starts('5d00')) return { name: 'lzma', command: ['xz', '--format=lzma', '-d', '-q', '-c'], sizeAppended: true };
   return undefined;
 }
 
@@ -128,7 +132,7 @@ async function extractVmlinux(vmlinuz: string, tmp: string): Promise<Extracted> 
   }
   const format = payloadFormat(payload);
   if (!format) return { vmlinux: false, why: `unknown payload compression (magic ${payload.subarray(0, 4).toString('hex')})`, remember: true };
-  const run = await decompressInto(format.command, payload.subarray(0, payload.length - 4), tmp);
+  const run = await decompressInto(format.command, format.sizeAppended ? payload.subarray(0, payload.length - 4) : payload, tmp);
   if (!run.ok) return { vmlinux: false, why: `${format.name} payload could not be decompressed (${run.why})`, remember: false };
   const elf = await readFile(tmp);
   const outside = loadSegmentsOutside(elf);

@@ -1,8 +1,12 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import test from 'ava';
+import { execa } from 'execa';
 import { nfitRegions } from '../../harness/devices.js';
 import { loadRecipe, recipeModules } from '../../harness/image.js';
-import { bzImagePayload, hasPvhNote, payloadFormat } from '../../harness/kernel/pvh.js';
+import { bzImagePayload, hasPvhNote, kernelEntry, payloadFormat } from '../../harness/kernel/pvh.js';
 import { loadTopology, qemuArgs } from '../../harness/topology.js';
 
 /** A bzImage-shaped buffer: setup header fields at their boot-protocol offsets, then a payload. */
@@ -121,3 +125,35 @@ test('NFIT regions are matched to NVDIMMs by handle, whatever their numbers', (t
   ]);
   t.deepEqual(nfitRegions(''), []);
 });
+
+/** The kernel's own payloads: gzip as cmd_gzip writes it, zstd with the 4-byte size cmd_zstd22_with_size appends. */
+const PAYLOADS: [string, (elf: Buffer) => Promise<Buffer>][] = [
+  ['gzip', async (elf) => gzipSync(elf, { level: 9 })],
+  [
+    'zstd',
+    async (elf) => {
+      const zstd = await execa('zstd', ['-q', '-c'], { input: elf, encoding: 'buffer' });
+      const size = Buffer.alloc(4);
+      size.writeUInt32LE(elf.length);
+      return Buffer.concat([Buffer.from(zstd.stdout), size]);
+    },
+  ],
+];
+
+for (const [name, compress] of PAYLOADS) {
+  test(`a ${name} bzImage (as Kbuild compresses it) gives its vmlinux for the PVH entry`, async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'dax-pvh-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const elf = fakeElf([['Xen', 18]]);
+    const vmlinuz = path.join(dir, 'bzImage');
+    await writeFile(vmlinuz, fakeBzImage(await compress(elf)));
+    const entry = await kernelEntry(path.join(dir, 'cache'), {
+      release: '7.3-test',
+      vmlinuz,
+      modulesRoot: dir,
+      source: { kind: 'path', kernel: vmlinuz, modules: dir },
+    });
+    t.is(entry.entry, 'pvh', entry.why);
+    t.deepEqual(await readFile(entry.path), elf);
+  });
+}
