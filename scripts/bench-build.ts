@@ -4,7 +4,11 @@
  *   - dev loop: an edit to kmem.c until its test results come back from the running guest
  *     (goal: at most 60 s under TCG);
  *   - with --full: a full kernel build from debian:7.3 with the default fragments (cold or
- *     warm, as the cache has it), then an incremental one after touching kmem.c, then a no-op.
+ *     warm, as the cache has it), then an incremental one after touching kmem.c, then a no-op;
+ *   - with --series MBOX [--series-tree debian:7.2]: `series` with full builds of both sides
+ *     and the smoke suite, against its goals (whole run at most 30 min; the series side's
+ *     build at most 0.3 of the base's). Empty the cache's builds/ and ccache/ first for the
+ *     figure from scratch.
  * Not a test: figures are printed and written to results/bench-build-<time>.json.
  */
 import { cp, mkdir, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
@@ -21,6 +25,12 @@ import { setQuiet } from '../harness/progress.js';
 import { fileStamp } from '../harness/util/stamp.js';
 
 const full = process.argv.includes('--full');
+const argAfter = (flag: string) => {
+  const i = process.argv.indexOf(flag);
+  return i < 0 ? undefined : process.argv[i + 1];
+};
+const seriesMbox = argAfter('--series');
+const seriesTree = argAfter('--series-tree') ?? 'debian:7.2';
 const cacheDir = resolveCacheDir();
 const figures: Record<string, unknown> = {};
 function report(name: string, seconds: number, goal?: number) {
@@ -82,6 +92,26 @@ if (full) {
   const t0 = Date.now();
   await buildKernel({ tree, fragments, cacheDir });
   report('full build: nothing changed', (Date.now() - t0) / 1000);
+}
+
+if (seriesMbox) {
+  const resultsDir = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-series-'));
+  const started = Date.now();
+  const run = await $({
+    nothrow: true,
+    quiet: true,
+  })`${process.execPath} ${cli} series --tree ${seriesTree} --base HEAD --mbox ${path.resolve(seriesMbox)} --suite smoke --results-dir ${resultsDir}`;
+  const wall = (Date.now() - started) / 1000;
+  const stepSeconds = (name: string) => Number(new RegExp(`${name}: done in ([\\d.]+)s`).exec(run.stdall)?.[1] ?? Number.NaN);
+  const [base, series] = [stepSeconds('series: build base'), stepSeconds('series: build series')];
+  report(`series ${path.basename(seriesMbox)} on ${seriesTree}: base build`, base);
+  report("series: the series side's build", series);
+  process.stdout.write(
+    `${'series: series build / base build'.padEnd(52)} ${(series / base).toFixed(2).padStart(7)}    (goal <= 0.3: ${series / base <= 0.3 ? 'met' : 'NOT met'})\n`,
+  );
+  figures['series: series build / base build'] = { ratio: series / base, goal: 0.3 };
+  report(`series: whole run, smoke suite (exit ${run.exitCode})`, wall, 1800);
+  await $`rm -rf ${resultsDir}`;
 }
 
 await mkdir(path.join(projectRoot, 'results'), { recursive: true });
