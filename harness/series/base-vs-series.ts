@@ -1,4 +1,5 @@
 import type { Variant } from '../hotplug.js';
+import type { TestRecord } from '../results/record.js';
 import { countsLine, type RunSummary } from '../results/summary.js';
 
 /** One side (base or base+series) as the comparison reports it. */
@@ -17,6 +18,8 @@ export interface SeriesComparison {
   series: ComparedSide;
   /** Passed on the base, fail with the series: the regressions. */
   newlyFailing: string[];
+  /** Why each newly failing test failed with the series (its reason, else its first failed check). */
+  failureReasons: Record<string, string>;
   newlyPassing: string[];
   stillFailing: string[];
   /** Tests that ran on one side only (e.g. skipped there for lack of the attribute). */
@@ -31,6 +34,15 @@ export interface SeriesComparison {
 
 function testKey(t: { file: string; name: string }): string {
   return `${t.file.replace(/\.test\.ts$/, '')}: ${t.name}`;
+}
+
+/** One line on why a test failed: its reason, else its first failed check with what it saw. */
+export function failureReason(t: TestRecord): string {
+  const check = t.checks.find((c) => !c.ok);
+  const shown = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+  const text = t.reason ?? (check ? `${check.name}: got ${shown(check.actual)}, expected ${shown(check.expected)}` : 'no reason recorded');
+  const line = text.split('\n')[0] as string;
+  return line.length > 300 ? `${line.slice(0, 297)}...` : line;
 }
 
 /** Report titles a run saw that no test declared as expected. */
@@ -53,6 +65,7 @@ export function compareRuns(base: { summary: RunSummary; dir: string }, series: 
     error: s.summary.error?.split('\n')[0],
   });
   const statusOf = (s: RunSummary) => new Map(s.tests.filter((t) => t.status !== 'skip').map((t) => [testKey(t), t.status]));
+  const failed = new Map(series.summary.tests.filter((t) => t.status === 'fail').map((t) => [testKey(t), t]));
   const before = statusOf(base.summary);
   const after = statusOf(series.summary);
   const newlyFailing: string[] = [];
@@ -73,6 +86,7 @@ export function compareRuns(base: { summary: RunSummary; dir: string }, series: 
     base: side('base', base),
     series: side('base+series', series),
     newlyFailing: newlyFailing.sort(),
+    failureReasons: Object.fromEntries(newlyFailing.map((key) => [key, failureReason(failed.get(key) as TestRecord)])),
     newlyPassing: newlyPassing.sort(),
     stillFailing: stillFailing.sort(),
     onlyOnBase: [...before.keys()].filter((k) => !after.has(k)).sort(),
@@ -84,6 +98,18 @@ export function compareRuns(base: { summary: RunSummary; dir: string }, series: 
   };
 }
 
+/** The reasons of the newly failing tests, each once, with how many tests it failed. */
+function whyFailing(c: SeriesComparison, lines: string[]): void {
+  const byReason = new Map<string, number>();
+  for (const key of c.newlyFailing) {
+    const why = c.failureReasons[key] ?? 'no reason recorded';
+    byReason.set(why, (byReason.get(why) ?? 0) + 1);
+  }
+  if (byReason.size === 0) return;
+  lines.push('why:');
+  for (const [why, count] of byReason) lines.push(`  ${count === c.newlyFailing.length ? 'all' : count}: ${why}`);
+}
+
 export function comparisonText(c: SeriesComparison, header: string[]): string {
   const lines = [...header, ''];
   for (const s of [c.base, c.series]) {
@@ -92,12 +118,14 @@ export function comparisonText(c: SeriesComparison, header: string[]): string {
       `${''.padEnd(12)} ${s.runDir}`,
     );
   }
-  if (c.variantChanged) lines.push('', `variant changed: ${c.base.variant} -> ${c.series.variant}`);
+  const variant = (v?: Variant) => v ?? 'not detected (no device got that far)';
+  if (c.variantChanged) lines.push('', `variant changed: ${variant(c.base.variant)} -> ${variant(c.series.variant)}`);
   const list = (title: string, items: string[]) => {
     if (items.length === 0) return;
     lines.push('', `${title} (${items.length}):`, ...items.map((i) => `  ${i}`));
   };
   list('NEWLY FAILING with the series', c.newlyFailing);
+  whyFailing(c, lines);
   list('NEW kernel warnings with the series', c.newWarnings);
   list('newly passing with the series', c.newlyPassing);
   list('failing on both', c.stillFailing);

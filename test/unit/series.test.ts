@@ -88,6 +88,7 @@ test('compareRuns: newly failing, newly passing, new warnings, one-sided tests, 
     },
   );
   t.deepEqual(c.newlyFailing, ['f: a']);
+  t.deepEqual(c.failureReasons, { 'f: a': 'no reason recorded' });
   t.deepEqual(c.newlyPassing, ['f: b']);
   t.deepEqual(c.stillFailing, ['f: c']);
   t.deepEqual(c.onlyOnBase, ['f: d']);
@@ -147,4 +148,28 @@ test('a repository owned by another user: git\'s "dubious ownership" is named wi
     /^git refuses .*: it is owned by another user \("dubious ownership"\); if you trust it, run: git config --global --add safe\.directory \/\S+$/,
   );
   await t.throwsAsync(checkGitRepository(tmpdir()), { message: /is not a git repository|needs --tree to be a git repository/ });
+});
+
+test('comparisonText says why the newly failing tests failed, each reason once, and an undetected variant in words', (t) => {
+  const base = summary([
+    ['a', 'pass'],
+    ['b', 'pass'],
+    ['c', 'pass'],
+  ]);
+  // No variant: device setup failed before it was detected.
+  const after = {
+    ...summary([
+      ['a', 'fail'],
+      ['b', 'fail'],
+      ['c', 'fail'],
+    ]),
+    variant: undefined,
+  };
+  const setup = 'device setup failed: dax0.0 (cxl-vmem0) is bound to "nothing", not kmem (kernel: kmem dax0.0: probe with driver kmem failed with error -22)';
+  after.tests[0] = { ...after.tests[0], reason: setup } as never;
+  after.tests[1] = { ...after.tests[1], reason: `${setup}\nsecond line` } as never;
+  after.tests[2] = { ...after.tests[2], checks: [{ name: 'state reads', ok: false, actual: 'offline', expected: 'online' }] } as never;
+  const text = comparisonText(compareRuns({ summary: base, dir: 'b' }, { summary: after, dir: 's' }), []);
+  t.true(text.includes(`why:\n  2: ${setup}\n  1: state reads: got offline, expected online\n`), text);
+  t.true(text.includes('variant changed: merged -> not detected (no device got that far)'), text);
 });
