@@ -299,9 +299,8 @@ for (const noteAt of ['early', 'late'] as const) {
     const dir = await tempDir(t);
     const vmlinux = fakeVmlinux(noteAt);
     const vmlinuz = path.join(dir, 'vmlinuz');
-    const size = Buffer.alloc(4);
-    size.writeUInt32LE(vmlinux.length);
-    await writeFile(vmlinuz, fakeBzImage(Buffer.concat([gzipSync(vmlinux), size])));
+    // gzip as Kbuild's cmd_gzip writes it: no size appended (the gzip trailer holds it).
+    await writeFile(vmlinuz, fakeBzImage(gzipSync(vmlinux)));
     const kernel: Kernel = { release: '7.3.0-test', vmlinuz, modulesRoot: dir, source: { kind: 'path', kernel: vmlinuz, modules: dir } };
     const cache = path.join(dir, 'cache');
     await withKilledGzip(dir, async () => {
