@@ -34,9 +34,12 @@ test('the example workflow runs matrix shards and a merge', (t) => {
 
 test('the workflow has what GitHub needs to run it: a name, a nightly schedule and a manual trigger', (t) => {
   // Top-level keys only (no indentation): without `on:` GitHub never starts the workflow.
-  const topLevel = workflow.split('\n').filter((l) => /^[a-z][\w-]*:/.test(l)).map((l) => l.split(':')[0]);
+  const topLevel = workflow
+    .split('\n')
+    .filter((l) => /^[a-z][\w-]*:/.test(l))
+    .map((l) => l.split(':')[0]);
   t.deepEqual(topLevel, ['name', 'on', 'jobs']);
-  t.regex(workflow, /^on:\n {2}schedule:\n {4}- cron: '[\d*\/ ,-]+'\n {2}workflow_dispatch:$/m);
+  t.regex(workflow, /^on:\n {2}schedule:\n {4}- cron: '[\d*/ ,-]+'\n {2}workflow_dispatch:$/m);
 });
 
 /** The lines of one job: from `  NAME:` up to the next job at the same indentation. */
