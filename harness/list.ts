@@ -1,5 +1,4 @@
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
@@ -7,6 +6,7 @@ import type { RunContext } from './context.js';
 import type { Variant } from './hotplug.js';
 import { warn } from './progress.js';
 import { BASE_CMDLINE } from './cmdline.js';
+import { readJsonLines } from './results/records.js';
 import { runAva } from './scheduler/ava.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, restrictTopology } from './topology.js';
@@ -97,11 +97,7 @@ async function sessionTests(
   await writeFile(contextFile, JSON.stringify(context));
   // ava exits 1 when --match selects nothing in a file: the plan file is what counts.
   await runAva(session, contextFile, work, options.match ?? [], new Promise(() => {}), false);
-  if (!existsSync(planFile)) return [];
-  return (await readFile(planFile, 'utf8'))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { file: string; name: string });
+  return readJsonLines<{ file: string; name: string }>(planFile);
 }
 
 /** The list as people read it: one header per session, one indented line per test. */

@@ -1,20 +1,28 @@
-/** Reading tests.jsonl: one reader for every command, tolerant of a cut last line. */
+/**
+ * Reading the JSON-lines files test workers append (tests.jsonl, plan-N.jsonl): one reader for
+ * every command, tolerant of a cut last line.
+ */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { TestRecord } from './record.js';
 
-export async function readRawRecords(file: string): Promise<TestRecord[]> {
+/** Every whole line of a JSON-lines file; a line cut short by a killed worker or a full disk is left out. */
+export async function readJsonLines<T>(file: string): Promise<T[]> {
   if (!existsSync(file)) return [];
   return (await readFile(file, 'utf8'))
     .split('\n')
     .filter(Boolean)
     .flatMap((l) => {
       try {
-        return [JSON.parse(l) as TestRecord];
+        return [JSON.parse(l) as T];
       } catch {
-        return []; // a line cut short by a killed worker or a full disk
+        return [];
       }
     });
+}
+
+export function readRawRecords(file: string): Promise<TestRecord[]> {
+  return readJsonLines<TestRecord>(file);
 }
 
 /**

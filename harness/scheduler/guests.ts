@@ -15,7 +15,7 @@ import type { SelftestSource } from '../kselftest/source.js';
 import { describeExit, type Machine } from '../machine.js';
 import { progress, step } from '../progress.js';
 import type { RunRecorder } from '../results/recorder.js';
-import { readRawRecords } from '../results/records.js';
+import { readJsonLines, readRawRecords } from '../results/records.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from '../reset.js';
 import { KernelSetupFailure } from '../setupfailure.js';
 import type { GuestSession } from '../suites.js';
@@ -383,14 +383,7 @@ function bootFacts(booted: BootedGuest): BootFacts {
 
 /** The tests ("file|title") a launch's workers registered. */
 async function readPlan(planFile: string): Promise<string[]> {
-  if (!existsSync(planFile)) return [];
-  return (await readFile(planFile, 'utf8'))
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const p = JSON.parse(l) as { file: string; name: string };
-      return `${p.file}|${p.name}`;
-    });
+  return (await readJsonLines<{ file: string; name: string }>(planFile)).map((p) => `${p.file}|${p.name}`);
 }
 
 /**

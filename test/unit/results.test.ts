@@ -1,4 +1,8 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import test from 'ava';
+import { readJsonLines, readTestRecords } from '../../harness/results/records.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import { toTextReport } from '../../harness/results/report.js';
 import { countTests, type RunSummary } from '../../harness/results/summary.js';
@@ -59,4 +63,23 @@ test('text report ends with the plain summary line', (t) => {
   const text = toTextReport(summary);
   t.regex(text, /FAIL {2}pmem: <online> & "x" {2}\(0.8 s\) {2}-- check failed: state/);
   t.regex(text, /1 passed, 1 failed, 1 skipped\n$/);
+});
+
+test('JSON-lines files (tests.jsonl, plan-N.jsonl) are read whole lines only: a cut last line is left out, a missing file is empty', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'dax-jsonl-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const plan = path.join(dir, 'plan-1.jsonl');
+  await writeFile(plan, '{"file":"a.test.ts","name":"one"}\n{"file":"a.test.ts","name":"two"}\n{"file":"a.te');
+  t.deepEqual(await readJsonLines(plan), [
+    { file: 'a.test.ts', name: 'one' },
+    { file: 'a.test.ts', name: 'two' },
+  ]);
+  t.deepEqual(await readJsonLines(path.join(dir, 'none.jsonl')), []);
+  const tests = path.join(dir, 'tests.jsonl');
+  const record = { name: 'x', file: 'f.test.ts', status: 'fail', durationMs: 1, checks: [], reports: [] };
+  await writeFile(tests, `${JSON.stringify(record)}\n${JSON.stringify({ ...record, status: 'pass', attempts: 2 })}\n{"name":`);
+  t.deepEqual(
+    (await readTestRecords(tests)).map((r) => [r.status, r.flaky]),
+    [['pass', true]],
+  );
 });
