@@ -1,7 +1,9 @@
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
+import type { KcidbData } from '../../harness/results/kcidb.js';
 import type { RunSummary } from '../../harness/results/summary.js';
+import { kcidbProblems } from '../consumers/kcidb-structure.js';
 import { qemuProcesses, runCli, tempResultsDir } from './helpers.js';
 
 /**
@@ -10,7 +12,8 @@ import { qemuProcesses, runCli, tempResultsDir } from './helpers.js';
  */
 test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every result file', async (t) => {
   const results = await tempResultsDir();
-  const run = await runCli(['run', '--results-dir', results]);
+  const kcidb = path.join(results, 'kcidb.json');
+  const run = await runCli(['run', '--results-dir', results, '--kcidb', kcidb]);
   t.log(
     run.all
       .split('\n')
@@ -48,6 +51,11 @@ test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every resul
   t.regex(readFileSync(path.join(runDir, 'console.log'), 'utf8'), /dax-harness: sshd started/);
   t.regex(readFileSync(path.join(runDir, 'dmesg.txt'), 'utf8'), /kmem dax\d+\.\d+/);
   t.true(existsSync(path.join(runDir, 'report.txt')));
+  // --kcidb: what a lab would submit to KernelCI, in kcidb-io's structure, one test per result.
+  const kcidbData = JSON.parse(readFileSync(kcidb, 'utf8')) as KcidbData;
+  t.deepEqual(kcidbProblems(kcidbData), []);
+  t.is(kcidbData.tests.length, summary.counts.total);
+  t.is(kcidbData.builds.length, 1);
 
   // run --list names exactly the tests this run executed (same suite files, no guest).
   const listing = await runCli(['run', '--list', '--json']);
