@@ -51,10 +51,15 @@ test('default run: 7.3 on cxl-pmem passes the smoke suite and writes every resul
   t.regex(readFileSync(path.join(runDir, 'console.log'), 'utf8'), /dax-harness: sshd started/);
   t.regex(readFileSync(path.join(runDir, 'dmesg.txt'), 'utf8'), /kmem dax\d+\.\d+/);
   t.true(existsSync(path.join(runDir, 'report.txt')));
-  // --kcidb: what a lab would submit to KernelCI, in kcidb-io's structure, one test per result.
+  // --kcidb: what a lab would submit to KernelCI, in kcidb-io's structure.
   const kcidbData = JSON.parse(readFileSync(kcidb, 'utf8')) as KcidbData;
   t.deepEqual(kcidbProblems(kcidbData), []);
-  t.is(kcidbData.tests.length, summary.counts.total);
+  // One test for the whole run (path "dax_harness"), then one per result under it.
+  t.is(kcidbData.tests.length, summary.counts.total + 1);
+  t.deepEqual(
+    kcidbData.tests.filter((x) => x.path === 'dax_harness').map((x) => x.status),
+    ['PASS'],
+  );
   t.is(kcidbData.builds.length, 1);
 
   // run --list names exactly the tests this run executed (same suite files, no guest).
