@@ -11,7 +11,7 @@ import type { Kernel } from '../kernel/kernel.js';
 import { checkedRelease, ensureDepmod } from '../kernel/kernel.js';
 import { progress, step } from '../progress.js';
 import { describeDropped, mergeFragments } from './kconfig.js';
-import { buildFailed, claimForSandbox, kernelBuildPlaces, runSandboxed, type SandboxBind, type SandboxMounts, sandboxEnabled } from './sandbox.js';
+import { buildFailed, claimForSandbox, kernelBuildPlaces, runSandboxed, type SandboxMounts, sandboxEnabled } from './sandbox.js';
 import type { KernelTree } from './tree.js';
 
 /** What a finished build recorded, so the next one can tell whether anything changed. */
@@ -136,7 +136,7 @@ async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<
   // From scratch (no earlier build here): the last such build with these fragments tells how long.
   const estimate = previous ? undefined : await readJsonState<ScratchBuild>(scratchRecordOf(options.cacheDir, fragmentsHash));
   if (!previous && !estimate) progress('build: from scratch; no estimate of the time left (no such build with these fragments in this cache yet)');
-  const objects = await makeKernel(tree.dir, out, installRoot, { ...options, ccache, estimate: estimate ?? undefined });
+  const objects = await makeKernel(tree.dir, out, installRoot, { ...options, ccache, estimate });
   const release = await builtRelease(out);
   const seconds = (Date.now() - started) / 1000;
   const stamp: BuildStamp = { fragmentsHash, fragments: options.fragments, release, finishedAt: new Date().toISOString(), seconds, objects };
@@ -175,7 +175,13 @@ async function makeKernel(
   const mounts: SandboxMounts = { ...places.mounts, writable: [...places.mounts.writable, ccacheDir] };
   const makeArgs = ['-C', places.src, `O=${places.out}`, `-j${jobs}`];
   if (options.ccache) makeArgs.push('CC=ccache gcc');
-  const run: MakeRun = { mounts, ccacheDir, srcOnHost: places.src === tree ? undefined : { place: places.src, host: tree }, estimate: options.estimate };
+  const run: MakeRun = {
+    mounts,
+    cwd: places.out,
+    ccacheDir,
+    srcOnHost: places.src === tree ? undefined : { place: places.src, host: tree },
+    estimate: options.estimate,
+  };
   const objects = await step(`build: make bzImage modules (-j${jobs}${options.ccache ? ', ccache' : ''})`, () =>
     runMake([...makeArgs, 'bzImage', 'modules'], run),
   );
@@ -208,6 +214,8 @@ async function builtKernel(tree: KernelTree, out: string, installRoot: string, r
 
 interface MakeRun {
   mounts: SandboxMounts;
+  /** The build directory as make sees it (its working directory). */
+  cwd: string;
   ccacheDir: string;
   /** The tree's place in the sandbox and on the host: compiler messages name the host's. */
   srcOnHost?: { place: string; host: string };
@@ -247,17 +255,10 @@ async function runMake(args: string[], run: MakeRun): Promise<number> {
   };
   const timer = setInterval(() => progress(buildProgressLine(compiled, last, (Date.now() - started) / 1000, run.estimate)), 15_000);
   try {
-    const cwd = placeOfWritable(run.mounts);
-    const result = await runSandboxed(run.mounts, ['make', ...args], { cwd, env: { CCACHE_DIR: run.ccacheDir }, onLine });
+    const result = await runSandboxed(run.mounts, ['make', ...args], { cwd: run.cwd, env: { CCACHE_DIR: run.ccacheDir }, onLine });
     if (result.exitCode !== 0) throw buildFailed('kernel build', tail, result.exitCode);
     return compiled;
   } finally {
     clearInterval(timer);
   }
-}
-
-/** The build directory's path as make sees it (the first writable bind). */
-function placeOfWritable(mounts: SandboxMounts): string {
-  const first = mounts.writable[0] as SandboxBind;
-  return typeof first === 'string' ? first : first.at;
 }
