@@ -343,15 +343,49 @@ async function loadMatrixInputs(options: MatrixOptions): Promise<MatrixInputs> {
   return { config, planned, mine, knownIssues, kernels };
 }
 
-/** A matrix being run: its directory and its summary, written out whole by saveMatrix. */
-interface OpenMatrix {
-  dir: string;
-  summary: MatrixSummary;
-  started: number;
-  kcidb?: string;
+/**
+ * The single writer of a matrix's results: its summary changes only through these methods,
+ * and each writes every output again (summary.json, JUnit, KTAP, report.html; KCIDB at the end).
+ */
+class MatrixRecorder {
+  constructor(
+    readonly dir: string,
+    private readonly matrixSummary: MatrixSummary,
+    private readonly started: number,
+    private readonly kcidb: string | undefined,
+  ) {}
+
+  get summary(): Readonly<MatrixSummary> {
+    return this.matrixSummary;
+  }
+
+  async cellFinished(cell: MatrixCell): Promise<void> {
+    this.matrixSummary.cells.push(cell);
+    await this.save();
+  }
+
+  /** An interrupt: the cell under way (what had finished in it) and the matrix's end. */
+  async interrupted(signal: NodeJS.Signals, cell: MatrixCell | undefined): Promise<void> {
+    if (cell) this.matrixSummary.cells.push(cell);
+    this.matrixSummary.error = `interrupted by ${signal}`;
+    await this.finish('interrupted', undefined);
+  }
+
+  async finish(status: RunStatus, exitCode: number | undefined): Promise<void> {
+    Object.assign(this.matrixSummary, { status, exitCode, finishedAt: new Date().toISOString() });
+    await this.save();
+  }
+
+  async save(): Promise<void> {
+    const summary = this.matrixSummary;
+    summary.counts = matrixCounts(summary.cells);
+    summary.wallSeconds = (Date.now() - this.started) / 1000;
+    await writeMatrixOutputs(this.dir, summary);
+    if (summary.status !== 'running' && this.kcidb) await writeKcidb(this.kcidb, await matrixKcidbRuns(this.dir, summary));
+  }
 }
 
-async function openMatrix(options: MatrixOptions, inputs: MatrixInputs, started: number): Promise<OpenMatrix> {
+async function openMatrix(options: MatrixOptions, inputs: MatrixInputs, started: number): Promise<MatrixRecorder> {
   const shardTag = options.shard ? `-shard${options.shard.index}of${options.shard.total}` : '';
   const matrixId = `matrix-${fileStamp()}${shardTag}-${process.pid}`;
   const dir = path.join(options.resultsDir, matrixId);
@@ -367,14 +401,7 @@ async function openMatrix(options: MatrixOptions, inputs: MatrixInputs, started:
     counts: countTests([]),
     cells: [],
   };
-  return { dir, summary, started, kcidb: options.kcidb };
-}
-
-async function saveMatrix({ dir, summary, started, kcidb }: OpenMatrix): Promise<void> {
-  summary.counts = matrixCounts(summary.cells);
-  summary.wallSeconds = (Date.now() - started) / 1000;
-  await writeMatrixOutputs(dir, summary);
-  if (summary.status !== 'running' && kcidb) await writeKcidb(kcidb, await matrixKcidbRuns(dir, summary));
+  return new MatrixRecorder(dir, summary, started, options.kcidb);
 }
 
 /** The cell running at an interrupt: its own handler writes its run; the matrix records what had finished in it. */
@@ -456,13 +483,9 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
   let current: PlannedCell | undefined;
   onInterrupt(async (signal) => {
     if (summary.status !== 'running') return;
-    if (current) summary.cells.push(await interruptedCell(dir, current, inputs.config.suites, signal));
-    summary.status = 'interrupted';
-    summary.error = `interrupted by ${signal}`;
-    summary.finishedAt = new Date().toISOString();
-    await saveMatrix(matrix);
+    await matrix.interrupted(signal, current && (await interruptedCell(dir, current, inputs.config.suites, signal)));
   });
-  await saveMatrix(matrix);
+  await matrix.save();
 
   const { mine } = inputs;
   for (const [i, plan] of mine.entries()) {
@@ -471,20 +494,16 @@ export async function runMatrix(options: MatrixOptions): Promise<{ exitCode: num
     progress(`matrix: cell ${i + 1}/${mine.length}: ${plan.id}`);
     const cell = await runCell(options, inputs, dir, plan);
     if (!cell) break;
-    summary.cells.push(cell);
     current = undefined;
     progress(`matrix: cell ${plan.id}: ${cell.status.toUpperCase()} (${countsLine(cell.counts)})`);
-    await saveMatrix(matrix);
+    await matrix.cellFinished(cell);
   }
   if (interruptedBy()) return { exitCode: process.exitCode as number, summary, dir };
   const { status, exitCode } = matrixStatus(
     summary.cells,
     mine.map((c) => c.id),
   );
-  summary.status = status;
-  summary.exitCode = exitCode;
-  summary.finishedAt = new Date().toISOString();
-  await saveMatrix(matrix);
+  await matrix.finish(status, exitCode);
   return { exitCode, summary, dir };
 }
 

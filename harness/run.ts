@@ -30,7 +30,7 @@ import { type RunSummary, runSummaryHeader } from './results/summary.js';
 import { type BootKit, type GuestSlot, QemuGuests } from './scheduler/guests.js';
 import { filesWith, planSessions, type SessionDemand, sharedKeys } from './scheduler/plan.js';
 import { runWorkers } from './scheduler/pool.js';
-import { runSessionOnPool, type SessionEntry } from './scheduler/session.js';
+import { runSessionOnPool } from './scheduler/session.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, type Topology } from './topology.js';
 import { fileStamp } from './util/stamp.js';
@@ -172,14 +172,15 @@ function newSummary(runId: string, options: RunOptions, inputs: RunInputs): RunS
 
 /** The kernel, its boot entry, the guest images and the accelerator: everything a boot needs. */
 async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: RunRecorder): Promise<BootKit> {
-  const { summary, repro } = recorder;
   // On a cold cache the guest packages download beside the kernel (neither needs the other).
   const userspace = inputs.kernel ? undefined : prefetchUserspace(options.cacheDir, ['floor', 'guest']).catch(() => undefined);
   const kernel = inputs.kernel ?? (await resolveKernel(options.cacheDir, options.kernel));
   await userspace;
   const requested = requestedKernel(options.kernel);
-  summary.kernel = { requested, release: kernel.release, source: kernel.source };
-  repro.kernel = { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source };
+  recorder.kernelResolved(
+    { requested, release: kernel.release, source: kernel.source },
+    { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source },
+  );
   await cleanStaleStages(options.cacheDir);
   const imageFor = guestImages(options.cacheDir, kernel);
   // Independent steps side by side: the KVM probe (with its floor image), the guest image,
@@ -193,11 +194,13 @@ async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: Run
     // The kernel's own selftests come from its source (a download for a Debian kernel): only when asked for.
     inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE) ? step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel)) : undefined,
   ]);
-  summary.image = { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached };
-  repro.image = { recipe: image.recipe, hash: image.hash, sha256: await sha256File(image.path) };
-  summary.accelerator = accel;
+  recorder.bootPrepared({
+    image: { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached },
+    reproImage: { recipe: image.recipe, hash: image.hash, sha256: await sha256File(image.path) },
+    accelerator: accel,
+    entry: kernelBoot.entry,
+  });
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
-  summary.kernel.entry = kernelBoot.entry;
   if (kernelBoot.why) progress(`kernel: booting the bzImage: ${kernelBoot.why}`);
   return { kernel, kernelImage: kernelBoot.path, accel: accel.accel, imageFor, image, selftests };
 }
@@ -268,26 +271,20 @@ async function serveSession(
     say(`topology ${summary.topology} has no ${demand.only} device: nothing to run`);
     return kept;
   }
-  recorder.repro.sessions.push({
-    session: number,
-    suite: session.suite,
-    files: session.files,
-    env: session.env,
-    cmdline: demand.cmdline,
-    match: options.match ?? [],
-  });
-  const entry: SessionEntry = {
-    session: number,
-    suite: session.suite,
-    files: session.files,
-    cmdline: demand.cmdline,
-    startedAt: new Date().toISOString(),
-    guest: 0,
-    start: 'fresh',
-    bootToSshSeconds: 0,
-    variant: 'baseline',
-  };
-  summary.sessions?.push(entry);
+  const entry = recorder.sessionStarted(
+    {
+      session: number,
+      suite: session.suite,
+      files: session.files,
+      cmdline: demand.cmdline,
+      startedAt: new Date().toISOString(),
+      guest: 0,
+      start: 'fresh',
+      bootToSshSeconds: 0,
+      variant: 'baseline',
+    },
+    { session: number, suite: session.suite, files: session.files, env: session.env, cmdline: demand.cmdline, match: options.match ?? [] },
+  );
   const job = { demand, label: demand.label, retries: options.retries ?? 0, matching: (options.match ?? []).length > 0 };
   const outcome = await runSessionOnPool(job, entry, kept, {
     life: guests,
@@ -300,7 +297,7 @@ async function serveSession(
     },
     say,
   });
-  if (outcome.error) summary.error ??= outcome.error;
+  if (outcome.error) recorder.failed(outcome.error);
   return outcome.kept;
 }
 
@@ -308,7 +305,7 @@ async function serveSession(
 async function finishRun(options: RunOptions, recorder: RunRecorder): Promise<RunResult> {
   const { summary } = recorder;
   const records = await readTestRecords(recorder.testsFile);
-  if (records.length === 0) summary.error ??= 'no test results were recorded (see ava-output.txt)';
+  if (records.length === 0) recorder.failed('no test results were recorded (see ava-output.txt)');
   const { tests: marked } = applyKnownIssues(options.knownIssues ?? [], summary.kernel.release, records, true);
   const failed = marked.some((r) => r.status === 'fail' && !r.known);
   const exitCode = summary.error ? 2 : failed ? 1 : 0;
@@ -359,7 +356,7 @@ export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult>
       await restoreLatest();
       throw error;
     }
-    recorder.summary.error = errorMessage(error);
+    recorder.failed(errorMessage(error));
     await recorder.finish('error', 2);
     throw error;
   } finally {

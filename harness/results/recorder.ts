@@ -9,7 +9,9 @@ import { appendFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { writeAtomic } from '../atomic-file.js';
+import type { DaxDevice } from '../devices.js';
 import { errorMessage, InfraError } from '../errors.js';
+import type { Variant } from '../hotplug.js';
 import { applyKnownIssues, type KnownIssue } from '../knownissues.js';
 import type { Machine } from '../machine.js';
 import { interruptedBy } from '../reaper.js';
@@ -21,7 +23,7 @@ import { runKtap } from './ktap.js';
 import { readTestRecords } from './records.js';
 import type { Repro } from './repro.js';
 import { toTextReport } from './report.js';
-import { countTests, type RunSummary } from './summary.js';
+import { countTests, type RunSummary, type SessionEntry } from './summary.js';
 
 /** Exit codes of a run killed by a signal, as shells report them. */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
@@ -49,8 +51,8 @@ export class RunRecorder {
   private watcher: NodeJS.Timeout | undefined;
 
   constructor(
-    readonly summary: RunSummary,
-    readonly repro: Repro,
+    private readonly runSummary: RunSummary,
+    private readonly runRepro: Repro,
     private readonly options: RecorderOptions,
   ) {
     this.testsFile = path.join(options.dir, 'tests.jsonl');
@@ -59,6 +61,72 @@ export class RunRecorder {
 
   get dir(): string {
     return this.options.dir;
+  }
+
+  /** Read-only to everyone else: what the run found enters through the methods below. */
+  get summary(): Readonly<RunSummary> {
+    return this.runSummary;
+  }
+
+  get repro(): Readonly<Repro> {
+    return this.runRepro;
+  }
+
+  /** The kernel under test, once resolved (downloaded or built). */
+  kernelResolved(kernel: RunSummary['kernel'], repro: NonNullable<Repro['kernel']>): void {
+    this.runSummary.kernel = kernel;
+    this.runRepro.kernel = repro;
+  }
+
+  /** The guest image, the accelerator and how QEMU enters the kernel: the boot is ready. */
+  bootPrepared(prepared: Pick<Required<RunSummary>, 'image' | 'accelerator'> & { entry: 'pvh' | 'bzimage'; reproImage: NonNullable<Repro['image']> }): void {
+    this.runSummary.image = prepared.image;
+    this.runSummary.accelerator = prepared.accelerator;
+    this.runSummary.kernel.entry = prepared.entry;
+    this.runRepro.image = prepared.reproImage;
+  }
+
+  /** The run's first error wins: it is the one the summary and the exit code report. */
+  failed(message: string): void {
+    this.runSummary.error ??= message;
+  }
+
+  /**
+   * A session begins: its entry in summary.sessions (returned for the session runner to fill
+   * in as its guests start and end) and its line in repro.json.
+   */
+  sessionStarted(entry: SessionEntry, repro: Repro['sessions'][number]): SessionEntry {
+    this.runSummary.sessions?.push(entry);
+    this.runRepro.sessions.push(repro);
+    return entry;
+  }
+
+  /** A QEMU started: the summary keeps the last command line (each guest's is in repro.json). */
+  qemuStarted(version: string, commandLine: string[]): void {
+    this.runSummary.qemu = { version, commandLine };
+  }
+
+  snapshotSaved(snapshot: NonNullable<RunSummary['snapshots']>[number]): void {
+    this.runSummary.snapshots = [...(this.runSummary.snapshots ?? []), snapshot];
+  }
+
+  /** A guest came up (booted, or restored from a snapshot), before any device checks. */
+  guestStarted(restored: boolean): void {
+    if (restored) this.runSummary.guestRestores = (this.runSummary.guestRestores ?? 0) + 1;
+    else this.runSummary.guestBoots = (this.runSummary.guestBoots ?? 0) + 1;
+  }
+
+  /**
+   * A guest ready for tests: its QEMU and kernel command lines for repro; the run's variant,
+   * devices and boot time come from the first guest that shows them.
+   */
+  guestAdmitted(admitted: { repro: Repro['guests'][number]; variant: Variant; detected?: Variant; devices?: DaxDevice[]; bootToSshSeconds?: number }): void {
+    const summary = this.runSummary;
+    this.runRepro.guests.push(admitted.repro);
+    if (admitted.detected) summary.variantDetected = admitted.detected;
+    summary.variant ??= admitted.variant;
+    if (admitted.devices) summary.devices ??= admitted.devices;
+    if (admitted.bootToSshSeconds !== undefined) summary.bootToSshSeconds ??= admitted.bootToSshSeconds;
   }
 
   /** Rewrites the results when tests.jsonl grew, checked every second. */
@@ -75,7 +143,7 @@ export class RunRecorder {
 
   /** Writes every result file from tests.jsonl and the summary; the final write adds report.html. */
   async write(final = false): Promise<void> {
-    const { summary, options } = this;
+    const { runSummary: summary, options } = this;
     // Known issues are applied on every write; "fixed" is only claimed for a finished run.
     const reportFixed = final && (summary.status === 'pass' || summary.status === 'fail');
     const known = applyKnownIssues(options.knownIssues, summary.kernel.release, await readTestRecords(this.testsFile), reportFixed);
@@ -89,7 +157,7 @@ export class RunRecorder {
       await writeAtomic(at('junit.xml'), toJUnit(summary));
       await writeAtomic(at('ktap.txt'), runKtap(summary));
       await writeAtomic(at('report.txt'), toTextReport(summary));
-      await writeAtomic(at('repro.json'), `${JSON.stringify(this.repro, null, 2)}\n`);
+      await writeAtomic(at('repro.json'), `${JSON.stringify(this.runRepro, null, 2)}\n`);
       if (final) await writeAtomic(at('report.html'), await runHtmlReport(summary, options.dir, options.resultsDir));
     } catch (error) {
       throw new InfraError(`cannot write results to ${options.dir}: ${errorMessage(error)}`);
@@ -148,7 +216,7 @@ export class RunRecorder {
     if (this.finished || (interruptedBy() && status !== 'interrupted')) return;
     this.finished = status === 'interrupted';
     await this.close();
-    const { summary } = this;
+    const summary = this.runSummary;
     summary.status = status;
     summary.exitCode = exitCode;
     summary.finishedAt = new Date().toISOString();
@@ -167,7 +235,7 @@ export class RunRecorder {
 
   /** The results of a run ended by a signal. */
   async interrupted(signal: NodeJS.Signals): Promise<void> {
-    this.summary.error = `interrupted by ${signal}`;
+    this.runSummary.error = `interrupted by ${signal}`;
     await this.finish('interrupted', SIGNAL_EXIT[signal] ?? 130);
   }
 

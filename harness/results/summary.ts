@@ -8,6 +8,9 @@ import type { SetupFailure } from '../setupfailure.js';
 import type { FixedKnownIssue } from '../knownissues.js';
 import type { TestRecord } from './record.js';
 
+/** A session's entry in summary.sessions[]. */
+export type SessionEntry = NonNullable<RunSummary['sessions']>[number];
+
 export type RunStatus = 'pass' | 'fail' | 'error' | 'interrupted' | 'running';
 
 /**

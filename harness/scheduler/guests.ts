@@ -183,10 +183,7 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     }
     try {
       const snapshot = await step(`snapshot: save guest ${slot.number}`, () => saveGuest(slot.booted, demand.topology, dir, slot.baseline));
-      recorder.summary.snapshots = [
-        ...(recorder.summary.snapshots ?? []),
-        { guest: slot.number, saveSeconds: snapshot.saveSeconds, stateBytes: snapshot.stateBytes },
-      ];
+      recorder.snapshotSaved({ guest: slot.number, saveSeconds: snapshot.saveSeconds, stateBytes: snapshot.stateBytes });
       return snapshot;
     } catch (error) {
       progress(`snapshot: not saved (${errorMessage(error).split('\n')[0]})`);
@@ -237,12 +234,12 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     return bootGuest(spec, (machine) => {
       started = machine;
       recorder.running.add(machine);
-      recorder.summary.qemu = { version: this.scope.qemuVersion, commandLine: machine.commandLine };
+      recorder.qemuStarted(this.scope.qemuVersion, machine.commandLine);
     }).catch(async (error: unknown) => {
       // The guest booted and the kernel broke its devices: keep its logs like any guest's.
       if (error instanceof KernelSetupFailure && started) {
         error.guest = number;
-        recorder.summary.guestBoots = (recorder.summary.guestBoots ?? 0) + 1;
+        recorder.guestStarted(false);
         await recorder.guestEnded(number, `(device setup failed): ${demand.cmdline}`, started, consolePath, error.dmesg.join('\n'));
       }
       throw error;
@@ -252,10 +249,8 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   /** A booted guest enters the run's records (summary, repro); --variant applies here. */
   private async admit(slot: GuestSlot, demand: SessionDemand): Promise<void> {
     const { recorder } = this.scope;
-    const { summary } = recorder;
     const { booted } = slot;
-    if (slot.boot.restored) summary.guestRestores = (summary.guestRestores ?? 0) + 1;
-    else summary.guestBoots = (summary.guestBoots ?? 0) + 1;
+    recorder.guestStarted(slot.boot.restored === true);
     recorder.noteConsoleError(booted.machine);
     if (recorder.writeError) {
       // Results cannot be written (e.g. the disk is full): stop before running tests.
@@ -263,18 +258,22 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
       recorder.running.delete(booted.machine);
       throw recorder.writeError;
     }
-    recorder.repro.guests.push({ guest: slot.number, cmdline: demand.cmdline, topology: demand.topology, qemu: booted.machine.commandLine });
-    await recorder.flush();
     const forced = this.scope.variant;
-    if (forced && forced !== booted.variant) {
-      progress(`variant: testing as ${forced} although the kernel looks ${booted.variant} (--variant)`);
-      summary.variantDetected = booted.variant;
+    const detected = booted.variant;
+    if (forced && forced !== detected) {
+      progress(`variant: testing as ${forced} although the kernel looks ${detected} (--variant)`);
       booted.variant = forced;
       slot.boot.variant = forced;
     }
-    summary.variant ??= booted.variant;
-    if (!demand.only) summary.devices ??= booted.devices;
-    if (!slot.boot.restored) summary.bootToSshSeconds ??= booted.bootToSshSeconds;
+    recorder.guestAdmitted({
+      repro: { guest: slot.number, cmdline: demand.cmdline, topology: demand.topology, qemu: booted.machine.commandLine },
+      variant: booted.variant,
+      detected: booted.variant !== detected ? detected : undefined,
+      // A session restricted to one backing sees only that backing's devices.
+      devices: demand.only ? undefined : booted.devices,
+      bootToSshSeconds: slot.boot.restored ? undefined : booted.bootToSshSeconds,
+    });
+    await recorder.flush();
   }
 
   async reset(slot: GuestSlot, demand: SessionDemand): Promise<ResetOutcome> {

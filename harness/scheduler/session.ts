@@ -5,7 +5,7 @@
  * parameters, so unit tests drive lost guests and retries with fakes.
  */
 import type { TestRecord } from '../results/record.js';
-import type { RunSummary } from '../results/summary.js';
+import type { SessionEntry } from '../results/summary.js';
 import { KernelSetupFailure } from '../setupfailure.js';
 import { acquireGuest, type GuestDemand, type GuestLifecycle, type PoolGuest } from './pool.js';
 
@@ -13,7 +13,7 @@ import { acquireGuest, type GuestDemand, type GuestLifecycle, type PoolGuest } f
 export const MAX_GUEST_RESTARTS = 5;
 
 /** summary.json's record of one session. */
-export type SessionEntry = NonNullable<RunSummary['sessions']>[number];
+export type { SessionEntry };
 
 /** One launch of the session's tests on a guest. */
 export interface LaunchRequest {
