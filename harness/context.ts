@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type { DaxDevice } from './devices.js';
 import type { Variant } from './hotplug.js';
-import type { DeclaredDevice } from './topology.js';
+import type { GuestImage } from './image.js';
+import { type DeclaredDevice, declaredDevices, type Topology } from './topology.js';
+import type { BootedGuest } from './vm/boot.js';
 import type { SetupFailure } from './setupfailure.js';
 import type { SelftestSource } from './kselftest/source.js';
 
@@ -54,6 +56,40 @@ export interface RunContext {
 }
 
 export const CONTEXT_ENV = 'DAX_HARNESS_CONTEXT';
+
+/** Where a context's tests run and record: the same for every guest of a session. */
+export interface ContextPlace {
+  kernel: RunContext['kernel'];
+  topology: Topology;
+  cmdline: string;
+  consolePath: string;
+  testsFile: string;
+}
+
+/** The context of a test run on a booted guest (run's sessions and dev's iterations alike). */
+export function guestContext(booted: BootedGuest, image: GuestImage, place: ContextPlace, extra: Partial<RunContext>): RunContext {
+  return {
+    ...placeFacts(place),
+    ssh: { host: '127.0.0.1', port: booted.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
+    variant: booted.variant,
+    devices: booted.devices,
+    onDemandModules: image.onDemand,
+    qemuPid: booted.machine.pid,
+    ...extra,
+  };
+}
+
+/** What every context of a session says, with a guest or without one. */
+export function placeFacts(place: ContextPlace): Pick<RunContext, 'kernel' | 'topology' | 'declaredDevices' | 'cmdline' | 'consolePath' | 'testsFile'> {
+  return {
+    kernel: place.kernel,
+    topology: place.topology.name,
+    declaredDevices: declaredDevices(place.topology),
+    cmdline: place.cmdline,
+    consolePath: place.consolePath,
+    testsFile: place.testsFile,
+  };
+}
 
 export function loadRunContext(): RunContext {
   const file = process.env[CONTEXT_ENV];

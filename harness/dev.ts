@@ -4,16 +4,15 @@ import path from 'node:path';
 import { prepareKernelFromTree, type PreparedKernel } from './build/prepare.js';
 import { type KernelTree, resolveTree } from './build/tree.js';
 import { buildModulesAgainstHeaders, type BuiltModule, MODULE_DIRS, moduleDirsOf, overlayKernel } from './build/module-build.js';
-import type { RunContext } from './context.js';
+import { guestContext } from './context.js';
 import { InfraError } from './errors.js';
 import { VARIANTS } from './hotplug.js';
-import { backingsOf, buildImage, type GuestImage } from './image.js';
+import type { GuestImage } from './image.js';
 import { fetchDebianKernel } from './kernel/fetch.js';
 import type { Kernel } from './kernel/kernel.js';
-import { kernelEntry } from './kernel/pvh.js';
 import type { TreeKernelSpec } from './kernel/spec.js';
-import { type AcceleratorChoice, checkQemu, chooseAccelerator, type QemuInfo } from './machine.js';
-import { progress, step, warn } from './progress.js';
+import { type AcceleratorChoice, checkQemu } from './machine.js';
+import { progress, warn } from './progress.js';
 import { guestCmdline, overrideWarnings } from './cmdline.js';
 import { claimWorkDir, type HeldLock } from './inuse.js';
 import { execa, onInterrupt } from './reaper.js';
@@ -25,7 +24,8 @@ import type { GuestRunOptions } from './run.js';
 import { runAva } from './scheduler/ava.js';
 import { type BootedGuest, bootGuest, shutdownGuest } from './vm/boot.js';
 import { type GuestSession, planSuites } from './suites.js';
-import { declaredDevices, loadTopology, type Topology } from './topology.js';
+import { loadTopology, type Topology } from './topology.js';
+import { prepareBootParts } from './vm/boot-kit.js';
 import { fileStamp } from './util/stamp.js';
 
 /**
@@ -161,7 +161,7 @@ export async function runDevLoop(options: DevOptions): Promise<number> {
   const inputs = await checkDevInputs(options);
   const dir = await openDevResults(options.resultsDir);
   progress(`dev: results in ${dir}`);
-  const { state, accel, debianKernel } = await prepareDevKernel(options, inputs.tree, inputs.qemu);
+  const { state, accel, debianKernel } = await prepareDevKernel(options, inputs);
   const setup: DevSetup = { options, ...inputs, dir, accel, debianKernel };
   onInterrupt(async () => {
     if (state.guest) await endDevGuest(state.guest);
@@ -222,7 +222,7 @@ async function openDevResults(resultsDir: string): Promise<string> {
 }
 
 /** The first build of the tree, the modules it holds, and the accelerator the guest boots with. */
-async function prepareDevKernel(options: DevOptions, tree: KernelTree, qemu: QemuInfo) {
+async function prepareDevKernel(options: DevOptions, { tree, qemu, topology }: Pick<Awaited<ReturnType<typeof checkDevInputs>>, 'tree' | 'qemu' | 'topology'>) {
   const prepared = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
     tree,
@@ -234,8 +234,7 @@ async function prepareDevKernel(options: DevOptions, tree: KernelTree, qemu: Qem
   const state: DevState = { prepared, loaded: new Map(modules.map((m) => [m.name, m.sha256])), guestsBooted: 0 };
   // The module-only path builds against the Debian kernel the overlay sits on.
   const debianKernel = options.kernel.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
-  const floor = await buildImage(options.cacheDir, 'floor', prepared.kernel);
-  const accel = await chooseAccelerator(options.cacheDir, qemu, prepared.kernel.vmlinuz, floor.path, options.accel);
+  const { accel } = await prepareBootParts(options.cacheDir, prepared.kernel, topology, { qemu, forced: options.accel });
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
   return { state, accel: accel.accel, debianKernel };
 }
@@ -244,14 +243,15 @@ async function prepareDevKernel(options: DevOptions, tree: KernelTree, qemu: Qem
 async function bootDevGuest(setup: DevSetup, state: DevState): Promise<void> {
   const { options, topology } = setup;
   const kernel = state.prepared.kernel;
-  const image = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
+  // A rebuilt kernel brings its own modules, so its image and PVH entry (each cached) are made again.
+  const { image, entry } = await prepareBootParts(options.cacheDir, kernel, topology);
   state.guestsBooted++;
   const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${state.guestsBooted}`);
   // Held while the guest lives; a dead loop's directory is swept by the next run.
   const claim = await claimWorkDir(workDir);
   const booted = await bootGuest({
     kernel,
-    kernelImage: (await kernelEntry(options.cacheDir, kernel)).path,
+    kernelImage: entry.path,
     image,
     topology,
     accel: setup.accel,
@@ -278,21 +278,18 @@ async function runDevSuite(setup: DevSetup, state: DevState, iteration: number):
   const iterDir = path.join(setup.dir, `iteration-${iteration}`);
   await mkdir(iterDir, { recursive: true });
   const testsFile = path.join(iterDir, 'tests.jsonl');
-  const context: RunContext = {
-    ssh: { host: '127.0.0.1', port: b.sshPort, privateKeyPath: image.keys?.clientPrivateKeyPath ?? '', hostPublicKey: image.keys?.hostPublicKey ?? '' },
+  const place = {
     kernel: { release: state.prepared.kernel.release, requested: setup.tree.spec },
-    variant: b.variant,
-    topology: setup.topology.name,
-    declaredDevices: declaredDevices(setup.topology),
-    devices: b.devices,
-    onDemandModules: image.onDemand,
+    topology: setup.topology,
     cmdline: setup.cmdline,
     consolePath: path.join(setup.dir, 'console.log'),
     testsFile,
+  };
+  const context = guestContext(b, image, place, {
     allowedTaint: state.prepared.allowedTaint,
     // suites/kselftest runs the selftests of the tree being edited.
     selftests: { dir: path.join(setup.tree.dir, 'tools/testing/selftests'), label: setup.tree.dir },
-  };
+  });
   const contextFile = path.join(iterDir, 'context.json');
   await writeFile(contextFile, JSON.stringify(context, null, 2));
   for (const session of setup.hosted) await runAva(session, contextFile, iterDir, setup.options.match ?? [], b.machine.exited);

@@ -12,14 +12,13 @@ import { replaceSymlink } from './atomic-file.js';
 import { errorMessage, InfraError, UsageError } from './errors.js';
 import { sha256File } from './hash.js';
 import { BASELINE_SKIP_REASON, type Variant } from './hotplug.js';
-import { backingsOf, buildImage, prefetchUserspace, cleanStaleStages, type GuestImage } from './image.js';
+import { prefetchUserspace } from './image.js';
 import { claimWorkDir, sweepDeadWorkDirs } from './inuse.js';
 import type { Kernel } from './kernel/kernel.js';
 import { type KernelSpec, requestedKernel, resolveKernel } from './kernel/spec.js';
-import { kernelEntry } from './kernel/pvh.js';
 import { applyKnownIssues, type KnownIssue } from './knownissues.js';
 import { KSELFTEST_SUITE, selftestSource } from './kselftest/source.js';
-import { checkQemu, chooseAccelerator } from './machine.js';
+import { checkQemu } from './machine.js';
 import { projectRoot } from './paths.js';
 import { progress, step, warn } from './progress.js';
 import { execa, interruptedBy, onInterrupt } from './reaper.js';
@@ -34,6 +33,7 @@ import { runSessionOnPool } from './scheduler/session.js';
 import { type GuestSession, planSuites } from './suites.js';
 import { loadTopology, type Topology } from './topology.js';
 import { fileStamp } from './util/stamp.js';
+import { prepareBootParts } from './vm/boot-kit.js';
 import { snapshotBlocker } from './vm/snapshot.js';
 
 export interface RunOptions {
@@ -181,19 +181,13 @@ async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: Run
     { requested, release: kernel.release, source: kernel.source },
     { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source },
   );
-  await cleanStaleStages(options.cacheDir);
-  const imageFor = guestImages(options.cacheDir, kernel);
-  // Independent steps side by side: the KVM probe (with its floor image), the guest image,
-  // the PVH entry (a decompression) and the selftests' source.
-  const [accel, image, kernelBoot, selftests] = await Promise.all([
-    step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel)).then((floor) =>
-      chooseAccelerator(options.cacheDir, { version: inputs.qemuVersion }, kernel.vmlinuz, floor.path, options.accel),
-    ),
-    imageFor(inputs.topology),
-    step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel)),
-    // The kernel's own selftests come from its source (a download for a Debian kernel): only when asked for.
+  // The kernel's own selftests come from its source (a download for a Debian kernel), beside
+  // the boot's parts, and only when asked for.
+  const [parts, selftests] = await Promise.all([
+    prepareBootParts(options.cacheDir, kernel, inputs.topology, { qemu: { version: inputs.qemuVersion }, forced: options.accel }),
     inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE) ? step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel)) : undefined,
   ]);
+  const { image, entry: kernelBoot, imageFor, accel } = parts;
   recorder.bootPrepared({
     image: { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached },
     reproImage: { recipe: image.recipe, hash: image.hash, sha256: await sha256File(image.path) },
@@ -203,23 +197,6 @@ async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: Run
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
   if (kernelBoot.why) progress(`kernel: booting the bzImage: ${kernelBoot.why}`);
   return { kernel, kernelImage: kernelBoot.path, accel: accel.accel, imageFor, image, selftests };
-}
-
-/** One image per set of backings: a session restricted to one backing boots an image with only its modules. */
-function guestImages(cacheDir: string, kernel: Kernel): (topology: Topology) => Promise<GuestImage> {
-  const images = new Map<string, Promise<GuestImage>>();
-  return (topology) => {
-    const backings = backingsOf(topology);
-    const key = Object.entries(backings)
-      .flatMap(([name, has]) => (has ? [name] : []))
-      .join(' + ');
-    if (!images.has(key))
-      images.set(
-        key,
-        step(`image: guest (${key})`, () => buildImage(cacheDir, 'guest', kernel, { backings })),
-      );
-    return images.get(key) as Promise<GuestImage>;
-  };
 }
 
 /** The kinds of guest to snapshot: those more than one session asks for, where QEMU can restore them. */

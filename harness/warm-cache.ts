@@ -1,8 +1,6 @@
-import { backingsOf, buildImage, cleanStaleStages } from './image.js';
-import { kernelEntry } from './kernel/pvh.js';
 import { type KernelSpec, resolveKernel } from './kernel/spec.js';
-import { step } from './progress.js';
 import { loadTopology } from './topology.js';
+import { prepareBootParts } from './vm/boot-kit.js';
 
 /** What `prepare` left in the cache, for a CI log or a check. */
 export interface WarmCache {
@@ -20,10 +18,8 @@ export interface WarmCache {
 export async function warmCache(options: { cacheDir: string; kernel: KernelSpec; topology: string }): Promise<WarmCache> {
   const topology = await loadTopology(options.topology);
   const kernel = await resolveKernel(options.cacheDir, options.kernel);
-  await cleanStaleStages(options.cacheDir);
-  const floor = await step('image: floor (KVM probe)', () => buildImage(options.cacheDir, 'floor', kernel));
-  const guest = await step('image: guest', () => buildImage(options.cacheDir, 'guest', kernel, { backings: backingsOf(topology) }));
-  const entry = await step('kernel: PVH entry', () => kernelEntry(options.cacheDir, kernel));
+  // No QEMU boots here, so no KVM probe: the floor image is what a later run's probe boots.
+  const { floor, image: guest, entry } = await prepareBootParts(options.cacheDir, kernel, topology);
   return {
     kernel: { release: kernel.release, vmlinuz: kernel.vmlinuz, modules: kernel.modulesRoot },
     entry,

@@ -15,11 +15,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { $ } from 'zx';
 import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
-import { kernelEntry } from '../harness/kernel/pvh.js';
 import type { Guest } from '../harness/guest.js';
 import { kernelSpecFromFlags, resolveKernel } from '../harness/kernel/spec.js';
 import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
-import { checkQemu, chooseAccelerator, describeExit, freePort, Machine } from '../harness/machine.js';
+import { checkQemu, describeExit, freePort, Machine } from '../harness/machine.js';
 import { projectRoot, resolveCacheDir } from '../harness/paths.js';
 import { setQuiet } from '../harness/progress.js';
 import { guestFingerprint, resetGuest } from '../harness/reset.js';
@@ -27,6 +26,7 @@ import { BASE_CMDLINE } from '../harness/cmdline.js';
 import { runSuitesOnGuests } from '../harness/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { restoreGuest, saveGuest } from '../harness/vm/snapshot.js';
+import { prepareBootParts } from '../harness/vm/boot-kit.js';
 import { countsLine } from '../harness/results/summary.js';
 import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
 import { fileStamp } from '../harness/util/stamp.js';
@@ -64,10 +64,9 @@ const qemu = await checkQemu();
 setQuiet(true);
 const kernel = await resolveKernel(cacheDir, kernelSpec);
 const topology = await loadTopology('cxl-pmem');
-const image = await buildImage(cacheDir, 'guest', kernel, { backings: backingsOf(topology) });
-const floor = await buildImage(cacheDir, 'floor', kernel);
-const entry = await kernelEntry(cacheDir, kernel);
-const { accel } = await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path);
+// Made the way `run` makes them (harness/vm/boot-kit.ts), so the figures are the run's.
+const { image, floor, entry, accel: choice } = await prepareBootParts(cacheDir, kernel, topology, { qemu });
+const { accel } = choice;
 const work = await mkdtemp(path.join(tmpdir(), 'dax-harness-bench-'));
 process.stdout.write(
   `dax-harness bench: kernel ${kernel.release} (${entry.entry} entry), QEMU ${qemu.version}, ${accel.toUpperCase()}, topology cxl-pmem, ${reps} boots per figure\n\n`,

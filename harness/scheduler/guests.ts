@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { RunContext } from '../context.js';
+import { type ContextPlace, guestContext, placeFacts, type RunContext } from '../context.js';
 import { errorMessage, InfraError } from '../errors.js';
 import { HotplugDriver, VARIANTS, type Variant } from '../hotplug.js';
 import type { GuestImage } from '../image.js';
@@ -19,7 +19,7 @@ import { readJsonLines, readRawRecords } from '../results/records.js';
 import { type Fingerprint, guestFingerprint, resetToBaseline } from '../reset.js';
 import { KernelSetupFailure } from '../setupfailure.js';
 import type { GuestSession } from '../suites.js';
-import { declaredDevices, type Topology } from '../topology.js';
+import type { Topology } from '../topology.js';
 import { type BootedGuest, type BootSpec, bootGuest, shutdownGuest } from '../vm/boot.js';
 import { type GuestSnapshot, restoreGuest, saveGuest, snapshotUnsupported } from '../vm/snapshot.js';
 import { runAva } from './ava.js';
@@ -296,38 +296,22 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     await slot.booted.guest.run(`echo '${line}' > /dev/kmsg`).catch(() => undefined);
   }
 
-  /** What every context of a session says, with a guest or without one. */
-  private runFacts(demand: SessionDemand): Pick<RunContext, 'kernel' | 'topology' | 'declaredDevices' | 'cmdline' | 'testsFile'> {
+  /** Where a session's tests run and record; its console is the one of the guest in use. */
+  private place(demand: SessionDemand, consolePath: string): ContextPlace {
+    const { scope } = this;
     return {
-      kernel: { release: this.scope.kit.kernel.release, requested: this.scope.requestedKernel },
-      topology: this.scope.topology.name,
-      declaredDevices: declaredDevices(this.scope.topology),
+      kernel: { release: scope.kit.kernel.release, requested: scope.requestedKernel },
+      topology: scope.topology,
       cmdline: demand.cmdline,
-      testsFile: this.scope.recorder.testsFile,
+      consolePath,
+      testsFile: scope.recorder.testsFile,
     };
   }
 
   /** What a test worker is told about its guest (the context file). */
   context(slot: GuestSlot, demand: SessionDemand, extra: Partial<RunContext>): RunContext {
-    const { kit } = this.scope;
-    return {
-      ...this.runFacts(demand),
-      ssh: {
-        host: '127.0.0.1',
-        port: slot.booted.sshPort,
-        privateKeyPath: kit.image.keys?.clientPrivateKeyPath ?? '',
-        hostPublicKey: kit.image.keys?.hostPublicKey ?? '',
-      },
-      variant: slot.booted.variant,
-      devices: slot.booted.devices,
-      onDemandModules: kit.image.onDemand,
-      consolePath: slot.consolePath,
-      qemuPid: slot.booted.machine.pid,
-      match: this.scope.match,
-      allowedTaint: this.scope.allowedTaint,
-      selftests: kit.selftests,
-      ...extra,
-    };
+    const { kit, match, allowedTaint } = this.scope;
+    return guestContext(slot.booted, kit.image, this.place(demand, slot.consolePath), { match, allowedTaint, selftests: kit.selftests, ...extra });
   }
 
   /** One ava run of the session's tests on a guest; says how the guest was lost, if it was. */
@@ -357,11 +341,10 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   async runWithoutGuest(contextName: string, session: GuestSession, demand: SessionDemand, extra: Partial<RunContext>): Promise<void> {
     const { recorder } = this.scope;
     const context: RunContext = {
-      ...this.runFacts(demand),
+      ...placeFacts(this.place(demand, recorder.consolePath)),
       ssh: { host: '127.0.0.1', port: 0, privateKeyPath: '', hostPublicKey: '' },
       variant: this.scope.variant ?? recorder.summary.variant ?? 'baseline',
       devices: recorder.summary.devices ?? [],
-      consolePath: recorder.consolePath,
       ...extra,
     };
     const file = path.join(recorder.dir, contextName);

@@ -1,0 +1,73 @@
+/**
+ * What a boot needs besides the kernel: the guest image for the topology's backings, the
+ * accelerator (the KVM probe boots the floor image) and how QEMU enters the kernel (PVH or
+ * the bzImage). One home for `run`, `dev`, `prepare` and the bench, so they boot alike.
+ */
+import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from '../image.js';
+import type { Kernel } from '../kernel/kernel.js';
+import { type KernelEntry, kernelEntry } from '../kernel/pvh.js';
+import { type AcceleratorChoice, chooseAccelerator, type QemuInfo } from '../machine.js';
+import { step } from '../progress.js';
+import type { Topology } from '../topology.js';
+
+export interface BootParts {
+  /** The floor image (busybox only): the KVM probe's initramfs. */
+  floor: GuestImage;
+  /** The guest image with the topology's backings' modules and tools. */
+  image: GuestImage;
+  entry: KernelEntry;
+  /** Guest images for other backings (a session restricted to one), each built once. */
+  imageFor(topology: Topology): Promise<GuestImage>;
+  /** Absent when the caller did not ask for one (`prepare` boots nothing). */
+  accel?: AcceleratorChoice;
+}
+
+export interface BootPartsOptions {
+  /** The QEMU that will boot: the KVM probe is made and cached with its version. */
+  qemu?: QemuInfo;
+  /** --accel: tcg skips the probe; kvm fails when the probe does. */
+  forced?: 'kvm' | 'tcg';
+}
+
+/**
+ * The parts, made side by side where they do not depend on each other (the probe waits
+ * only for the floor image; the guest image and the PVH entry, a decompression, run beside).
+ */
+export async function prepareBootParts(
+  cacheDir: string,
+  kernel: Kernel,
+  topology: Topology,
+  options: BootPartsOptions & { qemu: QemuInfo },
+): Promise<BootParts & { accel: AcceleratorChoice }>;
+export async function prepareBootParts(cacheDir: string, kernel: Kernel, topology: Topology, options?: BootPartsOptions): Promise<BootParts>;
+export async function prepareBootParts(cacheDir: string, kernel: Kernel, topology: Topology, options: BootPartsOptions = {}): Promise<BootParts> {
+  await cleanStaleStages(cacheDir);
+  const { qemu } = options;
+  const imageFor = guestImages(cacheDir, kernel);
+  const [floorAndAccel, image, entry] = await Promise.all([
+    step('image: floor (KVM probe)', () => buildImage(cacheDir, 'floor', kernel)).then(async (floor) => ({
+      floor,
+      accel: qemu ? await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path, options.forced) : undefined,
+    })),
+    imageFor(topology),
+    step('kernel: PVH entry', () => kernelEntry(cacheDir, kernel)),
+  ]);
+  return { ...floorAndAccel, image, entry, imageFor };
+}
+
+/** One image per set of backings: a session restricted to one backing boots an image with only its modules. */
+function guestImages(cacheDir: string, kernel: Kernel): (topology: Topology) => Promise<GuestImage> {
+  const images = new Map<string, Promise<GuestImage>>();
+  return (topology) => {
+    const backings = backingsOf(topology);
+    const key = Object.entries(backings)
+      .flatMap(([name, has]) => (has ? [name] : []))
+      .join(' + ');
+    let image = images.get(key);
+    if (!image) {
+      image = step(`image: guest (${key})`, () => buildImage(cacheDir, 'guest', kernel, { backings }));
+      images.set(key, image);
+    }
+    return image;
+  };
+}
