@@ -55,7 +55,7 @@ export async function listRun(options: ListOptions): Promise<ListedSession[]> {
       for (let next = pending.shift(); next; next = pending.shift()) {
         const { session, index } = next;
         const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, session.bootArgs, options.bootArgs);
-        const backing = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
+        const { backing } = session;
         const restricted = backing ? restrictTopology(topology, backing) : topology;
         // The run boots nothing and records nothing for a session without a device of its backing.
         if (restricted.cxl.length + restricted.pmem.length === 0) continue;

@@ -260,7 +260,15 @@ async function serveSession(
       bootToSshSeconds: 0,
       variant: 'baseline',
     },
-    { session: number, suite: session.suite, files: session.files, env: session.env, cmdline: demand.cmdline, match: options.match ?? [] },
+    {
+      session: number,
+      suite: session.suite,
+      files: session.files,
+      backing: session.backing,
+      env: session.env,
+      cmdline: demand.cmdline,
+      match: options.match ?? [],
+    },
   );
   const job = { demand, label: demand.label, retries: options.retries ?? 0, matching: (options.match ?? []).length > 0 };
   const outcome = await runSessionOnPool(job, entry, kept, {

@@ -9,8 +9,8 @@ import { projectRoot } from './paths.js';
 export const SUITES_DIR = path.join(projectRoot, 'suites');
 
 /**
- * The variable that tells a session's test workers their backing (the runner also boots the
- * session's guest with only that backing's devices): set from a manifest's "backings".
+ * The variable that tells a session's test workers their backing (GuestSession.backing, from a
+ * manifest's "backings"); the runner also boots the session's guest with only its devices.
  */
 export const BACKING_ENV = 'DAX_HARNESS_BACKING';
 
@@ -24,7 +24,12 @@ export interface GuestSession {
   suite: string;
   files: string[];
   bootArgs: string;
-  /** Extra environment for the session's test workers (e.g. which backing a file targets). */
+  /**
+   * A session for one backing: its guest boots only that backing's devices, and its workers
+   * learn it from BACKING_ENV (set by the launcher, not in `env`).
+   */
+  backing?: Backing;
+  /** Extra environment for the session's test workers, as its manifest entry sets it. */
   env: Record<string, string>;
   /** Every test needs the whole-device attribute: on a baseline kernel no guest is booted. */
   needsAttribute: boolean;
@@ -34,6 +39,11 @@ export interface GuestSession {
    * command line and topology share a guest, reset and verified between them.
    */
   freshGuest: boolean;
+}
+
+/** The variables a session's test workers get from it: its backing first, then its manifest's. */
+export function workerEnv(session: Pick<GuestSession, 'backing' | 'env'>): Record<string, string> {
+  return { ...(session.backing ? { [BACKING_ENV]: session.backing } : {}), ...session.env };
 }
 
 /**
@@ -127,7 +137,8 @@ export function expandSessions(suite: string, manifest: SuiteManifest): GuestSes
         suite,
         files: entry.files.map(rel),
         bootArgs,
-        env: { ...(backing ? { [BACKING_ENV]: backing } : {}), ...entry.env },
+        ...(backing ? { backing } : {}),
+        env: { ...entry.env },
         needsAttribute: needs.every((n) => n.needsAttribute === true),
         freshGuest: needs.some((n) => n.dirtiesGuest === true),
       })),

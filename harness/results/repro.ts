@@ -1,3 +1,4 @@
+import type { Backing } from '../devices.js';
 import type { KernelSource } from '../kernel/kernel.js';
 import type { KernelSpec } from '../kernel/spec.js';
 
@@ -34,7 +35,7 @@ export interface Repro {
   /** Every guest booted: its exact QEMU command line, kernel command line and topology. */
   guests: { guest: number; cmdline: string; topology: unknown; qemu: string[] }[];
   /** Every session that ran: its test files, environment, kernel command line and --match. */
-  sessions: { session: number; suite: string; files: string[]; env: Record<string, string>; cmdline: string; match: string[] }[];
+  sessions: { session: number; suite: string; files: string[]; backing?: Backing; env: Record<string, string>; cmdline: string; match: string[] }[];
 }
 
 /** The part of a repro.json that says which kernel and image a run booted. */

@@ -7,7 +7,7 @@ import { CONTEXT_ENV } from '../context.js';
 import { projectRoot } from '../paths.js';
 import { detail, toolOutput } from '../progress.js';
 import { execa } from '../reaper.js';
-import type { GuestSession } from '../suites.js';
+import { type GuestSession, workerEnv } from '../suites.js';
 
 /** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
 export async function runAva(
@@ -29,7 +29,7 @@ export async function runAva(
     : [process.execPath, avaArgs];
   const child = execa(file, argv, {
     cwd: projectRoot,
-    env: { ...session.env, [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
+    env: { ...workerEnv(session), [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
     reject: false,
     all: true,
     stdin: 'ignore',

@@ -27,10 +27,13 @@ export function planSessions(sessions: GuestSession[], topology: Topology, userB
   const demands = sessions.map((session, i): SessionDemand => {
     const { cmdline, overridden } = guestCmdline(BASE_CMDLINE, session.bootArgs, userBootArgs);
     overrides.push({ session: i + 1, overridden });
-    const env = Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`);
+    const env = [
+      ...(session.backing ? [`backing=${session.backing}`] : []),
+      ...Object.entries(session.env).map(([k, v]) => `${k.replace(/^DAX_HARNESS_/, '').toLowerCase()}=${v}`),
+    ];
     const label = `${session.suite}: ${session.files.map((f) => path.basename(f)).join(', ')}${env.length ? ` (${env.join(' ')})` : ''}`;
     // A session for one backing boots only that backing's devices: nothing else to disturb.
-    const only = session.env.DAX_HARNESS_BACKING as 'cxl' | 'pmem' | undefined;
+    const only = session.backing;
     const sessionTopology = only ? restrictTopology(topology, only) : topology;
     return {
       number: i + 1,

@@ -13,6 +13,7 @@ import {
   type SuiteManifest,
   type TestNeeds,
   withFileNeeds,
+  workerEnv,
 } from '../../harness/suites.js';
 
 test('smoke is one session without boot arguments', async (t) => {
@@ -33,7 +34,7 @@ test('hotplug sessions: each memhp_default_state boots once, every file is place
     'memhp_default_state=online_movable',
   ]);
   t.deepEqual(
-    sessions.filter((s) => s.files.includes('suites/hotplug/unbind-online.test.ts')).map((s) => s.env.DAX_HARNESS_BACKING),
+    sessions.filter((s) => s.files.includes('suites/hotplug/unbind-online.test.ts')).map((s) => s.backing),
     ['cxl', 'pmem'],
   );
   t.deepEqual(
@@ -67,10 +68,11 @@ test('the expanded sessions of every suite are the pinned ones', async (t) => {
   const pinned = JSON.parse(await readFile(path.join(projectRoot, 'test/fixtures/suite-sessions.json'), 'utf8')) as Record<string, unknown>;
   const actual: Record<string, unknown> = {};
   for (const suite of await listSuites()) {
-    actual[suite] = (await planSuites([suite])).sessions.map(({ suite, files, env, bootArgs, freshGuest, needsAttribute }) => ({
+    actual[suite] = (await planSuites([suite])).sessions.map(({ suite, files, backing, env, bootArgs, freshGuest, needsAttribute }) => ({
       suite,
       files,
-      env,
+      // What the workers see: the backing travels as DAX_HARNESS_BACKING.
+      env: workerEnv({ backing, env }),
       bootArgs,
       freshGuest,
       needsAttribute,
@@ -90,13 +92,13 @@ test('a manifest entry expands per policy (outer) and backing (inner); needs com
     sessions: [{ files: ['a.test.ts', 'b.test.ts'], policies: ['online', 'offline'], backings: ['pmem', 'cxl'] }, { files: ['b.test.ts'] }],
   });
   t.deepEqual(
-    expandSessions('demo', m).map((s) => [s.bootArgs, s.env, s.needsAttribute, s.freshGuest]),
+    expandSessions('demo', m).map((s) => [s.bootArgs, s.backing, s.env, s.needsAttribute, s.freshGuest]),
     [
-      ['memhp_default_state=online', { DAX_HARNESS_BACKING: 'pmem' }, true, true],
-      ['memhp_default_state=online', { DAX_HARNESS_BACKING: 'cxl' }, true, true],
-      ['memhp_default_state=offline', { DAX_HARNESS_BACKING: 'pmem' }, true, true],
-      ['memhp_default_state=offline', { DAX_HARNESS_BACKING: 'cxl' }, true, true],
-      ['', {}, true, false],
+      ['memhp_default_state=online', 'pmem', {}, true, true],
+      ['memhp_default_state=online', 'cxl', {}, true, true],
+      ['memhp_default_state=offline', 'pmem', {}, true, true],
+      ['memhp_default_state=offline', 'cxl', {}, true, true],
+      ['', undefined, {}, true, false],
     ],
   );
 });
