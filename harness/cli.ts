@@ -88,6 +88,23 @@ async function checkTopology(topology: string): Promise<void> {
   if (topology.endsWith('.json')) await checkInputFile(topology, '--topology');
 }
 
+/**
+ * Options several commands take, each written once: the same flag, help and parsing wherever
+ * it appears (a factory each, since commander keeps the Option it is given).
+ */
+const SHARED = {
+  cacheDir: () =>
+    new Option(
+      '--cache-dir <DIR>',
+      'download, build and image cache (default: $DAX_HARNESS_CACHE, else $XDG_CACHE_HOME/dax-harness, else ~/.cache/dax-harness)',
+    ),
+  resultsDir: (what: string) => new Option('--results-dir <DIR>', what).default(path.join(projectRoot, 'results')),
+  accel: () => new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']),
+  bootTimeout: () => new Option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts').argParser(positiveInt).default(300),
+  knownIssues: () => new Option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)'),
+  kcidb: () => new Option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`),
+};
+
 /** Options every command that boots guests and runs suites takes, in one place. */
 function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp: string; results: string }): Command {
   return command
@@ -95,10 +112,10 @@ function guestOptions(command: Command, defaults: { suites: string[]; suiteHelp:
     .option('--suite <NAME...>', defaults.suiteHelp, defaults.suites)
     .option('--match <PATTERN...>', 'only tests whose title matches (ava --match syntax, e.g. "cxl: *")')
     .option('--boot-args <ARGS>', "extra kernel command line arguments; they win over a suite's own (warned)", '')
-    .option('--cache-dir <DIR>', 'download, build and image cache (default: $DAX_HARNESS_CACHE, else $XDG_CACHE_HOME/dax-harness, else ~/.cache/dax-harness)')
-    .option('--results-dir <DIR>', `where the ${defaults.results} results directory is written`, path.join(projectRoot, 'results'))
-    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
-    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300);
+    .addOption(SHARED.cacheDir())
+    .addOption(SHARED.resultsDir(`where the ${defaults.results} results directory is written`))
+    .addOption(SHARED.accel())
+    .addOption(SHARED.bootTimeout());
 }
 
 /** For commands that run sessions on a pool of guests (run, series). */
@@ -135,11 +152,11 @@ function addRunCommand(cli: Command): void {
     .addOption(
       new Option('--variant <VARIANT>', 'test as if the kernel were this variant (to check the suites themselves)').choices(['merged', 'v3', 'baseline']),
     )
-    .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
+    .addOption(SHARED.knownIssues())
     .option('--ssh-port <PORT>', "host port for the guest's SSH (default: a free one)", tcpPort)
     .option('--list', 'print the sessions and tests the run would execute, without booting (no kernel fetched)')
     .option('--json', "print the run's summary.json on stdout instead of the result lines (progress stays on stderr)")
-    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
+    .addOption(SHARED.kcidb())
     .action(async (o, command: Command) => {
       if (o.kcidb) checkKcidbTarget(o.kcidb);
       const kernel = await kernelSpecFromFlags(o, command.getOptionValueSource('kernel') === 'cli');
@@ -186,15 +203,15 @@ function addMatrixCommands(cli: Command): void {
     .description('run every kernel x topology cell of a matrix file (or one shard of it); combined results')
     .argument('<file>', 'matrix JSON file (see examples/matrix-nightly.json)')
     .option('--shard <K/N>', 'run only shard K of N (cells sorted by id, every N-th from the K-th)')
-    .option('--cache-dir <DIR>', 'download, build and image cache (default as for run)')
-    .option('--results-dir <DIR>', 'where the matrix-<stamp> directory is written', path.join(projectRoot, 'results'))
-    .option('--known-issues <FILE>', 'known failures per kernel range (default: known-issues.json in the project)')
-    .addOption(new Option('--accel <ACCEL>', 'force an accelerator instead of probing KVM').choices(['kvm', 'tcg']))
-    .option('--boot-timeout <SECONDS>', 'seconds to wait for SSH after QEMU starts', positiveInt, 300)
+    .addOption(SHARED.cacheDir())
+    .addOption(SHARED.resultsDir('where the matrix-<stamp> directory is written'))
+    .addOption(SHARED.knownIssues())
+    .addOption(SHARED.accel())
+    .addOption(SHARED.bootTimeout())
     .option('--jobs <N>', 'guests to run in parallel within a cell (overrides the file\'s "jobs")', positiveInt)
     .option('--list', "print each cell's sessions and tests (of this shard), without booting")
     .option('--json', 'print the matrix summary.json on stdout instead of the result lines')
-    .option('--kcidb <FILE>', `also write the results as KCIDB v5.3 JSON (origin: $${KCIDB_ORIGIN_ENV}, default dax_harness)`)
+    .addOption(SHARED.kcidb())
     .action(async (file: string, o) => {
       if (o.kcidb) checkKcidbTarget(o.kcidb);
       const shard = o.shard === undefined ? undefined : parseShard(o.shard);
@@ -261,7 +278,7 @@ function addBuildCommand(cli: Command): void {
     .option('--fragments <LIST>', 'kconfig fragments: names in kconfig/ or paths, comma-separated; "+debug" adds to the defaults')
     .option('--modules-only', "build only drivers/dax with M= against Debian's linux-headers (in a sid build root)")
     .option('--build-dir <DIR>', 'O= directory (default: one per tree in the cache)')
-    .option('--cache-dir <DIR>', 'download and build cache (default as for run)')
+    .addOption(SHARED.cacheDir())
     .action(async (o) => {
       const prepared = await prepareKernelFromTree({ cacheDir: await cacheDirOf(o.cacheDir), ...treeKernelSpec(o.tree, o), buildDir: o.buildDir });
       const { kernel } = prepared;
@@ -322,8 +339,8 @@ function addReproCommand(cli: Command): void {
     .description('rerun a run from its repro.json: its failed tests, or the one named')
     .argument('<results-dir>', 'a run directory (results/<run-id>, or results/latest)')
     .option('--test <NAME>', 'the test to rerun (default: every failed test)')
-    .option('--cache-dir <DIR>', 'download and image cache (default as for run)')
-    .option('--results-dir <DIR>', 'where the new run directory is written', path.join(projectRoot, 'results'))
+    .addOption(SHARED.cacheDir())
+    .addOption(SHARED.resultsDir('where the new run directory is written'))
     .action(async (from: string, o) => {
       await checkInputDir(from, 'run directory');
       const { exitCode, summary, dir, tests } = await reproRun(path.resolve(from), {
@@ -346,7 +363,7 @@ function addPrepareCommand(cli: Command): void {
     .option('--kernel <7.3|7.2|PATH>', 'Debian kernel version, or a bzImage you built', '7.3')
     .option('--modules <DIR>', 'modules for --kernel PATH')
     .option('--topology <NAME|FILE>', 'topology whose guest image to build', DEFAULT_TOPOLOGY)
-    .option('--cache-dir <DIR>', 'download and image cache (env DAX_HARNESS_CACHE)')
+    .addOption(SHARED.cacheDir())
     .action(async (o) => {
       const warm = await warmCache({
         cacheDir: await cacheDirOf(o.cacheDir),
@@ -370,7 +387,7 @@ function addKernelCommand(cli: Command): void {
     .command('fetch')
     .description("download and unpack Debian's kernel and modules for a version (cached)")
     .argument('<version>', "e.g. 7.3 (experimental), 7.2 (sid's newest 7.2) or 7.2.13")
-    .option('--cache-dir <DIR>', 'download cache (default as for run)')
+    .addOption(SHARED.cacheDir())
     .action(async (version: string, o) => {
       const k = await fetchDebianKernel(await cacheDirOf(o.cacheDir), version);
       process.stdout.write(`${JSON.stringify({ release: k.release, vmlinuz: k.vmlinuz, modules: k.modulesRoot, source: k.source }, null, 2)}\n`);
@@ -419,8 +436,8 @@ export function program(): Command {
     .option('--max-age <DAYS>', 'remove entries older than this', positiveInt, 30)
     .option('--max-size <SIZE>', 'then remove the oldest until the rest fit, e.g. 20G')
     .option('--apply', 'remove (default: print what would go)')
-    .option('--cache-dir <DIR>', 'cache to prune (env DAX_HARNESS_CACHE)')
-    .option('--results-dir <DIR>', 'results to prune', path.join(projectRoot, 'results'))
+    .addOption(SHARED.cacheDir())
+    .addOption(SHARED.resultsDir('results to prune'))
     .action(async (o) => {
       const maxBytes = o.maxSize === undefined ? undefined : parseSize(o.maxSize);
       const lines = await runGc({
