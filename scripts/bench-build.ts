@@ -20,8 +20,8 @@ import { buildKernel } from '../harness/build/kernel-build.js';
 import { buildModulesAgainstHeaders } from '../harness/build/module-build.js';
 import { resolveTree } from '../harness/build/tree.js';
 import { fetchDebianKernel } from '../harness/kernel/fetch.js';
-import { projectRoot, resolveCacheDir } from '../harness/paths.js';
-import { setQuiet } from '../harness/progress.js';
+import { projectRoot, resolveCacheDir } from '../harness/util/paths.js';
+import { setQuiet } from '../harness/util/progress.js';
 import { fileStamp } from '../harness/util/stamp.js';
 
 const full = process.argv.includes('--full');

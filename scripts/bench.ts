@@ -14,21 +14,21 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { $ } from 'zx';
-import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image.js';
-import type { Guest } from '../harness/guest.js';
+import { type Backings, backingsOf, buildImage, type ImageCompression } from '../harness/image/image.js';
+import type { Guest } from '../harness/guest/guest.js';
 import { kernelSpecFromFlags, resolveKernel } from '../harness/kernel/spec.js';
-import { HotplugDriver, VARIANTS } from '../harness/hotplug.js';
-import { checkQemu, describeExit, freePort, Machine } from '../harness/machine.js';
-import { projectRoot, resolveCacheDir } from '../harness/paths.js';
-import { setQuiet } from '../harness/progress.js';
-import { guestFingerprint, resetGuest } from '../harness/reset.js';
-import { BASE_CMDLINE } from '../harness/cmdline.js';
-import { runSuitesOnGuests } from '../harness/run.js';
+import { HotplugDriver, VARIANTS } from '../harness/guest/hotplug.js';
+import { checkQemu, describeExit, freePort, Machine } from '../harness/vm/machine.js';
+import { projectRoot, resolveCacheDir } from '../harness/util/paths.js';
+import { setQuiet } from '../harness/util/progress.js';
+import { guestFingerprint, resetGuest } from '../harness/guest/reset.js';
+import { BASE_CMDLINE } from '../harness/vm/cmdline.js';
+import { runSuitesOnGuests } from '../harness/commands/run.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { restoreGuest, saveGuest } from '../harness/vm/snapshot.js';
 import { prepareBootParts } from '../harness/vm/boot-kit.js';
 import { countsLine } from '../harness/results/summary.js';
-import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/topology.js';
+import { listTopologies, loadTopology, pmemBackingFile, qemuArgs, restrictTopology, type Topology } from '../harness/config/topology.js';
 import { fileStamp } from '../harness/util/stamp.js';
 
 const argv = process.argv.slice(2);
@@ -147,7 +147,7 @@ const leanHarness = median(leanTimes[HARNESS_LINE] ?? []);
 report('lean boot against before', `${s(leanHarness)} vs ${s(leanFirst)}`, leanHarness / leanFirst);
 process.stdout.write('\n');
 
-// A guest command on an SSH exec channel of its own against the guest shell (harness/guest-shell.ts):
+// A guest command on an SSH exec channel of its own against the guest shell (harness/guest/guest-shell.ts):
 // per-command means of 20 sysfs reads, the two ways interleaved.
 const channelCommandTimes: number[] = [];
 const shellCommandTimes: number[] = [];

@@ -12,8 +12,8 @@ import path from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { execa } from 'execa';
 import { resolveTree } from '../harness/build/tree.js';
-import type { MatrixSummary } from '../harness/matrix.js';
-import { projectRoot, resolveCacheDir } from '../harness/paths.js';
+import type { MatrixSummary } from '../harness/commands/matrix.js';
+import { projectRoot, resolveCacheDir } from '../harness/util/paths.js';
 import type { RunSummary } from '../harness/results/summary.js';
 
 /** Debian's python: python3-junitparser is installed for it (scripts/install-host.sh). */

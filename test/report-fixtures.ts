@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MATRIX_KIND, type MatrixCell, type MatrixSummary, writeMatrixOutputs } from '../harness/matrix.js';
-import { projectRoot } from '../harness/paths.js';
+import { MATRIX_KIND, type MatrixCell, type MatrixSummary, writeMatrixOutputs } from '../harness/commands/matrix.js';
+import { projectRoot } from '../harness/util/paths.js';
 import { toJUnit } from '../harness/results/junit.js';
 import { runKtap } from '../harness/results/ktap.js';
 import { runHtmlReport } from '../harness/results/html.js';

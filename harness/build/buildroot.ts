@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from '../reaper.js';
-import { ARCHIVE_URI } from '../apt.js';
-import { populateEntry } from '../cache-lock.js';
-import { InfraError } from '../errors.js';
-import { step } from '../progress.js';
+import { execa } from '../util/reaper.js';
+import { ARCHIVE_URI } from '../util/apt.js';
+import { populateEntry } from '../util/cache-lock.js';
+import { InfraError } from '../util/errors.js';
+import { step } from '../util/progress.js';
 import { runSandboxed, type SandboxResult } from './sandbox.js';
 
 /**

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { InfraError, UsageError } from '../errors.js';
-import { projectRoot } from '../paths.js';
+import { InfraError, UsageError } from '../util/errors.js';
+import { projectRoot } from '../util/paths.js';
 import { kernelBuildPlaces, runSandboxed } from './sandbox.js';
 
 export const KCONFIG_DIR = path.join(projectRoot, 'kconfig');

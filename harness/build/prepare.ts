@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Kernel } from '../kernel/kernel.js';
 import { fetchDebianKernel } from '../kernel/fetch.js';
-import { progress } from '../progress.js';
+import { progress } from '../util/progress.js';
 import { fragmentFiles } from './kconfig.js';
 import { type BuildSeed, buildKernel } from './kernel-build.js';
 import { buildModulesAgainstHeaders, MODULE_ONLY_TAINT, overlayKernel } from './module-build.js';

@@ -1,9 +1,9 @@
 import { lstatSync, readlinkSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { InfraError, UsageError } from '../errors.js';
-import { progress } from '../progress.js';
-import { execa } from '../reaper.js';
+import { InfraError, UsageError } from '../util/errors.js';
+import { progress } from '../util/progress.js';
+import { execa } from '../util/reaper.js';
 
 /**
  * Kernel builds run code from the tree they build (Makefiles, Kbuild, scripts/, a series'

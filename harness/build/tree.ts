@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { extractDebs, HarnessApt } from '../apt.js';
-import { populateEntry } from '../cache-lock.js';
-import { InfraError, UsageError } from '../errors.js';
-import { step } from '../progress.js';
-import { execa } from '../reaper.js';
+import { extractDebs, HarnessApt } from '../util/apt.js';
+import { populateEntry } from '../util/cache-lock.js';
+import { InfraError, UsageError } from '../util/errors.js';
+import { step } from '../util/progress.js';
+import { execa } from '../util/reaper.js';
 
 /** A kernel source tree the harness builds from. */
 export interface KernelTree {

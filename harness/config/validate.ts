@@ -12,8 +12,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { AnySchemaObject, ErrorObject, ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { UsageError } from '../errors.js';
-import { projectRoot } from '../paths.js';
+import { UsageError } from '../util/errors.js';
+import { projectRoot } from '../util/paths.js';
 
 export const CONFIG_SCHEMA_DIR = path.join(projectRoot, 'harness/config/schema');
 

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { extractDebs, HarnessApt } from '../apt.js';
-import { UsageError } from '../errors.js';
-import { step } from '../progress.js';
+import { extractDebs, HarnessApt } from '../util/apt.js';
+import { UsageError } from '../util/errors.js';
+import { step } from '../util/progress.js';
 import { ensureDepmod, type Kernel, readBzImageVersion } from './kernel.js';
 
 /** Debian flavour used for guests: the generic amd64 build (not cloud, not rt). */

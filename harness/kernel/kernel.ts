@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { open, readdir, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from '../reaper.js';
-import { UsageError } from '../errors.js';
+import { execa } from '../util/reaper.js';
+import { UsageError } from '../util/errors.js';
 
 /** A kernel the harness can boot: the image, its modules and where it came from. */
 export interface Kernel {

@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { tempNameFor, writeAtomic } from '../atomic-file.js';
-import { removeTempsOf, withEntryLock } from '../cache-lock.js';
-import { diesWithHarness } from '../reaper.js';
-import { errorMessage } from '../errors.js';
-import { sha256File } from '../hash.js';
+import { tempNameFor, writeAtomic } from '../util/atomic-file.js';
+import { removeTempsOf, withEntryLock } from '../util/cache-lock.js';
+import { diesWithHarness } from '../util/reaper.js';
+import { errorMessage } from '../util/errors.js';
+import { sha256File } from '../util/hash.js';
 import type { Kernel } from './kernel.js';
 
 /**

@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type PreparedKernel, prepareKernelFromTree } from '../build/prepare.js';
-import { UsageError } from '../errors.js';
-import { checkInputDir, checkInputFile } from '../inputs.js';
+import { UsageError } from '../util/errors.js';
+import { checkInputDir, checkInputFile } from '../config/inputs.js';
 import { fetchDebianKernel, isKernelVersion } from './fetch.js';
 import { type Kernel, localKernel } from './kernel.js';
 

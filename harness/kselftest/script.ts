@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { TestKit } from '../fixture.js';
-import { shellQuote } from '../guest.js';
+import type { TestKit } from '../suite-kit/fixture.js';
+import { shellQuote } from '../guest/guest.js';
 import { parseKtap, scriptVerdict } from './ktap.js';
 
 /** Where the selftests are copied to in the guest (the tree's layout under it). */

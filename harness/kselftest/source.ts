@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../util/errors.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { resolveTree } from '../build/tree.js';
 

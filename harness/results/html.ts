@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { FixedKnownIssue } from '../knownissues.js';
+import type { FixedKnownIssue } from '../config/knownissues.js';
 import { type Comparison, compareCells, previousRun, runCellId, type TestRef } from './compare.js';
 import type { TestRecord } from './record.js';
 import { type SquareKind, type StateGrid, squareKind, stateGrids } from './stategrid.js';

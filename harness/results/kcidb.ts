@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { errorMessage, InfraError, UsageError } from '../errors.js';
-import type { MatrixCell, MatrixSummary } from '../matrix.js';
+import { errorMessage, InfraError, UsageError } from '../util/errors.js';
+import type { MatrixCell, MatrixSummary } from '../commands/matrix.js';
 import { failureLines, type TestRecord } from './record.js';
 import type { RunSummary } from './summary.js';
 

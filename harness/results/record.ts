@@ -1,4 +1,4 @@
-import type { CrashReport } from '../triage.js';
+import type { CrashReport } from '../triage/triage.js';
 
 /** One check inside a test: what was compared and whether it held. */
 export interface CheckRecord {

@@ -1,4 +1,4 @@
-import type { Backing } from '../devices.js';
+import type { Backing } from '../guest/devices.js';
 import type { KernelSource } from '../kernel/kernel.js';
 import type { KernelSpec } from '../kernel/spec.js';
 

@@ -2,8 +2,8 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { errorMessage, UsageError } from '../errors.js';
-import { MATRIX_KIND, type MatrixCell, type MatrixSummary, shardCells } from '../matrix.js';
+import { errorMessage, UsageError } from '../util/errors.js';
+import { MATRIX_KIND, type MatrixCell, type MatrixSummary, shardCells } from '../commands/matrix.js';
 import type { CheckRecord, TestRecord } from './record.js';
 import { countTests, type RunStatus } from './summary.js';
 

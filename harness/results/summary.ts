@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
-import type { AcceleratorChoice } from '../machine.js';
-import type { DaxDevice } from '../devices.js';
-import type { Variant } from '../hotplug.js';
+import type { AcceleratorChoice } from '../vm/machine.js';
+import type { DaxDevice } from '../guest/devices.js';
+import type { Variant } from '../guest/hotplug.js';
 import type { KernelSource } from '../kernel/kernel.js';
-import type { CrashReport } from '../triage.js';
-import type { SetupFailure } from '../setupfailure.js';
-import type { FixedKnownIssue } from '../knownissues.js';
+import type { CrashReport } from '../triage/triage.js';
+import type { SetupFailure } from '../guest/setupfailure.js';
+import type { FixedKnownIssue } from '../config/knownissues.js';
 import type { TestRecord } from './record.js';
 
 /** A session's entry in summary.sessions[]. */
@@ -48,7 +48,7 @@ export interface RunSummary {
   bootToSshSeconds?: number;
   /** `failed` excludes failures that match a known issue; those are counted in `known`. */
   counts: { passed: number; failed: number; skipped: number; total: number; known?: number };
-  /** Known issues whose tests passed in this run (see harness/knownissues.ts). */
+  /** Known issues whose tests passed in this run (see harness/config/knownissues.ts). */
   fixedKnownIssues?: FixedKnownIssue[];
   /**
    * One entry per suite session: its guest's command line, how the guest started (booted,

@@ -3,11 +3,11 @@ import { existsSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { CONTEXT_ENV } from '../context.js';
-import { projectRoot } from '../paths.js';
-import { detail, toolOutput } from '../progress.js';
-import { execa } from '../reaper.js';
-import { type GuestSession, workerEnv } from '../suites.js';
+import { CONTEXT_ENV } from '../suite-kit/context.js';
+import { projectRoot } from '../util/paths.js';
+import { detail, toolOutput } from '../util/progress.js';
+import { execa } from '../util/reaper.js';
+import { type GuestSession, workerEnv } from '../config/suites.js';
 
 /** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
 export async function runAva(

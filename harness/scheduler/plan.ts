@@ -3,9 +3,9 @@
  * equal can share a guest (the pool's key). Pure: the run's inputs in, the demands out.
  */
 import path from 'node:path';
-import { BASE_CMDLINE, guestCmdline, overrideWarnings } from '../cmdline.js';
-import type { GuestSession } from '../suites.js';
-import { restrictTopology, type Topology } from '../topology.js';
+import { BASE_CMDLINE, guestCmdline, overrideWarnings } from '../vm/cmdline.js';
+import type { GuestSession } from '../config/suites.js';
+import { restrictTopology, type Topology } from '../config/topology.js';
 import type { GuestDemand } from './pool.js';
 
 /** One session's guest: what the pool matches guests on, and what a boot needs. */

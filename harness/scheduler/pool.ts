@@ -3,7 +3,7 @@
  * verified reset, or a fresh boot. The decisions live here, apart from QEMU: boot, reset and
  * retire are parameters, so unit tests drive every branch with fakes in milliseconds.
  */
-import type { Variant } from '../hotplug.js';
+import type { Variant } from '../guest/hotplug.js';
 
 /** A booted guest as the scheduler sees it. */
 export interface PoolGuest {
@@ -41,7 +41,7 @@ export interface GuestDemand {
   freshGuest?: boolean;
 }
 
-/** A reset's verdict (harness/reset.ts): `why` says what did not come back. */
+/** A reset's verdict (harness/guest/reset.ts): `why` says what did not come back. */
 export interface ResetOutcome {
   ok: boolean;
   ms: number;

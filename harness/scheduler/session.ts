@@ -6,7 +6,7 @@
  */
 import type { TestRecord } from '../results/record.js';
 import type { SessionEntry } from '../results/summary.js';
-import { KernelSetupFailure } from '../setupfailure.js';
+import { KernelSetupFailure } from '../guest/setupfailure.js';
 import { acquireGuest, type GuestDemand, type GuestLifecycle, type PoolGuest } from './pool.js';
 
 /** The most guests a session may lose (and replace) before its remaining tests are given up. */

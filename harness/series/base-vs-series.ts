@@ -1,4 +1,4 @@
-import type { Variant } from '../hotplug.js';
+import type { Variant } from '../guest/hotplug.js';
 import type { TestRecord } from '../results/record.js';
 import { countsLine, type RunSummary } from '../results/summary.js';
 

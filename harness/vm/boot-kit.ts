@@ -3,12 +3,12 @@
  * accelerator (the KVM probe boots the floor image) and how QEMU enters the kernel (PVH or
  * the bzImage). One home for `run`, `dev`, `prepare` and the bench, so they boot alike.
  */
-import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from '../image.js';
+import { backingsOf, buildImage, cleanStaleStages, type GuestImage } from '../image/image.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { type KernelEntry, kernelEntry } from '../kernel/pvh.js';
-import { type AcceleratorChoice, chooseAccelerator, type QemuInfo } from '../machine.js';
-import { step } from '../progress.js';
-import type { Topology } from '../topology.js';
+import { type AcceleratorChoice, chooseAccelerator, type QemuInfo } from './machine.js';
+import { step } from '../util/progress.js';
+import type { Topology } from '../config/topology.js';
 
 export interface BootParts {
   /** The floor image (busybox only): the KVM probe's initramfs. */

@@ -4,17 +4,17 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { DaxDevice } from '../devices.js';
-import { errorMessage, InfraError, UsageError } from '../errors.js';
-import { Guest, type GuestAddress } from '../guest.js';
-import { detectVariant, type Variant } from '../hotplug.js';
-import type { GuestImage } from '../image.js';
+import type { DaxDevice } from '../guest/devices.js';
+import { errorMessage, InfraError, UsageError } from '../util/errors.js';
+import { Guest, type GuestAddress } from '../guest/guest.js';
+import { detectVariant, type Variant } from '../guest/hotplug.js';
+import type { GuestImage } from '../image/image.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { type AcceleratorChoice, describeExit, freePort, Machine } from '../machine.js';
-import { detail, progress, step } from '../progress.js';
-import { execa } from '../reaper.js';
-import { setUpDevices } from '../setupfailure.js';
-import { pmemBackingFile, qemuArgs, type Topology } from '../topology.js';
+import { type AcceleratorChoice, describeExit, freePort, Machine } from './machine.js';
+import { detail, progress, step } from '../util/progress.js';
+import { execa } from '../util/reaper.js';
+import { setUpDevices } from '../guest/setupfailure.js';
+import { pmemBackingFile, qemuArgs, type Topology } from '../config/topology.js';
 import { qmpSocketPath } from './qmp.js';
 
 /** A booted guest with the topology's devices made and the variant detected. */

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { InfraError } from '../errors.js';
+import { InfraError } from '../util/errors.js';
 
 /** The QMP socket of a guest: in its work directory unless that path is too long for a UNIX socket. */
 export function qmpSocketPath(workDir: string): string {

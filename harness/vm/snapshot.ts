@@ -7,19 +7,19 @@
  * The NVDIMM backing files (their namespace labels and data) are copied beside the state while
  * the guest is paused, so they match its RAM, and each restored guest gets a copy of its own:
  * what one session writes to its NVDIMM reaches no other. A restored guest must read the same
- * device fingerprint (harness/reset.ts) as the guest that was saved, or it is not used.
+ * device fingerprint (harness/guest/reset.ts) as the guest that was saved, or it is not used.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { DaxDevice } from '../devices.js';
-import { errorMessage, InfraError } from '../errors.js';
-import { Guest } from '../guest.js';
-import type { Variant } from '../hotplug.js';
-import { freePort, type Machine } from '../machine.js';
-import { progress } from '../progress.js';
-import { execa } from '../reaper.js';
-import { type Fingerprint, fingerprintDifference, guestFingerprint } from '../reset.js';
-import { pmemBackingFile, type Topology } from '../topology.js';
+import type { DaxDevice } from '../guest/devices.js';
+import { errorMessage, InfraError } from '../util/errors.js';
+import { Guest } from '../guest/guest.js';
+import type { Variant } from '../guest/hotplug.js';
+import { freePort, type Machine } from './machine.js';
+import { progress } from '../util/progress.js';
+import { execa } from '../util/reaper.js';
+import { type Fingerprint, fingerprintDifference, guestFingerprint } from '../guest/reset.js';
+import { pmemBackingFile, type Topology } from '../config/topology.js';
 import { type BootedGuest, type BootSpec, guestAddress, startQemu } from './boot.js';
 import { Qmp, qmpSocketPath } from './qmp.js';
 

@@ -1,7 +1,7 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import { type HotplugState, writeSysfs } from '../../harness/hotplug.js';
-import { reach } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { type HotplugState, writeSysfs } from '../../harness/guest/hotplug.js';
+import { reach } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Malformed writes. The attribute parses with sysfs_streq(): exact, case-sensitive, one

@@ -1,6 +1,6 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import { reach } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { reach } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Repeated online_movable/unplug cycles (the kernel's dax-kmem-hotplug.sh case 6): every online

@@ -1,9 +1,9 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import type { DaxDevice } from '../../harness/devices.js';
-import { isOnline } from '../../harness/expectations.js';
-import { devicesOf, guestTest, type TestKit } from '../../harness/fixture.js';
-import type { HotplugOp, HotplugState } from '../../harness/hotplug.js';
-import { reach } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import type { DaxDevice } from '../../harness/guest/devices.js';
+import { isOnline } from '../../harness/suite-kit/expectations.js';
+import { devicesOf, guestTest, type TestKit } from '../../harness/suite-kit/fixture.js';
+import type { HotplugOp, HotplugState } from '../../harness/guest/hotplug.js';
+import { reach } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Two dax devices of one backing (topology cxl-two-regions): every write to one device's

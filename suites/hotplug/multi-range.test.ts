@@ -1,7 +1,7 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { inspectDaxDevices } from '../../harness/devices.js';
-import { guestTest } from '../../harness/fixture.js';
-import { reach, unbindKmem } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { inspectDaxDevices } from '../../harness/guest/devices.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { reach, unbindKmem } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * A dax device with several ranges: the CXL region's dax region is dynamic, so two 128 MiB

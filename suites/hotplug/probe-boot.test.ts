@@ -1,6 +1,6 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest, runContext } from '../../harness/fixture.js';
-import type { HotplugState } from '../../harness/hotplug.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest, runContext } from '../../harness/suite-kit/fixture.js';
+import type { HotplugState } from '../../harness/guest/hotplug.js';
 
 /**
  * Probe auto-onlining with the policy from the kernel command line: this file runs in one

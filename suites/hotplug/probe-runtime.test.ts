@@ -1,6 +1,6 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import { driverOf, rebindWithPolicy } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { driverOf, rebindWithPolicy } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Probe auto-onlining with the runtime policy: auto_online_blocks is changed before kmem is

@@ -1,9 +1,9 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import type { HotplugState } from '../../harness/hotplug.js';
-import { writeSysfs } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { reach } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import type { HotplugState } from '../../harness/guest/hotplug.js';
+import { writeSysfs } from '../../harness/guest/hotplug.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { reach } from '../../harness/suite-kit/device-steps.js';
 
 /** "pages free" and "managed" of a node's Movable zone in /proc/zoneinfo. */
 function movableZone(zoneinfo: string, node: number): { free: number; managed: number } | undefined {

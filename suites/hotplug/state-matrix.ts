@@ -1,9 +1,9 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import type { Backing } from '../../harness/devices.js';
-import { expectWrite } from '../../harness/expectations.js';
-import { guestTest } from '../../harness/fixture.js';
-import { type HotplugOp, type HotplugState, writeSysfs } from '../../harness/hotplug.js';
-import { dmesgSinceTestStart, reach } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import type { Backing } from '../../harness/guest/devices.js';
+import { expectWrite } from '../../harness/suite-kit/expectations.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { type HotplugOp, type HotplugState, writeSysfs } from '../../harness/guest/hotplug.js';
+import { dmesgSinceTestStart, reach } from '../../harness/suite-kit/device-steps.js';
 
 /** A word written in a cell: an operation (spelt as the variant spells it) or a literal. */
 export type Written = HotplugOp | 'offline' | 'bogus';

@@ -1,7 +1,7 @@
-import { guestTest, runContext, sessionBacking } from '../../harness/fixture.js';
-import { VARIANTS } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harness/device-steps.js';
+import { guestTest, runContext, sessionBacking } from '../../harness/suite-kit/fixture.js';
+import { VARIANTS } from '../../harness/guest/hotplug.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Unbinding kmem while the memory is online. The memory cannot be removed without

@@ -1,7 +1,7 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest, type TestKit } from '../../harness/fixture.js';
-import { blockStates, type DeviceView, viewDevice } from '../../harness/device-view.js';
-import { bindKmem, dmesgSinceTestStart, driverOf, offlineBlocks, reach, removeMemory, unbindKmem } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest, type TestKit } from '../../harness/suite-kit/fixture.js';
+import { blockStates, type DeviceView, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { bindKmem, dmesgSinceTestStart, driverOf, offlineBlocks, reach, removeMemory, unbindKmem } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * After kmem's unbind: the device's memory is gone from every side (its view taken after the

@@ -1,5 +1,5 @@
-import { guestTest, runContext } from '../../harness/fixture.js';
-import { VARIANTS } from '../../harness/hotplug.js';
+import { guestTest, runContext } from '../../harness/suite-kit/fixture.js';
+import { VARIANTS } from '../../harness/guest/hotplug.js';
 import { runSelftest } from '../../harness/kselftest/script.js';
 
 /**

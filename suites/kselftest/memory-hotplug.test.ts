@@ -1,4 +1,4 @@
-import { guestTest, runContext } from '../../harness/fixture.js';
+import { guestTest, runContext } from '../../harness/suite-kit/fixture.js';
 import { runSelftest } from '../../harness/kselftest/script.js';
 
 /**

@@ -1,9 +1,9 @@
-import type { DeviceChecker } from '../../harness/devicecheck.js';
-import type { DaxDevice } from '../../harness/devices.js';
-import type { TestKit } from '../../harness/fixture.js';
-import { writeSysfs } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { dmesgSinceTestStart, driverOf } from '../../harness/device-steps.js';
+import type { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import type { DaxDevice } from '../../harness/guest/devices.js';
+import type { TestKit } from '../../harness/suite-kit/fixture.js';
+import { writeSysfs } from '../../harness/guest/hotplug.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { dmesgSinceTestStart, driverOf } from '../../harness/suite-kit/device-steps.js';
 
 /**
  * Moving a dax device between the three drivers it can be bound to: device_dax (a character

@@ -1,7 +1,7 @@
-import { guestTest, runContext, sessionBacking } from '../../harness/fixture.js';
-import { VARIANTS } from '../../harness/hotplug.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { dmesgSinceTestStart, driverOf } from '../../harness/device-steps.js';
+import { guestTest, runContext, sessionBacking } from '../../harness/suite-kit/fixture.js';
+import { VARIANTS } from '../../harness/guest/hotplug.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { dmesgSinceTestStart, driverOf } from '../../harness/suite-kit/device-steps.js';
 import { bindTo, type DaxDriver, unbindFrom } from './drivers.js';
 
 /**

@@ -1,7 +1,7 @@
-import { DeviceChecker } from '../../harness/devicecheck.js';
-import { guestTest } from '../../harness/fixture.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { driverOf, reach, removeMemory } from '../../harness/device-steps.js';
+import { DeviceChecker } from '../../harness/suite-kit/devicecheck.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { driverOf, reach, removeMemory } from '../../harness/suite-kit/device-steps.js';
 import { bindTo, type DaxDriver, expectNoSystemRam, move, unbindFrom } from './drivers.js';
 
 /**

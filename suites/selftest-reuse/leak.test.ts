@@ -1,4 +1,4 @@
-import { guestTest } from '../../harness/fixture.js';
+import { guestTest } from '../../harness/suite-kit/fixture.js';
 
 /**
  * A state leak the runner's reset must catch (test/e2e/faults.test.ts): the first session

@@ -1,4 +1,4 @@
-import { guestTest, runContext, type TestKit } from '../../harness/fixture.js';
+import { guestTest, runContext, type TestKit } from '../../harness/suite-kit/fixture.js';
 
 /**
  * The harness's own fault tests (test/e2e/faults.test.ts runs them with --match per fault):

@@ -1,7 +1,7 @@
-import { guestTest, runContext } from '../../harness/fixture.js';
-import { blockStates, viewDevice } from '../../harness/device-view.js';
-import { triage } from '../../harness/triage.js';
-import { taintLetters, taintMask } from '../../harness/kernel-text.js';
+import { guestTest, runContext } from '../../harness/suite-kit/fixture.js';
+import { blockStates, viewDevice } from '../../harness/suite-kit/device-view.js';
+import { triage } from '../../harness/triage/triage.js';
+import { taintLetters, taintMask } from '../../harness/triage/kernel-text.js';
 
 /**
  * Smoke: the guest runs the kernel asked for, each CXL region and NVDIMM of the topology

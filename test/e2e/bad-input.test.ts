@@ -4,7 +4,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import { isOneLineError, runCli, tempResultsDir } from './helpers.js';
 
 // Made synchronously: ava refuses tests declared after a top-level await once a hook (helpers'

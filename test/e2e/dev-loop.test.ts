@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { resolveCacheDir } from '../../harness/paths.js';
+import { resolveCacheDir } from '../../harness/util/paths.js';
 import { CLI, qemuProcesses, runCli, tempResultsDir } from './helpers.js';
 
 /**

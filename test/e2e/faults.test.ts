@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { resolveCacheDir } from '../../harness/paths.js';
+import { resolveCacheDir } from '../../harness/util/paths.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import type { Repro } from '../../harness/results/repro.js';
 import type { RunSummary } from '../../harness/results/summary.js';

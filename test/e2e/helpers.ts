@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa, type Options } from 'execa';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import type { RunSummary } from '../../harness/results/summary.js';
 import { resultProblems } from '../outputs.js';
 

@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { describeDropped, fragmentFiles, mergeFragments } from '../../harness/build/kconfig.js';
 import { claimForSandbox, kernelBuildPlaces, runSandboxed } from '../../harness/build/sandbox.js';
 import { resolveTree } from '../../harness/build/tree.js';
-import { resolveCacheDir } from '../../harness/paths.js';
+import { resolveCacheDir } from '../../harness/util/paths.js';
 
 /**
  * The kernels the README supports; the fragments must configure each of them as asked. No

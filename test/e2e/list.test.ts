@@ -3,7 +3,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { ListedSession } from '../../harness/list.js';
+import type { ListedSession } from '../../harness/commands/list.js';
 import type { RunSummary } from '../../harness/results/summary.js';
 import { runCli, tempResultsDir } from './helpers.js';
 

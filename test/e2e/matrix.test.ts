@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { MatrixSummary } from '../../harness/matrix.js';
+import type { MatrixSummary } from '../../harness/commands/matrix.js';
 import { isOneLineError, qemuProcesses, runCli, tempResultsDir } from './helpers.js';
 
 /** The only matrix directory a `matrix` run left in `results`. */

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import { failingRun, fixtureRun, type GridInPage, gridsInPage, writeMatrixDir, writeRunDir } from '../report-fixtures.js';
 
 const CHROMIUM = '/usr/bin/chromium';

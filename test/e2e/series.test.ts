@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import type { SeriesComparison } from '../../harness/series/base-vs-series.js';
 import { isOneLineError, runCli, tempResultsDir } from './helpers.js';
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { resolveTree } from '../../harness/build/tree.js';
-import { resolveCacheDir } from '../../harness/paths.js';
+import { resolveCacheDir } from '../../harness/util/paths.js';
 import type { RunSummary } from '../../harness/results/summary.js';
 import { runCli, tempResultsDir } from './helpers.js';
 

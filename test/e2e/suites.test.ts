@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import type { RunSummary } from '../../harness/results/summary.js';
-import { planSuites } from '../../harness/suites.js';
+import { planSuites } from '../../harness/config/suites.js';
 import { runCli, tempResultsDir } from './helpers.js';
 
 async function runSuites(args: string[]) {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import { CLI, isOneLineError, runCli } from './helpers.js';
 
 const fixture = (name: string) => path.join(projectRoot, 'test/fixtures', name);

@@ -4,7 +4,7 @@
  * ends the watch at once, so a good boot never waits for the watchdog.
  */
 import test from 'ava';
-import type { Machine } from '../../harness/machine.js';
+import type { Machine } from '../../harness/vm/machine.js';
 import { consoleSilence } from '../../harness/vm/boot.js';
 
 const fakeMachine = () => ({ console: { lineCount: 0 } }) as unknown as Pick<Machine, 'console'>;

@@ -7,7 +7,7 @@ import { DEFAULT_FRAGMENTS, droppedOptions, fragmentFiles, parseConfig } from '.
 import { buildProgressLine, seedBuildDir } from '../../harness/build/kernel-build.js';
 import { moduleDirsOf } from '../../harness/build/module-build.js';
 import { parseMakefileVersion } from '../../harness/build/tree.js';
-import { taintMask } from '../../harness/kernel-text.js';
+import { taintMask } from '../../harness/triage/kernel-text.js';
 
 test('parseConfig reads =values, "is not set" and =n; later lines win', (t) => {
   const c = parseConfig('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_S="x y"\nCONFIG_C=y\nCONFIG_D=n\n# comment\n');

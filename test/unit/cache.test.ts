@@ -7,13 +7,13 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { HarnessApt } from '../../harness/apt.js';
-import { readJsonState } from '../../harness/atomic-file.js';
-import { lockEntry, sweepStaleTemps, tryLockEntry } from '../../harness/cache-lock.js';
-import { ensureKeys } from '../../harness/keys.js';
+import { HarnessApt } from '../../harness/util/apt.js';
+import { readJsonState } from '../../harness/util/atomic-file.js';
+import { lockEntry, sweepStaleTemps, tryLockEntry } from '../../harness/util/cache-lock.js';
+import { ensureKeys } from '../../harness/vm/keys.js';
 import type { Kernel } from '../../harness/kernel/kernel.js';
 import { kernelEntry, loadSegmentsOutside } from '../../harness/kernel/pvh.js';
-import { projectRoot, resolveCacheDir } from '../../harness/paths.js';
+import { projectRoot, resolveCacheDir } from '../../harness/util/paths.js';
 
 const RACE_CHILD = path.join(projectRoot, 'test/unit/helpers/cache-race.ts');
 const TRIALS = 20;

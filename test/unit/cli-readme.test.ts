@@ -3,7 +3,7 @@ import path from 'node:path';
 import test from 'ava';
 import type { Command } from 'commander';
 import { program } from '../../harness/cli.js';
-import { projectRoot } from '../../harness/paths.js';
+import { projectRoot } from '../../harness/util/paths.js';
 
 /**
  * README's usage block and the CLI's --help tell the same story: every option of every

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { guestCmdline, overrideWarnings } from '../../harness/cmdline.js';
+import { guestCmdline, overrideWarnings } from '../../harness/vm/cmdline.js';
 
 const BASE = 'console=ttyS0 panic=-1';
 

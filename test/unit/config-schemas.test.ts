@@ -3,8 +3,8 @@ import path from 'node:path';
 import test from 'ava';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { CONFIG_SCHEMA_DIR, checkConfig, fieldName } from '../../harness/config/validate.js';
-import { UsageError } from '../../harness/errors.js';
-import { projectRoot } from '../../harness/paths.js';
+import { UsageError } from '../../harness/util/errors.js';
+import { projectRoot } from '../../harness/util/paths.js';
 
 /**
  * The schemas of the declarative inputs (harness/config/schema/): each compiles under ajv's

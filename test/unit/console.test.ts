@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { CONSOLE_TAIL_LINES, ConsoleLog } from '../../harness/console.js';
+import { CONSOLE_TAIL_LINES, ConsoleLog } from '../../harness/vm/console.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/${name}`, import.meta.url), 'utf8');
 

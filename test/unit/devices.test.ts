@@ -1,5 +1,5 @@
 import test from 'ava';
-import { checkCreatedRegion, memdevsBySerial, TopologyError } from '../../harness/devices.js';
+import { checkCreatedRegion, memdevsBySerial, TopologyError } from '../../harness/guest/devices.js';
 
 // What sid's `cxl create-region` prints (shape as seen in the guest; values made up here).
 const printed = (ways: number, memdevs: string[], granularity = 4096) =>

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { DETAILS_TAIL_LINES, errorReport, InfraError, UsageError } from '../../harness/errors.js';
+import { DETAILS_TAIL_LINES, errorReport, InfraError, UsageError } from '../../harness/util/errors.js';
 
 test('bad input is one line, whatever its message holds', (t) => {
   t.is(errorReport(new UsageError('--kernel 9.9 is not in Debian')), 'dax-harness: error: --kernel 9.9 is not in Debian\n');

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { expectWrite, expectedZone, parseWritten } from '../../harness/expectations.js';
-import { type HotplugState, VARIANTS } from '../../harness/hotplug.js';
+import { expectWrite, expectedZone, parseWritten } from '../../harness/suite-kit/expectations.js';
+import { type HotplugState, VARIANTS } from '../../harness/guest/hotplug.js';
 
 const merged = VARIANTS.merged;
 const v3 = VARIANTS.v3;

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { holdFlock } from '../../harness/flock.js';
+import { holdFlock } from '../../harness/util/flock.js';
 
-const FLOCK_MODULE = path.join(import.meta.dirname, '../../harness/flock.ts');
+const FLOCK_MODULE = path.join(import.meta.dirname, '../../harness/util/flock.ts');
 
 async function lockFile(t: { teardown: (fn: () => Promise<void>) => void }): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'dax-flock-test-'));

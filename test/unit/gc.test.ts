@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { GC_CACHE_AREAS, type GcEntry, parseSize, planGc, runGc } from '../../harness/gc.js';
-import { cacheLockFile, claimWorkDir, holdLock, sweepDeadWorkDirs } from '../../harness/inuse.js';
+import { GC_CACHE_AREAS, type GcEntry, parseSize, planGc, runGc } from '../../harness/commands/gc.js';
+import { cacheLockFile, claimWorkDir, holdLock, sweepDeadWorkDirs } from '../../harness/util/inuse.js';
 
 const DAY = 86_400_000;
 const STARTER = path.join(import.meta.dirname, '../fixtures/children/start-child.ts');

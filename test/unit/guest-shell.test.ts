@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import test from 'ava';
 import type ssh2 from 'ssh2';
-import { GuestShell, shellSafe } from '../../harness/guest-shell.js';
+import { GuestShell, shellSafe } from '../../harness/guest/guest-shell.js';
 
 /** An ssh2 client whose exec channel is a local `sh` process. */
 function localClient(): ssh2.Client {

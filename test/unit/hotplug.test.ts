@@ -1,5 +1,5 @@
 import test from 'ava';
-import { classifyVariant, errnoFromMessage, VARIANTS } from '../../harness/hotplug.js';
+import { classifyVariant, errnoFromMessage, VARIANTS } from '../../harness/guest/hotplug.js';
 
 test('variant from the kmem-bound device directory listing', (t) => {
   // `ls /sys/bus/dax/devices/dax1.0/` on Debian's 7.3 (merged) and 7.2 (baseline).

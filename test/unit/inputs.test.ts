@@ -2,8 +2,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
-import { checkInputDir, checkInputFile, ensureWritableDir, fsErrorReason } from '../../harness/inputs.js';
+import { UsageError } from '../../harness/util/errors.js';
+import { checkInputDir, checkInputFile, ensureWritableDir, fsErrorReason } from '../../harness/config/inputs.js';
 
 const errno = (code: string) => Object.assign(new Error(`${code}: raw message`), { code });
 

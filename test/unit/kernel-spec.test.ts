@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
+import { UsageError } from '../../harness/util/errors.js';
 import type { KernelSource } from '../../harness/kernel/kernel.js';
 import { kernelSpecFromFlags, recordedKernelSpec, requestedKernel, treeKernelSpec } from '../../harness/kernel/spec.js';
 import { type BootedArtifacts, bootedDifferences } from '../../harness/results/repro.js';

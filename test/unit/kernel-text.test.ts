@@ -1,6 +1,6 @@
 import test from 'ava';
-import { parseInspect } from '../../harness/devices.js';
-import { blocksForRange, kmemRangesWithin, parseIomem, parseMeminfo, taintLetters } from '../../harness/kernel-text.js';
+import { parseInspect } from '../../harness/guest/devices.js';
+import { blocksForRange, kmemRangesWithin, parseIomem, parseMeminfo, taintLetters } from '../../harness/triage/kernel-text.js';
 
 // From a Debian 7.3 guest with the cxl-pmem topology (trimmed /proc/iomem).
 const IOMEM = `00000000-00000fff : Reserved

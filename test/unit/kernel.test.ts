@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
+import { UsageError } from '../../harness/util/errors.js';
 import { availableKernelVersions, isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
 import { localKernel, readBzImageVersion } from '../../harness/kernel/kernel.js';
-import { parseQemuVersion, versionAtLeast } from '../../harness/machine.js';
+import { parseQemuVersion, versionAtLeast } from '../../harness/vm/machine.js';
 
 // `apt-cache pkgnames linux-binary-` against sid + experimental on 2026-11-27.
 const NAMES = [

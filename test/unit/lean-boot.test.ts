@@ -4,10 +4,10 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import test from 'ava';
 import { execa } from 'execa';
-import { nfitRegions } from '../../harness/devices.js';
-import { loadRecipe, recipeModules } from '../../harness/image.js';
+import { nfitRegions } from '../../harness/guest/devices.js';
+import { loadRecipe, recipeModules } from '../../harness/image/image.js';
 import { bzImagePayload, hasPvhNote, kernelEntry, payloadFormat } from '../../harness/kernel/pvh.js';
-import { loadTopology, qemuArgs } from '../../harness/topology.js';
+import { loadTopology, qemuArgs } from '../../harness/config/topology.js';
 
 /** A bzImage-shaped buffer: setup header fields at their boot-protocol offsets, then a payload. */
 function fakeBzImage(payload: Buffer, protocol = 0x20f, setupSectors = 3, payloadOffset = 16): Buffer {

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
+import { UsageError } from '../../harness/util/errors.js';
 import {
   MATRIX_KIND,
   type MatrixCell,
@@ -12,7 +12,7 @@ import {
   parseShard,
   shardCells,
   validateMatrixConfig,
-} from '../../harness/matrix.js';
+} from '../../harness/commands/matrix.js';
 import { parseKernelSpec } from '../../harness/kernel/spec.js';
 import { countTests } from '../../harness/results/summary.js';
 import type { TestRecord } from '../../harness/results/record.js';

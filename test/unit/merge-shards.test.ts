@@ -3,7 +3,7 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, truncate,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { MATRIX_KIND, type MatrixCell, type MatrixSummary, mergeResults } from '../../harness/matrix.js';
+import { MATRIX_KIND, type MatrixCell, type MatrixSummary, mergeResults } from '../../harness/commands/matrix.js';
 import { toHtmlReport } from '../../harness/results/html.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { SHARD_LIMITS, ShardsRefused } from '../../harness/results/shard.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { moduleClosure, moduleName, parseModulesBuiltin, parseModulesDep } from '../../harness/modules.js';
+import { moduleClosure, moduleName, parseModulesBuiltin, parseModulesDep } from '../../harness/guest/modules.js';
 
 // Lines as depmod wrote them for Debian's 7.3-amd64 kernel (modules.dep, trimmed).
 const DEP = `kernel/drivers/dax/kmem.ko.xz: kernel/drivers/dax/device_dax.ko.xz

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { MATRIX_KIND, type MatrixSummary, writeMatrixOutputs } from '../../harness/matrix.js';
+import { MATRIX_KIND, type MatrixSummary, writeMatrixOutputs } from '../../harness/commands/matrix.js';
 import { previousRun } from '../../harness/results/compare.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import { type KcidbData, kcidbOrigin, toKcidb } from '../../harness/results/kcidb.js';

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { InfraError } from '../../harness/errors.js';
+import { InfraError } from '../../harness/util/errors.js';
 import { Qmp, qmpSocketPath } from '../../harness/vm/qmp.js';
 
 /** A fake QEMU: answers each command with `answer(command)`, an event first for every command. */

@@ -7,7 +7,7 @@ import { appendFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import type { Machine } from '../../harness/machine.js';
+import type { Machine } from '../../harness/vm/machine.js';
 import { RunRecorder } from '../../harness/results/recorder.js';
 import type { Repro } from '../../harness/results/repro.js';
 import { type RunSummary, runSummaryHeader } from '../../harness/results/summary.js';

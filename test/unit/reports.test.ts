@@ -1,6 +1,6 @@
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
-import { applyKnownIssues, kernelMatches, type KnownIssue, validateKnownIssues } from '../../harness/knownissues.js';
+import { UsageError } from '../../harness/util/errors.js';
+import { applyKnownIssues, kernelMatches, type KnownIssue, validateKnownIssues } from '../../harness/config/knownissues.js';
 import { compareCells } from '../../harness/results/compare.js';
 import { toHtmlReport } from '../../harness/results/html.js';
 import { junitDocument } from '../../harness/results/junit.js';

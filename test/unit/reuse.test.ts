@@ -1,5 +1,5 @@
 import test from 'ava';
-import { fingerprintDifference, parseFingerprint } from '../../harness/reset.js';
+import { fingerprintDifference, parseFingerprint } from '../../harness/guest/reset.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { toTextReport } from '../../harness/results/report.js';

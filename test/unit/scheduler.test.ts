@@ -4,12 +4,12 @@
  * setup failures, retries and --jobs scheduling, each without QEMU, in milliseconds.
  */
 import test from 'ava';
-import { DeviceSetupError } from '../../harness/devices.js';
+import { DeviceSetupError } from '../../harness/guest/devices.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { acquireGuest, type BootFacts, type GuestDemand, type GuestLifecycle, type PoolGuest, pickSession, runWorkers } from '../../harness/scheduler/pool.js';
 import { type LaunchRequest, type LaunchResult, MAX_GUEST_RESTARTS, runSessionOnPool, type SessionEntry } from '../../harness/scheduler/session.js';
 import { sharedKeys } from '../../harness/scheduler/plan.js';
-import { KernelSetupFailure } from '../../harness/setupfailure.js';
+import { KernelSetupFailure } from '../../harness/guest/setupfailure.js';
 
 interface FakeGuest extends PoolGuest {
   alive: boolean;
@@ -462,7 +462,7 @@ test('a worker takes a session that would wait for a snapshot still being made o
 });
 
 test('guests with CXL devices are not snapshotted: QEMU keeps no migration state for them', async (t) => {
-  const { loadTopology } = await import('../../harness/topology.js');
+  const { loadTopology } = await import('../../harness/config/topology.js');
   const { snapshotBlocker } = await import('../../harness/vm/snapshot.js');
   t.regex(snapshotBlocker(await loadTopology('cxl')) ?? '', /no migration state for CXL devices/);
   t.regex(snapshotBlocker(await loadTopology('cxl-pmem')) ?? '', /CXL/);

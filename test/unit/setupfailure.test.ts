@@ -1,14 +1,14 @@
 import test from 'ava';
-import { DeviceSetupError, TopologyError } from '../../harness/devices.js';
-import type { ExecResult, Guest } from '../../harness/guest.js';
+import { DeviceSetupError, TopologyError } from '../../harness/guest/devices.js';
+import type { ExecResult, Guest } from '../../harness/guest/guest.js';
 import { compareCells } from '../../harness/results/compare.js';
 import { toHtmlReport } from '../../harness/results/html.js';
 import { toJUnit } from '../../harness/results/junit.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { toTextReport } from '../../harness/results/report.js';
 import { countTests, type RunSummary } from '../../harness/results/summary.js';
-import { classifySetupFailure, KernelSetupFailure, kernelLinesAbout, type SetupEvidence, setUpDevices } from '../../harness/setupfailure.js';
-import type { Topology } from '../../harness/topology.js';
+import { classifySetupFailure, KernelSetupFailure, kernelLinesAbout, type SetupEvidence, setUpDevices } from '../../harness/guest/setupfailure.js';
+import type { Topology } from '../../harness/config/topology.js';
 
 /** Lines of a real Debian 7.3 boot and setup (results of a passing run): none is a failure of ours. */
 const CLEAN_DMESG = [

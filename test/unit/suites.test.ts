@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
-import { projectRoot } from '../../harness/paths.js';
+import { UsageError } from '../../harness/util/errors.js';
+import { projectRoot } from '../../harness/util/paths.js';
 import { checkConfig } from '../../harness/config/validate.js';
 import {
   checkManifest,
@@ -14,7 +14,7 @@ import {
   type TestNeeds,
   withFileNeeds,
   workerEnv,
-} from '../../harness/suites.js';
+} from '../../harness/config/suites.js';
 
 test('smoke is one session without boot arguments', async (t) => {
   const { sessions } = await planSuites(['smoke']);

@@ -2,8 +2,17 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { UsageError } from '../../harness/errors.js';
-import { cxlWindows, declaredDevices, listTopologies, loadTopology, qemuArgs, restrictTopology, sizeBytes, validateTopology } from '../../harness/topology.js';
+import { UsageError } from '../../harness/util/errors.js';
+import {
+  cxlWindows,
+  declaredDevices,
+  listTopologies,
+  loadTopology,
+  qemuArgs,
+  restrictTopology,
+  sizeBytes,
+  validateTopology,
+} from '../../harness/config/topology.js';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd', cmdline: 'console=ttyS0', sshPort: 2222, workDir: '/w' };
 

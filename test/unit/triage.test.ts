@@ -1,6 +1,15 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
-import { type CrashReport, isExpected, MAX_LINE_CHARS, stripTimestamp, TriageStream, triage, WINDOW_AHEAD, WINDOW_BEHIND } from '../../harness/triage.js';
+import {
+  type CrashReport,
+  isExpected,
+  MAX_LINE_CHARS,
+  stripTimestamp,
+  TriageStream,
+  triage,
+  WINDOW_AHEAD,
+  WINDOW_BEHIND,
+} from '../../harness/triage/triage.js';
 
 /** A real console log captured from Debian's 7.3 kernel under QEMU (see test/fixtures/README.md). */
 function fixture(name: string): string {

@@ -2,8 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
-import { loadMatrixConfig } from '../../harness/matrix.js';
-import { projectRoot } from '../../harness/paths.js';
+import { loadMatrixConfig } from '../../harness/commands/matrix.js';
+import { projectRoot } from '../../harness/util/paths.js';
 
 const workflow = readFileSync(path.join(projectRoot, '.github/workflows/nightly-example.yml'), 'utf8');
 const cli = path.join(projectRoot, 'bin/dax-harness.js');

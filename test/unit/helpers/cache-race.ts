@@ -6,10 +6,10 @@ import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { extractDebs } from '../../../harness/apt.js';
-import { lockEntry } from '../../../harness/cache-lock.js';
-import { errorMessage } from '../../../harness/errors.js';
-import { ensureKeys } from '../../../harness/keys.js';
+import { extractDebs } from '../../../harness/util/apt.js';
+import { lockEntry } from '../../../harness/util/cache-lock.js';
+import { errorMessage } from '../../../harness/util/errors.js';
+import { ensureKeys } from '../../../harness/vm/keys.js';
 
 const [op, work = '', trialsText = '1', side = 'a'] = process.argv.slice(2);
 

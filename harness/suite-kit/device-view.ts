@@ -1,0 +1,75 @@
+/**
+ * A dax device's memory as the kernel shows it from every side (driver, attribute, each block's
+ * state and valid_zones, /proc/iomem, node meminfo), read in one guest command.
+ */
+import type { DaxDevice } from '../guest/devices.js';
+import type { Guest } from '../guest/guest.js';
+import { kmemRangesWithin, parseIomem, parseMeminfo } from '../triage/kernel-text.js';
+
+/** Everything the kernel says about one device's memory, read in one round trip. */
+export interface DeviceView {
+  driver: string;
+  /** The whole-device attribute's value, or undefined when absent. */
+  attribute?: string;
+  /** Per memory block: state, valid_zones, or "absent" when the block directory is gone. */
+  blocks: Record<number, { state: string; validZones: string }>;
+  /** "System RAM (kmem)" ranges inside the device's ranges. */
+  kmemRanges: { start: string; end: string }[];
+  /**
+   * /proc/iomem entries inside the device's ranges named after the device: the reservation a
+   * bound driver holds (kmem, device_dax and fsdev_dax all request the range by device name).
+   */
+  reservedRanges: number;
+  /** MemTotal of the device's target node, kB (0 when the node has no memory). */
+  nodeMemTotalKb: number;
+  taint: number;
+}
+
+const SEP = '@@dax-harness@@';
+
+/** Reads attribute, blocks, iomem, node meminfo and taint for a device in one command. */
+export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: string): Promise<DeviceView> {
+  const d = `/sys/bus/dax/devices/${device.name}`;
+  const blocks = device.blocks
+    .map(
+      (b) =>
+        `m=/sys/devices/system/memory/memory${b}; if [ -d $m ]; then echo "${b} $(cat $m/state) $(cat $m/valid_zones 2>/dev/null | tr ' ' ',')"; else echo "${b} absent -"; fi`,
+    )
+    .join('; ');
+  const script = [
+    `basename "$(readlink ${d}/driver 2>/dev/null)" 2>/dev/null; true`,
+    attribute ? `cat ${d}/${attribute} 2>/dev/null || echo '<absent>'` : "echo '<absent>'",
+    blocks,
+    'cat /proc/iomem',
+    `cat /sys/devices/system/node/node${device.targetNode}/meminfo 2>/dev/null || true`,
+    'cat /proc/sys/kernel/tainted',
+  ].join(`; echo ${SEP}; `);
+  const out = await guest.run(script);
+  const [driver = '', attr = '', blockText = '', iomem = '', meminfo = '', taint = '0'] = out.split(`${SEP}\n`);
+  const view: DeviceView = {
+    driver: driver.trim(),
+    attribute: attr.trim() === '<absent>' ? undefined : attr.trim(),
+    blocks: {},
+    kmemRanges: [],
+    reservedRanges: 0,
+    nodeMemTotalKb: parseMeminfo(meminfo).MemTotal ?? 0,
+    taint: Number(taint.trim()),
+  };
+  for (const line of blockText.split('\n').filter(Boolean)) {
+    const [index = '', state = '', zones = ''] = line.split(' ');
+    view.blocks[Number(index)] = { state, validZones: zones.replace(/,/g, ' ') };
+  }
+  const entries = parseIomem(iomem);
+  for (const r of device.ranges) {
+    for (const e of kmemRangesWithin(entries, BigInt(r.start), BigInt(r.end))) {
+      view.kmemRanges.push({ start: `0x${e.start.toString(16)}`, end: `0x${e.end.toString(16)}` });
+    }
+    view.reservedRanges += entries.filter((e) => e.name === device.name && e.start >= BigInt(r.start) && e.end <= BigInt(r.end)).length;
+  }
+  return view;
+}
+
+/** The block states of a view, as one sorted set (e.g. ["online"] when uniform). */
+export function blockStates(view: DeviceView): string[] {
+  return [...new Set(Object.values(view.blocks).map((b) => b.state))].sort();
+}
