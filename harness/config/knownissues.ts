@@ -15,7 +15,7 @@ import type { TestRecord } from '../results/record.js';
  * tests now pass is reported as "fixed".
  *
  * File format (known-issues.json; config/schema/known-issues.schema.json):
- *   { "issues": [ { "kernel": ">=7.3 <7.4", "test": "hotplug: cxl: *", "reason": "..." },
+ *   { "issues": [ { "kernel": ">=7.3 <7.4", "test": "cxl: *", "reason": "..." },
  *                 { "kernel": ["7.2"], "crash": "^WARNING: .* at kmem_", "reason": "..." } ] }
  * - kernel: a range of space-separated comparisons (>=, >, <=, <, =) of versions like 7.3 or
  *   7.2.13, all of which must hold (semver's reading of partial versions); or a list of

@@ -28,6 +28,15 @@ test('all suites on Debian 7.3 (merged variant) pass on CXL and pmem, two guests
   t.is(run.exitCode, 0, failures(summary) || run.all.slice(-3000));
   t.is(summary.variant, 'merged');
   t.is(summary.counts.failed, 0);
+  // The one known failure (known-issues.json): 7.3 swallows an onlining the memory notifier
+  // refuses, and the attribute reads online_movable over offline blocks.
+  t.deepEqual(
+    summary.tests
+      .filter((x) => x.known)
+      .map((x) => x.name)
+      .sort(),
+    ['cxl', 'pmem'].map((b) => `${b}: online_movable refused by the memory notifier: the attribute tells the truth`),
+  );
   // The only skips: the kernel selftest's destructive case outside its own session
   // (kselftest/dax-unbind runs it), and tests whose topology need the default topology does
   // not meet (they name one that does).
