@@ -9,9 +9,10 @@ import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from '.
 import type { CheckRecord, TestRecord, TestStatus } from '../results/record.js';
 import type { SetupFailure } from '../guest/setupfailure.js';
 import { BACKING_ENV, type FileNeeds, loadSuiteManifest, withFileNeeds } from '../config/suites.js';
+import { kmemleakScan } from '../guest/kmemleak.js';
 import { taintLetters } from '../triage/kernel-text.js';
 import { titleMatches } from '../triage/title-match.js';
-import { type ExpectedReport, isExpected, triage } from '../triage/triage.js';
+import { type ExpectedReport, isExpected, triageSources } from '../triage/triage.js';
 
 /**
  * The fixture suites use: `guestTest(title, options, body)` registers a serial ava test that
@@ -293,19 +294,6 @@ async function quietOtherDevices(kit: TestKit): Promise<void> {
   if (parkOwn) await kit.driver.apply(own.name, ownState as HotplugOp);
 }
 
-/** Reports in lines, with reports seen twice (dmesg and console) kept once. */
-function triageAll(...sources: string[][]) {
-  const seen = new Set<string>();
-  return sources
-    .flatMap((lines) => triage(lines))
-    .filter((r) => {
-      const key = `${r.kind}|${r.title}|${r.text}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    });
-}
-
 /** What a test body gets: its guest and device, and checks and cases recorded into `record`. */
 function newKit(t: ExecutionContext, g: Guest, device: DaxDevice, record: TestRecord, skip: (reason: string) => void): TestKit {
   const push = (c: CheckRecord) => record.checks.push(c);
@@ -437,12 +425,14 @@ function noteFailure(record: TestRecord, error: unknown): void {
 /** The kernel's reports during the test (dmesg and console) and its taint after it, into `record`. */
 async function collectAfterTest(record: TestRecord, g: Guest | undefined, marks: TestMarks, consoleStart: number, expected: ExpectedReport[]): Promise<void> {
   if (!guestGone) await g?.run(`echo '${marks.end}' > /dev/kmsg`).catch(() => undefined);
+  // Before dmesg: a scan logs how many leaks it found, and that line belongs to this test.
+  const leaks = guestGone || !g ? [] : await kmemleakScan(g).catch(() => []);
   const dmesg = guestGone ? undefined : await g?.run('dmesg').catch(() => undefined);
   const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
   const from = dmesgLines.findIndex((l) => l.includes(marks.begin));
   // The console holds what reached it even when the guest stopped answering.
   const consoleLines = await consoleLinesBetween(marks.begin, marks.end, guestGone ? 1500 : dmesg === undefined ? 5000 : 2000, consoleStart);
-  record.reports = triageAll(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines).map((r) => ({
+  record.reports = triageSources(from >= 0 ? dmesgLines.slice(from) : dmesgLines, consoleLines, leaks).map((r) => ({
     ...r,
     expected: isExpected(r, expected),
   }));

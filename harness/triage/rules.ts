@@ -123,11 +123,24 @@ export function reportFunction(w: LineWindow, header: number, search: FrameSearc
 const inFn = (fn: string | undefined) => `in ${fn ?? CORRUPTED}`;
 const fault = (w: LineWindow, i: number) => inFn(reportFunction(w, i, { rip: true, window: 60 }));
 const traced = (w: LineWindow, i: number, skip?: RegExp) => inFn(reportFunction(w, i, { skip }));
-/** The first "at: fn+0x.." after a lockdep header: where the lock was taken or released. */
+/** The "[<..>] fn+0x.." frame just below line j (another writer's lines may come between). */
+const siteBelow = (w: LineWindow, j: number) => {
+  for (let k = j + 1; k < Math.min(w.end, j + 4); k++) {
+    const fn = /^\[<[0-9a-f]+>\]\s*([A-Za-z_][\w.]*)\+0x/.exec((w.at(k) ?? '').trim())?.[1];
+    if (fn) return fn;
+  }
+  return undefined;
+};
+/**
+ * The first "at: fn+0x.." after a lockdep header: where the lock was taken or released. The
+ * site may stand on the next line ("... is trying to release lock (x) at:" then "[<..>] fn+0x..");
+ * it comes before the list of held locks, whose "at:" sites say nothing about the bug.
+ */
 const lockSite = (w: LineWindow, i: number) => {
   for (let j = i + 1; j < Math.min(w.end, i + 40); j++) {
-    const at = / at: (?:\[<[0-9a-f]+>\] )?([A-Za-z_][\w.]*)\+0x/.exec(w.at(j) ?? '')?.[1];
-    if (at) return inFn(at);
+    const line = w.at(j) ?? '';
+    const at = / at: (?:\[<[0-9a-f]+>\] )?([A-Za-z_][\w.]*)\+0x/.exec(line)?.[1] ?? (/ at:\s*$/.test(line) ? siteBelow(w, j) : undefined);
+    if (at) return inFn(withoutCompilerSuffix(at));
   }
   return traced(w, i);
 };
@@ -217,6 +230,11 @@ const lockupRules: Rule[] = [
 
 const LOCKDEP_WARNINGS =
   /^(?:WARNING|INFO|BUG): (possible circular locking dependency detected|possible recursive locking detected|inconsistent lock state|lock held when returning to user space!?|held lock freed!|possible irq lock inversion dependency detected|bad unlock balance detected!|\w+-safe -> \w+-unsafe lock order detected|chain_key collision|Nested lock was not taken|bad contention detected!|.+\/\d+ still has locks held!)/;
+
+/** Frames of an atomic-sleep report that are the sleeping primitive itself or how it got there. */
+const ATOMIC_SLEEP_FRAME = new RegExp(
+  `${/^(?:__schedule_bug|debug_smp_processor_id|check_preemption_disabled|schedule_timeout\w*)$/.source}|${WAIT_FRAME.source}`,
+);
 
 const lockdepRules: Rule[] = [
   {
@@ -412,7 +430,8 @@ const bugRules: Rule[] = [
     pattern:
       /^BUG: (sleeping function called from invalid context|scheduling while atomic|using smp_processor_id\(\) in preemptible|using __this_cpu_\w+\(\) in preemptible|Dentry .* still in use)/,
     title: (m, w, i) =>
-      `BUG: ${m[1]?.replace(/^Dentry .*/, 'Dentry still in use')} ${traced(w, i, /^(?:__schedule_bug|schedule\w*|__schedule|debug_smp_processor_id|check_preemption_disabled)$/)}`,
+      // Past the sleeping primitive (mutex_lock, msleep, ...) to its caller, where the bug is.
+      `BUG: ${m[1]?.replace(/^Dentry .*/, 'Dentry still in use')} ${traced(w, i, ATOMIC_SLEEP_FRAME)}`,
   },
   {
     kind: 'BUG',

@@ -164,6 +164,24 @@ export function triage(log: string | string[], options: TriageOptions = {}): Cra
   return stream.end();
 }
 
+/**
+ * Reports in lines, with reports seen twice (dmesg and console) kept once, and kmemleak's
+ * count line dropped when its reports themselves were read.
+ */
+export function triageSources(...sources: string[][]): CrashReport[] {
+  const seen = new Set<string>();
+  const reports = sources
+    .flatMap((lines) => triage(lines))
+    .filter((r) => {
+      const key = `${r.kind}|${r.title}|${r.text}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  const leaksRead = reports.some((r) => r.kind === 'kmemleak' && r.title.startsWith('memory leak in '));
+  return leaksRead ? reports.filter((r) => !(r.kind === 'kmemleak' && r.title.startsWith('memory leak (kmemleak summary'))) : reports;
+}
+
 function continuesKind(rule: Rule, kind: ReportKind): boolean {
   return rule.continues === 'any' || (rule.continues?.includes(kind) ?? false);
 }

@@ -8,6 +8,7 @@ import type { DaxDevice } from '../guest/devices.js';
 import { errorMessage, InfraError, UsageError } from '../util/errors.js';
 import { Guest, type GuestAddress } from '../guest/guest.js';
 import { detectVariant, type Variant } from '../guest/hotplug.js';
+import { kmemleakBaseline } from '../guest/kmemleak.js';
 import type { GuestImage } from '../image/image.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { type AcceleratorChoice, describeExit, freePort, Machine } from './machine.js';
@@ -247,6 +248,7 @@ async function waitForGuest(spec: BootSpec, machine: Machine, sshPort: number): 
     variant = await detectVariant(guest, devices[0]?.name ?? '');
   }
   progress(`variant: ${variant} (${devices.map((d) => `${d.name}=${d.backing}`).join(', ')})`);
+  await kmemleakBaseline(guest);
   const qmpSocket = qmpSocketPath(spec.workDir);
   return { machine, guest, sshPort, devices, variant, bootToSshSeconds, cmdline: spec.cmdline, workDir: spec.workDir, qmpSocket };
 }
