@@ -25,7 +25,7 @@ import { runAva } from '../scheduler/ava.js';
 import { type BootedGuest, bootGuest, shutdownGuest } from '../vm/boot.js';
 import { type GuestSession, planSuites } from '../config/suites.js';
 import { loadTopology, type Topology } from '../config/topology.js';
-import { prepareBootParts } from '../vm/boot-kit.js';
+import { bootMedia, probeAccelerator } from '../vm/boot-kit.js';
 import { fileStamp } from '../util/stamp.js';
 
 /**
@@ -222,7 +222,7 @@ async function openDevResults(resultsDir: string): Promise<string> {
 }
 
 /** The first build of the tree, the modules it holds, and the accelerator the guest boots with. */
-async function prepareDevKernel(options: DevOptions, { tree, qemu, topology }: Pick<Awaited<ReturnType<typeof checkDevInputs>>, 'tree' | 'qemu' | 'topology'>) {
+async function prepareDevKernel(options: DevOptions, { tree, qemu }: Pick<Awaited<ReturnType<typeof checkDevInputs>>, 'tree' | 'qemu'>) {
   const prepared = await prepareKernelFromTree({
     cacheDir: options.cacheDir,
     tree,
@@ -234,7 +234,7 @@ async function prepareDevKernel(options: DevOptions, { tree, qemu, topology }: P
   const state: DevState = { prepared, loaded: new Map(modules.map((m) => [m.name, m.sha256])), guestsBooted: 0 };
   // The module-only path builds against the Debian kernel the overlay sits on.
   const debianKernel = options.kernel.modulesOnly ? await fetchDebianKernel(options.cacheDir, tree.version) : undefined;
-  const { accel } = await prepareBootParts(options.cacheDir, prepared.kernel, topology, { qemu, forced: options.accel });
+  const { accel } = await probeAccelerator(options.cacheDir, prepared.kernel, qemu, options.accel);
   progress(`accelerator: ${accel.accel} (${accel.reason})`);
   return { state, accel: accel.accel, debianKernel };
 }
@@ -244,7 +244,7 @@ async function bootDevGuest(setup: DevSetup, state: DevState): Promise<void> {
   const { options, topology } = setup;
   const kernel = state.prepared.kernel;
   // A rebuilt kernel brings its own modules, so its image and PVH entry (each cached) are made again.
-  const { image, entry } = await prepareBootParts(options.cacheDir, kernel, topology);
+  const { image, entry } = await bootMedia(options.cacheDir, kernel, topology);
   state.guestsBooted++;
   const workDir = path.join(options.cacheDir, 'work', `dev-${process.pid}-${state.guestsBooted}`);
   // Held while the guest lives; a dead loop's directory is swept by the next run.

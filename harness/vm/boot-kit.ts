@@ -43,16 +43,33 @@ export async function prepareBootParts(cacheDir: string, kernel: Kernel, topolog
 export async function prepareBootParts(cacheDir: string, kernel: Kernel, topology: Topology, options: BootPartsOptions = {}): Promise<BootParts> {
   await cleanStaleStages(cacheDir);
   const { qemu } = options;
-  const imageFor = guestImages(cacheDir, kernel);
-  const [floorAndAccel, image, entry] = await Promise.all([
-    step('image: floor (KVM probe)', () => buildImage(cacheDir, 'floor', kernel)).then(async (floor) => ({
-      floor,
-      accel: qemu ? await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path, options.forced) : undefined,
-    })),
-    imageFor(topology),
-    step('kernel: PVH entry', () => kernelEntry(cacheDir, kernel)),
+  const [floorAndAccel, media] = await Promise.all([
+    qemu ? probeAccelerator(cacheDir, kernel, qemu, options.forced) : floorImage(cacheDir, kernel).then((floor) => ({ floor, accel: undefined })),
+    bootMedia(cacheDir, kernel, topology),
   ]);
-  return { ...floorAndAccel, image, entry, imageFor };
+  return { ...floorAndAccel, ...media };
+}
+
+/** The floor image, and the accelerator a probe guest booted from it chose (cached per host boot). */
+export async function probeAccelerator(
+  cacheDir: string,
+  kernel: Kernel,
+  qemu: QemuInfo,
+  forced?: 'kvm' | 'tcg',
+): Promise<{ floor: GuestImage; accel: AcceleratorChoice }> {
+  const floor = await floorImage(cacheDir, kernel);
+  return { floor, accel: await chooseAccelerator(cacheDir, qemu, kernel.vmlinuz, floor.path, forced) };
+}
+
+/** What QEMU boots for a topology: its guest image and the kernel's entry (each cached). */
+export async function bootMedia(cacheDir: string, kernel: Kernel, topology: Topology): Promise<Pick<BootParts, 'image' | 'entry' | 'imageFor'>> {
+  const imageFor = guestImages(cacheDir, kernel);
+  const [image, entry] = await Promise.all([imageFor(topology), step('kernel: PVH entry', () => kernelEntry(cacheDir, kernel))]);
+  return { image, entry, imageFor };
+}
+
+function floorImage(cacheDir: string, kernel: Kernel): Promise<GuestImage> {
+  return step('image: floor (KVM probe)', () => buildImage(cacheDir, 'floor', kernel));
 }
 
 /** One image per set of backings: a session restricted to one backing boots an image with only its modules. */
