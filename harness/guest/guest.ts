@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import pRetry from 'p-retry';
 import ssh2 from 'ssh2';
 import { InfraError } from '../util/errors.js';
@@ -119,6 +120,12 @@ export class Guest {
    * why), else, and for commands with stdin or background jobs, on an SSH exec channel of its own.
    */
   async exec(command: string, options: ExecOptions = {}): Promise<ExecResult> {
+    const result = await this.execUntraced(command, options);
+    traceCommand(command, result);
+    return result;
+  }
+
+  private async execUntraced(command: string, options: ExecOptions): Promise<ExecResult> {
     if (this.lost) throw new GuestLostError(`guest connection lost: ${this.lost.message}`);
     if (options.stdin === undefined && shellSafe(command) && !this.shellClaimed && process.env.DAX_HARNESS_NO_SHELL !== '1') {
       this.shellClaimed = true;
@@ -220,6 +227,17 @@ export class Guest {
   close(): void {
     this.client.end();
   }
+}
+
+/**
+ * DAX_HARNESS_TRACE=FILE appends one JSON line per guest command (its duration and start):
+ * where a test's time goes, round trips against the guest's own work.
+ */
+function traceCommand(command: string, result: ExecResult): void {
+  const file = process.env.DAX_HARNESS_TRACE;
+  if (!file) return;
+  const line = { at: Date.now() - result.durationMs, ms: result.durationMs, pid: process.pid, cmd: command.slice(0, 160) };
+  appendFileSync(file, `${JSON.stringify(line)}\n`);
 }
 
 export function shellQuote(text: string): string {

@@ -27,23 +27,34 @@ export interface DeviceView {
 
 const SEP = '@@dax-harness@@';
 
-/** Reads attribute, blocks, iomem, node meminfo and taint for a device in one command. */
-export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: string): Promise<DeviceView> {
+/**
+ * The guest script behind viewDevice. Every file is read with the shell's `read` builtin, not
+ * `$(cat ...)`: under TCG each fork and exec costs the guest about 10 ms, and a view is read
+ * three times per test (measured: 145-196 ms with a `cat` and a `tr` per block, against
+ * about 30 ms). Only the two multi-line files are read with one `cat` each.
+ */
+export function viewScript(device: DaxDevice, attribute?: string): string {
   const d = `/sys/bus/dax/devices/${device.name}`;
   const blocks = device.blocks
     .map(
       (b) =>
-        `m=/sys/devices/system/memory/memory${b}; if [ -d $m ]; then echo "${b} $(cat $m/state) $(cat $m/valid_zones 2>/dev/null | tr ' ' ',')"; else echo "${b} absent -"; fi`,
+        `m=/sys/devices/system/memory/memory${b}; if [ -d $m ]; then s=; read -r s < $m/state; z=; read -r z < $m/valid_zones 2>/dev/null; echo "${b}|$s|$z"; else echo "${b}|absent|-"; fi`,
     )
     .join('; ');
-  const script = [
-    `basename "$(readlink ${d}/driver 2>/dev/null)" 2>/dev/null; true`,
-    attribute ? `cat ${d}/${attribute} 2>/dev/null || echo '<absent>'` : "echo '<absent>'",
+  return [
+    `l=$(readlink ${d}/driver 2>/dev/null); echo "\${l##*/}"`,
+    // `read` assigns what it got even at an end without a newline; a file it cannot open leaves the default.
+    attribute ? `a='<absent>'; read -r a < ${d}/${attribute} 2>/dev/null; echo "$a"` : "echo '<absent>'",
     blocks,
     'cat /proc/iomem',
     `cat /sys/devices/system/node/node${device.targetNode}/meminfo 2>/dev/null || true`,
-    'cat /proc/sys/kernel/tainted',
+    't=; read -r t < /proc/sys/kernel/tainted; echo "$t"',
   ].join(`; echo ${SEP}; `);
+}
+
+/** Reads attribute, blocks, iomem, node meminfo and taint for a device in one command. */
+export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: string): Promise<DeviceView> {
+  const script = viewScript(device, attribute);
   const out = await guest.run(script);
   const [driver = '', attr = '', blockText = '', iomem = '', meminfo = '', taint = '0'] = out.split(`${SEP}\n`);
   const view: DeviceView = {
@@ -56,8 +67,8 @@ export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: st
     taint: Number(taint.trim()),
   };
   for (const line of blockText.split('\n').filter(Boolean)) {
-    const [index = '', state = '', zones = ''] = line.split(' ');
-    view.blocks[Number(index)] = { state, validZones: zones.replace(/,/g, ' ') };
+    const [index = '', state = '', zones = ''] = line.split('|');
+    view.blocks[Number(index)] = { state, validZones: zones.trim() };
   }
   const entries = parseIomem(iomem);
   for (const r of device.ranges) {

@@ -405,10 +405,14 @@ async function runGuestTest(
   }
 }
 
+/** The taint mask, read with a shell builtin (no fork: see device-view.ts). */
+const READ_TAINT = 't=; read -r t < /proc/sys/kernel/tainted; echo "$t"';
+const TAINT_SEP = '@@dax-harness-taint@@';
+
 /** Writes the begin mark into the kernel log; returns the taint mask the test starts from. */
 async function markBegin(g: Guest, marks: TestMarks, title: string): Promise<number> {
-  await g.run(`echo '${marks.begin} ${title.replace(/'/g, '')}' > /dev/kmsg`);
-  return Number((await g.run('cat /proc/sys/kernel/tainted')).trim());
+  const taint = await g.run(`echo '${marks.begin} ${title.replace(/'/g, '')}' > /dev/kmsg; ${READ_TAINT}`);
+  return Number(taint.trim());
 }
 
 /** Why the body threw; a guest that stopped answering marks this worker's guest gone. */
@@ -427,7 +431,8 @@ async function collectAfterTest(record: TestRecord, g: Guest | undefined, marks:
   if (!guestGone) await g?.run(`echo '${marks.end}' > /dev/kmsg`).catch(() => undefined);
   // Before dmesg: a scan logs how many leaks it found, and that line belongs to this test.
   const leaks = guestGone || !g ? [] : await kmemleakScan(g).catch(() => []);
-  const dmesg = guestGone ? undefined : await g?.run('dmesg').catch(() => undefined);
+  const after = guestGone ? undefined : await g?.run(`dmesg; echo ${TAINT_SEP}; ${READ_TAINT}`).catch(() => undefined);
+  const [dmesg, taint] = after === undefined ? [] : after.split(`${TAINT_SEP}\n`);
   const dmesgLines = dmesg === undefined ? [] : dmesg.split('\n');
   const from = dmesgLines.findIndex((l) => l.includes(marks.begin));
   // The console holds what reached it even when the guest stopped answering.
@@ -437,7 +442,6 @@ async function collectAfterTest(record: TestRecord, g: Guest | undefined, marks:
     expected: isExpected(r, expected),
   }));
   if (guestGone) record.consoleTail = consoleTail(25);
-  const taint = guestGone ? undefined : await g?.run('cat /proc/sys/kernel/tainted').catch(() => undefined);
   record.taintAfter = taint === undefined ? undefined : Number(taint.trim());
 }
 
