@@ -27,6 +27,7 @@ import { readTestRecords } from '../results/records.js';
 import type { Repro } from '../results/repro.js';
 import { type RunSummary, runSummaryHeader } from '../results/summary.js';
 import { type BootKit, type GuestSlot, QemuGuests } from '../scheduler/guests.js';
+import { sessionHasMatch } from './list.js';
 import { filesWith, planSessions, type SessionDemand, sharedKeys } from '../scheduler/plan.js';
 import { runWorkers } from '../scheduler/pool.js';
 import { runSessionOnPool } from '../scheduler/session.js';
@@ -248,6 +249,12 @@ async function serveSession(
     say(`topology ${summary.topology} has no ${demand.only} device: nothing to run`);
     return kept;
   }
+  const match = options.match ?? [];
+  const listing = { topology: summary.topology, bootArgs: options.bootArgs, cmdline: demand.cmdline, variant: options.variant, match };
+  if (match.length > 0 && !(await sessionHasMatch(session, number - 1, listing))) {
+    say('no test in it matches --match: skipped without a boot');
+    return kept;
+  }
   const entry = recorder.sessionStarted(
     {
       session: number,
@@ -290,7 +297,10 @@ async function serveSession(
 async function finishRun(options: RunOptions, recorder: RunRecorder): Promise<RunResult> {
   const { summary } = recorder;
   const records = await readTestRecords(recorder.testsFile);
-  if (records.length === 0) recorder.failed('no test results were recorded (see ava-output.txt)');
+  if (records.length === 0) {
+    const match = options.match ?? [];
+    recorder.failed(match.length > 0 ? `no test matches --match ${match.join(' ')}` : 'no test results were recorded (see ava-output.txt)');
+  }
   const { tests: marked } = applyKnownIssues(options.knownIssues ?? [], summary.kernel.release, records, true);
   const failed = marked.some((r) => r.status === 'fail' && !r.known);
   const exitCode = summary.error ? 2 : failed ? 1 : 0;

@@ -1,5 +1,5 @@
 import { mkdtempSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -83,4 +83,16 @@ test('run --json --quiet: the summary on stdout, nothing on stderr (baseline: no
   t.is(summary.status, 'pass');
   t.true(summary.counts.skipped > 0 && summary.counts.skipped === summary.counts.total);
   t.deepEqual(summary.sessions?.length ?? 0, 0);
+});
+
+test('run --match boots no guest for a session without a matching test', async (t) => {
+  const results = await tempResultsDir();
+  const args = ['run', '--suite', 'hotplug/probe-boot', '--topology', 'pmem', '--results-dir', results];
+  const run = await runCli([...args, '--match', 'no such test *']);
+  t.is(run.exitCode, 2, run.all);
+  t.is((run.stderr.match(/no test in it matches --match: skipped without a boot/g) ?? []).length, 4, run.stderr);
+  t.notRegex(run.stderr, /boot: /, 'no guest was booted');
+  t.regex(run.all, /no test matches --match no such test \*/);
+  const summary = JSON.parse(await readFile(path.join(results, 'latest', 'summary.json'), 'utf8')) as RunSummary;
+  t.deepEqual(summary.sessions, []);
 });
