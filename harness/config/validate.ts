@@ -9,9 +9,10 @@
  * twice, a region naming a device that does not exist) stay with the loader that owns them.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { AnySchemaObject, ErrorObject, ValidateFunction } from 'ajv';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { Ajv2020 } from 'ajv/dist/2020.js';
 import { UsageError } from '../util/errors.js';
 import { projectRoot } from '../util/paths.js';
 
@@ -25,7 +26,10 @@ const compiled = new Map<ConfigSchema, ValidateFunction>();
 function validatorFor(name: ConfigSchema): ValidateFunction {
   let validate = compiled.get(name);
   if (!validate) {
-    ajv ??= new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true, useDefaults: true }).addVocabulary(['mustBe']);
+    // Loaded on first use: a test worker imports this module (through config/suites.ts) but
+    // checks nothing, and ajv's load is about a quarter of a second of its start.
+    const { Ajv2020: Ajv } = createRequire(import.meta.url)('ajv/dist/2020.js') as typeof import('ajv/dist/2020.js');
+    ajv ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true, useDefaults: true }).addVocabulary(['mustBe']);
     const schema = JSON.parse(readFileSync(path.join(CONFIG_SCHEMA_DIR, `${name}.schema.json`), 'utf8')) as AnySchemaObject;
     validate = ajv.getSchema(schema.$id as string) ?? ajv.compile(schema);
     compiled.set(name, validate);
