@@ -6,11 +6,12 @@
 import type { DaxDevice } from '../guest/devices.js';
 import type { TestKit } from './fixture.js';
 import { type HotplugState, writeSysfs } from '../guest/hotplug.js';
+import { driverScript } from './device-view.js';
 
 const AUTO_ONLINE = '/sys/devices/system/memory/auto_online_blocks';
 
 export async function driverOf(kit: TestKit, device: DaxDevice): Promise<string> {
-  return (await kit.guest.run(`basename "$(readlink /sys/bus/dax/devices/${device.name}/driver 2>/dev/null)" 2>/dev/null; true`)).trim();
+  return (await kit.guest.run(driverScript(device.name))).trim();
 }
 
 export async function unbindKmem(kit: TestKit, device: DaxDevice): Promise<string> {

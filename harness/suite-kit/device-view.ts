@@ -27,6 +27,11 @@ export interface DeviceView {
 
 const SEP = '@@dax-harness@@';
 
+/** Prints the name of the driver a dax device is bound to (empty when none), without a basename process. */
+export function driverScript(device: string): string {
+  return `l=$(readlink /sys/bus/dax/devices/${device}/driver 2>/dev/null); echo "\${l##*/}"`;
+}
+
 /**
  * The guest script behind viewDevice. Every file is read with the shell's `read` builtin, not
  * `$(cat ...)`: under TCG each fork and exec costs the guest about 10 ms, and a view is read
@@ -42,7 +47,7 @@ export function viewScript(device: DaxDevice, attribute?: string): string {
     )
     .join('; ');
   return [
-    `l=$(readlink ${d}/driver 2>/dev/null); echo "\${l##*/}"`,
+    driverScript(device.name),
     // `read` assigns what it got even at an end without a newline; a file it cannot open leaves the default.
     attribute ? `a='<absent>'; read -r a < ${d}/${attribute} 2>/dev/null; echo "$a"` : "echo '<absent>'",
     blocks,
