@@ -132,7 +132,7 @@ const PAYLOADS: [string, (elf: Buffer) => Promise<Buffer>][] = [
   [
     'zstd',
     async (elf) => {
-      const zstd = await execa('zstd', ['-q', '-c'], { input: elf, encoding: 'buffer' });
+      const zstd = await execa('zstd', ['-q', '-c'], { input: elf, encoding: 'buffer', stripFinalNewline: false });
       const size = Buffer.alloc(4);
       size.writeUInt32LE(elf.length);
       return Buffer.concat([Buffer.from(zstd.stdout), size]);
