@@ -4,10 +4,22 @@ import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { CONTEXT_ENV } from '../suite-kit/context.js';
-import { projectRoot } from '../util/paths.js';
-import { detail, toolOutput } from '../util/progress.js';
+import { compiledTree, projectRoot } from '../util/paths.js';
+import { ensureCompiledTree } from '../../bin/compiled-tree.js';
+import { detail, toolOutput, warn } from '../util/progress.js';
 import { execa } from '../util/reaper.js';
 import { type GuestSession, workerEnv } from '../config/suites.js';
+
+/**
+ * Where ava runs a session's files: from the transpiled tree when the harness runs from one
+ * (made again first if a suite changed since, as in a dev loop), else from the checkout's
+ * TypeScript through tsx (package.json's ava settings).
+ */
+export function workerFiles(files: string[]): { cwd: string; files: string[] } {
+  const tree = compiledTree && ensureCompiledTree(projectRoot, (why) => warn(`test workers run through tsx: cannot transpile the suites (${why})`));
+  if (!tree) return { cwd: projectRoot, files };
+  return { cwd: tree, files: files.map((f) => f.replace(/\.ts$/, '.js')) };
+}
 
 /** Runs ava on a session's files; its output streams to stderr and is kept in ava-output.txt. */
 export async function runAva(
@@ -21,14 +33,15 @@ export async function runAva(
   // ava's package exports hide its CLI; its main entry sits next to it.
   const avaMain = createRequire(import.meta.url).resolve('ava');
   const avaCli = path.join(path.dirname(avaMain), 'cli.mjs');
-  const avaArgs = [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...match.map((m) => `--match=${m}`), ...session.files];
+  const { cwd, files } = workerFiles(session.files);
+  const avaArgs = [avaCli, '--serial', '--concurrency=1', '--timeout=10m', ...match.map((m) => `--match=${m}`), ...files];
   // Under pdeathsig like QEMU: a harness killed by SIGKILL takes its test workers with it, so
   // nothing appends to tests.jsonl after it died.
   const [file, argv] = existsSync('/usr/bin/setpriv')
     ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', process.execPath, ...avaArgs]]
     : [process.execPath, avaArgs];
   const child = execa(file, argv, {
-    cwd: projectRoot,
+    cwd,
     env: { ...workerEnv(session), [CONTEXT_ENV]: contextFile, FORCE_COLOR: '0' },
     reject: false,
     all: true,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { type RunContext, loadRunContext } from './context.js';
+import { sourceOf } from '../util/paths.js';
 import type { Backing, DaxDevice } from '../guest/devices.js';
 import { CommandTimeoutError, Guest, GuestLostError } from '../guest/guest.js';
 import { BASELINE_SKIP_REASON, HotplugDriver, type HotplugOp, VARIANTS } from '../guest/hotplug.js';
@@ -153,7 +154,7 @@ function readConsoleFrom(from: number): string {
 
 /** The suite file this worker runs (ava runs one test file per worker). */
 function fileLabel(): string {
-  return path.basename(fileURLToPath(test.meta.file));
+  return path.basename(sourceOf(fileURLToPath(test.meta.file)));
 }
 
 /**

@@ -4,8 +4,29 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, UsageError } from './errors.js';
 
-/** The project's root: image recipes, topologies and suites are found relative to it. */
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** Where this module was loaded from: the checkout, or a transpiled tree in it (bin/compiled-tree.js). */
+const loadedRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * The transpiled tree (`<root>/.build/js-<hash>`) this harness runs from, or undefined when it
+ * runs its TypeScript through tsx. Test workers are then started from a tree too.
+ */
+export const compiledTree: string | undefined = /\/\.build\/js-[0-9a-f]+$/.test(loadedRoot) ? loadedRoot : undefined;
+
+/**
+ * The project's root: image recipes, topologies, suites and their manifests are found
+ * relative to it (a transpiled tree holds only JavaScript).
+ */
+export const projectRoot = compiledTree ? path.resolve(compiledTree, '../..') : loadedRoot;
+
+/**
+ * The source file a module path stands for: `<tree>/suites/x/y.test.js` is
+ * `<root>/suites/x/y.test.ts`; a source path is returned as it is.
+ */
+export function sourceOf(file: string): string {
+  const match = /^(.*)\/\.build\/js-[0-9a-f]+\/(.*)\.js$/.exec(file);
+  return match ? `${match[1]}/${match[2]}.ts` : file;
+}
 
 /**
  * Cache directory: --cache-dir wins, then DAX_HARNESS_CACHE, then ~/.cache/dax-harness.
