@@ -22,7 +22,7 @@ import { checkQemu, describeExit, freePort, Machine } from '../harness/vm/machin
 import { projectRoot, resolveCacheDir } from '../harness/util/paths.js';
 import { setQuiet } from '../harness/util/progress.js';
 import { guestFingerprint, resetGuest } from '../harness/guest/reset.js';
-import { BASE_CMDLINE } from '../harness/vm/cmdline.js';
+import { BASE_CMDLINE, CONSOLE_PANIC_CMDLINE } from '../harness/vm/cmdline.js';
 import { bootGuest, shutdownGuest } from '../harness/vm/boot.js';
 import { restoreGuest, saveGuest } from '../harness/vm/snapshot.js';
 import { prepareBootParts } from '../harness/vm/boot-kit.js';
@@ -82,20 +82,24 @@ interface BootConfig {
   backings?: Backings;
   qemuDefaults: boolean;
   extraCmdline?: string;
+  /** The command line before the session's policy; the harness's BASE_CMDLINE when absent. */
+  baseCmdline?: string;
   topology: Topology;
 }
 const cxlOnly = restrictTopology(topology, 'cxl');
 const harnessBoot = { pvh: true, compression: 'gzip', qemuDefaults: false, topology } as const;
+const before = { baseCmdline: CONSOLE_PANIC_CMDLINE };
 const leanSteps: BootConfig[] = [
-  { label: 'before: bzImage, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology },
-  { label: '+ PVH direct entry (no decompression)', against: 0, pvh: true, compression: 'gzip', qemuDefaults: true, topology },
-  { label: '+ -nodefaults (= the harness boot)', against: 1, ...harnessBoot },
-  { label: 'harness + uncompressed image (not adopted)', against: 2, ...harnessBoot, compression: 'none' },
-  { label: 'harness + tsc=reliable mitigations=off (not adopted)', against: 2, ...harnessBoot, extraCmdline: 'tsc=reliable mitigations=off' },
+  { label: 'before: bzImage, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology, ...before },
+  { label: '+ PVH direct entry (no decompression)', against: 0, pvh: true, compression: 'gzip', qemuDefaults: true, topology, ...before },
+  { label: '+ -nodefaults, crypto self-tests', against: 1, ...harnessBoot, ...before },
+  { label: '+ cryptomgr.notests (= the harness boot)', against: 2, ...harnessBoot },
+  { label: 'harness + uncompressed image (not adopted)', against: 3, ...harnessBoot, compression: 'none' },
+  { label: 'harness + tsc=reliable mitigations=off (not adopted)', against: 3, ...harnessBoot, extraCmdline: 'tsc=reliable mitigations=off' },
   { label: 'cxl-only guest, every module group', ...harnessBoot, topology: cxlOnly },
-  { label: 'cxl-only guest, cxl group only (the harness)', against: 5, ...harnessBoot, backings: { cxl: true, pmem: false }, topology: cxlOnly },
+  { label: 'cxl-only guest, cxl group only (the harness)', against: 6, ...harnessBoot, backings: { cxl: true, pmem: false }, topology: cxlOnly },
 ];
-const HARNESS_LINE = 2;
+const HARNESS_LINE = 3;
 const leanTimes = leanSteps.map(() => [] as number[]);
 const lostBoots: string[] = [];
 // The guest's own clock at "modules loaded": the part of the boot after the kernel started.
@@ -113,7 +117,7 @@ for (let i = 0; i < leanReps; i++) {
         topology: c.topology,
         accel,
         qemuDefaults: c.qemuDefaults,
-        cmdline: [BASE_CMDLINE, 'memhp_default_state=offline', c.extraCmdline].filter(Boolean).join(' '),
+        cmdline: [c.baseCmdline ?? BASE_CMDLINE, 'memhp_default_state=offline', c.extraCmdline].filter(Boolean).join(' '),
         consolePath: path.join(work, `lean-${k}-${i}.log`),
         workDir: path.join(work, `lean-${k}-${i}`),
         bootTimeoutSec: 300,
