@@ -82,9 +82,12 @@ function runIdFor(kernel: string, topology: string): string {
 
 /** The harness's git commit (and whether the tree had changes), when it runs from a clone. */
 async function harnessIdentity(): Promise<Repro['harness']> {
-  const head = await execa('git', ['-C', projectRoot, 'rev-parse', 'HEAD'], { reject: false });
+  // Both at once: each git is a process start on a run's critical path.
+  const [head, status] = await Promise.all([
+    execa('git', ['-C', projectRoot, 'rev-parse', 'HEAD'], { reject: false }),
+    execa('git', ['-C', projectRoot, 'status', '--porcelain', '--untracked-files=no'], { reject: false }),
+  ]);
   if (head.exitCode !== 0) return { commit: undefined };
-  const status = await execa('git', ['-C', projectRoot, 'status', '--porcelain', '--untracked-files=no'], { reject: false });
   return { commit: String(head.stdout).trim(), dirty: String(status.stdout).trim() !== '' };
 }
 
@@ -105,9 +108,13 @@ interface RunInputs {
 }
 
 async function checkRunInputs(options: RunOptions): Promise<RunInputs> {
+  // QEMU's version (a process start) is asked for while the files are read and checked; the
+  // user's input is still judged first, so its error is the one shown.
+  const qemuCheck = checkQemu();
+  qemuCheck.catch(() => undefined);
   const topology = await loadTopology(options.topology);
   const { suites, sessions } = await planSuites(options.suites);
-  const qemu = await checkQemu();
+  const qemu = await qemuCheck;
   const kernel = options.prepared?.kernel ?? (options.kernel.kind === 'path' ? await resolveKernel(options.cacheDir, options.kernel) : undefined);
   if (options.sshPort !== undefined) {
     if ((options.jobs ?? 1) > 1) throw new UsageError('--ssh-port serves one guest at a time: it cannot go with --jobs above 1');
