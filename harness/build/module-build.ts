@@ -5,7 +5,7 @@ import path from 'node:path';
 import { populateEntry, withEntryLock } from '../util/cache-lock.js';
 import { execa } from '../util/reaper.js';
 import { InfraError, UsageError } from '../util/errors.js';
-import { type Kernel, modulesDir } from '../kernel/kernel.js';
+import { ensureDepmod, type Kernel, modulesDir } from '../kernel/kernel.js';
 import { parseModulesDep } from '../guest/modules.js';
 import { progress, step } from '../util/progress.js';
 import { type BuildRoot, ensureBuildRoot, runInBuildRoot } from './buildroot.js';
@@ -146,6 +146,7 @@ export async function overlayKernel(cacheDir: string, kernel: Kernel, tree: Kern
 
 /** Fills `tmp` with hard links of Debian's modules tree, the rebuilt modules in place of theirs. */
 async function fillOverlay(tmp: string, kernel: Kernel, modules: BuiltModule[]): Promise<void> {
+  await ensureDepmod(kernel.modulesRoot, kernel.release);
   const srcDir = modulesDir(kernel.modulesRoot, kernel.release);
   const rel = path.relative(kernel.modulesRoot, srcDir);
   await mkdir(path.dirname(path.join(tmp, rel)), { recursive: true });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { extractDebs, HarnessApt } from '../util/apt.js';
 import { UsageError } from '../util/errors.js';
 import { step } from '../util/progress.js';
-import { ensureDepmod, type Kernel, readBzImageVersion } from './kernel.js';
+import { type Kernel, readBzImageVersion } from './kernel.js';
 
 /** Debian flavour used for guests: the generic amd64 build (not cloud, not rt). */
 const FLAVOUR = 'amd64';
@@ -58,12 +58,11 @@ export async function fetchDebianKernel(cacheDir: string, version: string): Prom
   const dir = path.join(cacheDir, 'kernels', id);
   const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () => apt.download(packages, path.join(dir, 'debs')));
   const root = path.join(dir, 'root');
-  // depmod runs on the unpacked tree before it is renamed into place: the cached tree is complete.
-  await step(`kernel ${version}: unpack`, () => extractDebs(debs, root, async (tmp) => ensureDepmod(tmp, await kernelRelease(tmp, binary))));
+  // No depmod here: what reads modules.dep runs it (ensureDepmod), beside the KVM probe.
+  await step(`kernel ${version}: unpack`, () => extractDebs(debs, root));
   const release = await kernelRelease(root, binary);
   const vmlinuz = path.join(root, 'usr/lib/modules', release, 'vmlinuz');
   await readBzImageVersion(vmlinuz);
-  await ensureDepmod(root, release);
   return { release, vmlinuz, modulesRoot: root, source: { kind: 'debian', spec: version, suite, packages } };
 }
 

@@ -3,6 +3,8 @@ import { open, readdir, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from '../util/reaper.js';
 import { UsageError } from '../util/errors.js';
+import { withEntryLock } from '../util/cache-lock.js';
+import { step } from '../util/progress.js';
 
 /** A kernel the harness can boot: the image, its modules and where it came from. */
 export interface Kernel {
@@ -62,18 +64,28 @@ export function checkedRelease(release: string, from: string): string {
   return release;
 }
 
-/** Runs depmod when a modules tree has no modules.dep (Debian ships none in linux-modules-*). */
+/**
+ * Runs depmod when a modules tree has no modules.dep (Debian ships none in linux-modules-*).
+ * Called by what reads modules.dep, not when the kernel is unpacked: on Debian's 4,000
+ * xz-compressed modules it takes about 9 CPU-s, which the KVM probe and the floor image (they
+ * need no modules) now spend beside it. Under the tree's lock, as harness processes share it;
+ * depmod writes each index under a temporary name and renames it, so modules.dep is whole.
+ */
 export async function ensureDepmod(root: string, release: string): Promise<void> {
   const dir = modulesDir(root, release);
-  if (existsSync(path.join(dir, 'modules.dep'))) return;
-  // bookworm's depmod -b looks under <root>/lib/modules; Debian's merged-/usr packages put
-  // the modules in usr/lib, so give depmod the lib -> usr/lib link a real root would have.
-  if (!existsSync(path.join(root, 'lib')) && existsSync(path.join(root, 'usr/lib/modules'))) {
-    await symlink('usr/lib', path.join(root, 'lib')).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST') throw error; // another harness made it meanwhile
-    });
-  }
-  await execa('depmod', ['-b', root, release]);
+  const depFile = path.join(dir, 'modules.dep');
+  if (existsSync(depFile)) return;
+  await withEntryLock(depFile, `indexing the modules of ${release}`, async () => {
+    if (existsSync(depFile)) return;
+    // bookworm's depmod -b looks under <root>/lib/modules; Debian's merged-/usr packages put
+    // the modules in usr/lib, so give depmod the lib -> usr/lib link a real root would have.
+    if (!existsSync(path.join(root, 'lib')) && existsSync(path.join(root, 'usr/lib/modules'))) {
+      await symlink('usr/lib', path.join(root, 'lib')).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error; // another harness made it meanwhile
+      });
+    }
+    await step(`modules ${release}: depmod`, () => execa('depmod', ['-b', root, release]));
+  });
 }
 
 export function modulesDir(root: string, release: string): string {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -102,8 +102,10 @@ export class HarnessApt {
 
   /**
    * Caches an answer derived from the package lists until the lists are refreshed, so a warm
-   * run makes no apt-cache calls (each costs about a second on sid's lists). Under a lock: one
-   * process computes a missing answer while the others wait for it.
+   * run makes no apt-cache calls (each costs about a second on sid's lists). Under a lock per
+   * key: one process computes a missing answer while the others wait for it, and answers to
+   * different keys (the kernel's packages, the guest's) are computed side by side, about 2 s
+   * of a cold run; the table itself is rewritten under its own short lock.
    */
   async memo<T>(key: string, compute: () => Promise<T>): Promise<T> {
     const file = path.join(this.root, 'resolved.json');
@@ -111,16 +113,20 @@ export class HarnessApt {
       const stamp = await readFile(path.join(this.root, 'state/updated'), 'utf8').catch(() => '');
       const table = (await readJsonState<Record<string, { stamp: string; value: T }>>(file)) ?? {};
       const hit = table[key];
-      return { stamp, table, hit: stamp && hit && hit.stamp === stamp ? hit : undefined };
+      return { stamp, hit: stamp && hit && hit.stamp === stamp ? hit : undefined };
     };
     const first = await lookup();
     if (first.hit) return first.hit.value;
-    return withEntryLock(file, `resolving ${key} in the package lists`, async () => {
-      const { stamp, table, hit } = await lookup();
+    const keyLock = path.join(this.root, 'resolving', createHash('sha256').update(key).digest('hex').slice(0, 16));
+    return withEntryLock(keyLock, `resolving ${key} in the package lists`, async () => {
+      const { stamp, hit } = await lookup();
       if (hit) return hit.value;
       const value = await compute();
-      table[key] = { stamp, value };
-      await writeAtomic(file, JSON.stringify(table));
+      await withEntryLock(file, 'recording what the package lists answered', async () => {
+        const table = (await readJsonState<Record<string, { stamp: string; value: unknown }>>(file)) ?? {};
+        table[key] = { stamp, value };
+        await writeAtomic(file, JSON.stringify(table));
+      });
       return value;
     });
   }

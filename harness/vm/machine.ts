@@ -70,6 +70,8 @@ export function describeExit(exit: QemuExit): string {
 export class Machine {
   exitInfo?: QemuExit;
   readonly startedAt = Date.now();
+  /** QEMU's own messages as they come (a guest stopped by KVM says so here, and QEMU lives on). */
+  readonly stderrLog = new ConsoleLog();
 
   private constructor(
     readonly args: string[],
@@ -114,6 +116,7 @@ export class Machine {
       };
     });
     const machine = new Machine(args, consoleLog, child, exited);
+    child.stderr?.on('data', (chunk: Buffer | string) => machine.stderrLog.push(String(chunk)));
     exited.then((info) => {
       machine.exitInfo = info;
       return consoleLog.close();
@@ -141,6 +144,9 @@ export interface AcceleratorChoice {
   /** Why: the probe's outcome. */
   reason: string;
 }
+
+/** What QEMU prints when KVM cannot run the guest (it then pauses it rather than exit). */
+export const KVM_FAILED = /KVM internal error|emulation failure|kvm run failed|KVM_EXIT_/i;
 
 /**
  * KVM is used only if a tiny guest actually boots with it: on these machines /dev/kvm exists
@@ -172,13 +178,16 @@ export async function chooseAccelerator(
   const marker = await Promise.race([
     machine.console.waitFor(/dax-harness-floor: init reached/, 30_000, 0, abort.signal),
     machine.exited.then(() => machine.console.waitFor(/dax-harness-floor: init reached/, 0)),
+    // On a KVM internal error QEMU stops the guest but does not exit: without this the probe
+    // waited out its 30 s on every fresh machine where /dev/kvm is there but broken.
+    machine.stderrLog.waitFor(KVM_FAILED, 30_000, 0, abort.signal).then(() => undefined),
   ]);
   abort.abort();
   const exit = await machine.stop();
   let choice: AcceleratorChoice;
   if (marker) choice = { accel: 'kvm', reason: 'KVM probe guest booted' };
   else {
-    const why = exit.stderr.split('\n').find(Boolean) ?? machine.console.tail(1) ?? describeExit(exit);
+    const why = exit.stderr.split('\n').find(Boolean) || machine.console.tail(1) || describeExit(exit);
     choice = { accel: 'tcg', reason: `KVM probe guest did not boot (${why.slice(0, 160)}); using TCG` };
   }
   if (forced === 'kvm' && choice.accel !== 'kvm') throw new InfraError(`--accel kvm: ${choice.reason}`);

@@ -218,6 +218,28 @@ async function captureStderr(body: () => Promise<void>): Promise<string> {
   return captured;
 }
 
+test('apt answers to different keys are computed side by side, and both are kept', async (t) => {
+  const cache = await tempDir(t);
+  const apt = new HarnessApt(cache);
+  await mkdir(path.join(apt.root, 'state'), { recursive: true });
+  await writeFile(path.join(apt.root, 'state/updated'), 'stamp');
+  let inFlight = 0;
+  let most = 0;
+  const slow = (value: string) => async () => {
+    most = Math.max(most, ++inFlight);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    inFlight--;
+    return value;
+  };
+  t.deepEqual(await Promise.all([apt.memo('kernel:7.3', slow('k')), apt.memo('guest:bash', slow('g'))]), ['k', 'g']);
+  t.is(most, 2, 'the second key did not wait for the first');
+  const table = JSON.parse(await readFile(path.join(apt.root, 'resolved.json'), 'utf8'));
+  t.deepEqual(Object.keys(table).sort(), ['guest:bash', 'kernel:7.3'], 'neither write lost the other');
+  let again = 0;
+  t.deepEqual(await Promise.all([apt.memo('kernel:7.3', async () => `${++again}`), apt.memo('kernel:7.3', async () => `${++again}`)]), ['k', 'k']);
+  t.is(again, 0);
+});
+
 test.serial('a corrupt state file is rebuilt with a warning, not fatal', async (t) => {
   const cache = await tempDir(t);
   const apt = new HarnessApt(cache);

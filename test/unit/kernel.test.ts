@@ -5,7 +5,7 @@ import test from 'ava';
 import { UsageError } from '../../harness/util/errors.js';
 import { availableKernelVersions, isKernelVersion, pickKernelPackage } from '../../harness/kernel/fetch.js';
 import { localKernel, readBzImageVersion } from '../../harness/kernel/kernel.js';
-import { parseQemuVersion, versionAtLeast } from '../../harness/vm/machine.js';
+import { KVM_FAILED, parseQemuVersion, versionAtLeast } from '../../harness/vm/machine.js';
 
 // `apt-cache pkgnames linux-binary-` against sid + experimental on 2026-11-27.
 const NAMES = [
@@ -92,4 +92,12 @@ test('QEMU version check', (t) => {
   t.true(versionAtLeast('10.0.2', [8, 0]));
   t.true(versionAtLeast('8.0', [8, 0]));
   t.false(versionAtLeast('7.2.15', [8, 0]));
+});
+
+test('the KVM probe knows a guest KVM stopped from what QEMU printed (QEMU 10.0 on these machines)', (t) => {
+  // QEMU's stderr when the probe guest hit KVM's emulation failure; QEMU then pauses, not exits.
+  t.regex('KVM internal error. Suberror: 1', KVM_FAILED);
+  t.regex('emulation failure', KVM_FAILED);
+  t.notRegex('qemu-system-x86_64: terminating on signal 15 from pid 15099 ()', KVM_FAILED);
+  t.notRegex("qemu-system-x86_64: warning: host doesn't support requested feature", KVM_FAILED);
 });
