@@ -21,6 +21,12 @@ interface QmpReply {
   event?: string;
 }
 
+/**
+ * How often QMP is asked again (socket not there yet, state still loading). A restore waits on
+ * both, about 0.25 s in all, so 50 ms steps cost it up to a tenth of a second; asking is cheap.
+ */
+const QMP_POLL_MS = 10;
+
 export class Qmp {
   private buffer = '';
   private waiting: { resolve: (reply: QmpReply) => void; reject: (error: Error) => void }[] = [];
@@ -52,7 +58,7 @@ export class Qmp {
         return qmp;
       } catch (error) {
         if (Date.now() > deadline) throw new InfraError(`cannot reach QEMU's QMP socket ${socketPath}: ${(error as Error).message}`);
-        await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, QMP_POLL_MS));
       }
     }
   }
@@ -90,7 +96,7 @@ export class Qmp {
       const { status } = await this.execute<{ status: string }>('query-status');
       if (done(status)) return status;
       if (Date.now() > deadline) throw new InfraError(`QEMU stayed "${status}" for ${timeoutMs / 1000} s`);
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, QMP_POLL_MS));
     }
   }
 
