@@ -7,9 +7,10 @@ import { extractDebs, HarnessApt } from '../util/apt.js';
 import { writeAtomic } from '../util/atomic-file.js';
 import { populateEntry, sweepStaleTemps } from '../util/cache-lock.js';
 import { InfraError, UsageError } from '../util/errors.js';
-import { ensureDepmod, type Kernel, modulesDir } from '../kernel/kernel.js';
+import { type Kernel, modulesDir } from '../kernel/kernel.js';
+import { moduleDeps } from '../kernel/module-deps.js';
 import { ensureKeys, type SshKeys } from '../vm/keys.js';
-import { moduleClosure, parseModulesBuiltin, parseModulesDep } from '../guest/modules.js';
+import { moduleClosure, parseModulesBuiltin } from '../guest/modules.js';
 import { projectRoot } from '../util/paths.js';
 import { progress, step } from '../util/progress.js';
 import type { Topology } from '../config/topology.js';
@@ -182,9 +183,8 @@ async function copyBinariesWithLibraries(guestRoot: string, binaries: string[], 
 
 async function copyModules(kernel: Kernel, requested: string[], stage: string, onDemand: string[] = []): Promise<{ loadable: string[]; onDemand: string[] }> {
   if (requested.length === 0) return { loadable: [], onDemand: [] };
-  await ensureDepmod(kernel.modulesRoot, kernel.release);
   const src = modulesDir(kernel.modulesRoot, kernel.release);
-  const deps = parseModulesDep(await readFile(path.join(src, 'modules.dep'), 'utf8'));
+  const { deps } = await moduleDeps(kernel.modulesRoot, kernel.release, [...requested, ...onDemand]);
   const builtinFile = path.join(src, 'modules.builtin');
   const builtin = parseModulesBuiltin(existsSync(builtinFile) ? await readFile(builtinFile, 'utf8') : '');
   const closure = moduleClosure(requested, deps, builtin);
@@ -211,14 +211,16 @@ async function copyModules(kernel: Kernel, requested: string[], stage: string, o
   return { loadable: closure.loadable, onDemand: [...extra.loadable, ...extra.builtin] };
 }
 
-/** Identity of the kernel's modules: content of modules.dep plus size and mtime of the files. */
+/**
+ * Identity of the kernel's modules: their dependency list (modules.dep, or the walked one)
+ * plus size and mtime of the files.
+ */
 async function modulesIdentity(kernel: Kernel, requested: string[]): Promise<string> {
   if (requested.length === 0) return '';
-  await ensureDepmod(kernel.modulesRoot, kernel.release);
   const src = modulesDir(kernel.modulesRoot, kernel.release);
-  const depText = await readFile(path.join(src, 'modules.dep'), 'utf8');
-  const closure = moduleClosure(requested, parseModulesDep(depText), new Set());
-  const parts = [kernel.release, createHash('sha256').update(depText).digest('hex')];
+  const { deps, source } = await moduleDeps(kernel.modulesRoot, kernel.release, requested);
+  const closure = moduleClosure(requested, deps, new Set());
+  const parts = [kernel.release, createHash('sha256').update(source).digest('hex')];
   for (const rel of closure.files) {
     const s = await stat(path.join(src, rel));
     parts.push(`${rel}:${s.size}:${s.mtimeMs}`);
@@ -335,7 +337,7 @@ async function fillStage(stage: string, inputs: StageInputs): Promise<{ loadable
       await symlink('../usr/bin/kmod', path.join(stage, 'sbin/modprobe'));
     }
   }
-  const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules from modules.dep`, () =>
+  const { loadable: modules, onDemand: carried } = await step(`image ${recipeName}: modules and what they need`, () =>
     copyModules(inputs.kernel, inputs.wanted, stage, inputs.onDemand),
   );
   // One group per line: init runs a modprobe per line, side by side (the cxl and the

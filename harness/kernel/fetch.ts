@@ -58,7 +58,8 @@ export async function fetchDebianKernel(cacheDir: string, version: string): Prom
   const dir = path.join(cacheDir, 'kernels', id);
   const debs = await step(`kernel ${version}: download ${binary} ${packages[0]?.version}`, () => apt.download(packages, path.join(dir, 'debs')));
   const root = path.join(dir, 'root');
-  // No depmod here: what reads modules.dep runs it (ensureDepmod), beside the KVM probe.
+  // No depmod: images read their modules' own dependencies (module-deps.ts); the module-only
+  // path, which needs the whole index, runs it then (ensureDepmod).
   await step(`kernel ${version}: unpack`, () => extractDebs(debs, root));
   const release = await kernelRelease(root, binary);
   const vmlinuz = path.join(root, 'usr/lib/modules', release, 'vmlinuz');

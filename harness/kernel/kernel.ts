@@ -65,11 +65,12 @@ export function checkedRelease(release: string, from: string): string {
 }
 
 /**
- * Runs depmod when a modules tree has no modules.dep (Debian ships none in linux-modules-*).
- * Called by what reads modules.dep, not when the kernel is unpacked: on Debian's 4,000
- * xz-compressed modules it takes about 9 CPU-s, which the KVM probe and the floor image (they
- * need no modules) now spend beside it. Under the tree's lock, as harness processes share it;
- * depmod writes each index under a temporary name and renames it, so modules.dep is whole.
+ * Runs depmod when a modules tree has no modules.dep (Debian ships none in linux-modules-*),
+ * for what needs the whole index: the module-only path's overlay of rebuilt modules. Images
+ * need only their modules' dependencies (kernel/module-deps.ts), so a run on Debian's kernel
+ * does not pay the 9 CPU-s depmod costs over its 4,200 xz-compressed modules. Under the tree's
+ * lock, as harness processes share it; depmod writes each index under a temporary name and
+ * renames it, so modules.dep is whole.
  */
 export async function ensureDepmod(root: string, release: string): Promise<void> {
   const dir = modulesDir(root, release);

@@ -1,5 +1,9 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import test from 'ava';
 import { moduleClosure, moduleName, parseModulesBuiltin, parseModulesDep } from '../../harness/guest/modules.js';
+import { moduleFileIndex, walkModuleDeps } from '../../harness/kernel/module-deps.js';
 
 // Lines as depmod wrote them for Debian's 7.3-amd64 kernel (modules.dep, trimmed).
 const DEP = `kernel/drivers/dax/kmem.ko.xz: kernel/drivers/dax/device_dax.ko.xz
@@ -41,4 +45,44 @@ test('built-in modules need no file; unknown ones are reported missing', (t) => 
   t.deepEqual(closure.builtin, ['cxl_core', 'dax']);
   t.deepEqual(closure.missing, ['no_such']);
   t.deepEqual(closure.loadable, ['kmem']);
+});
+
+test("without a modules.dep, the modules asked for and what they need are walked from each one's depends=, to the same closure", async (t) => {
+  // The direct dependencies modpost wrote into each module (modinfo -F depends), for the DEP above.
+  const depends: Record<string, string[]> = {
+    'kernel/drivers/dax/kmem.ko.xz': ['device_dax'],
+    'kernel/drivers/dax/device_dax.ko.xz': [],
+    'kernel/drivers/nvdimm/nd_pmem.ko.xz': ['nd_btt', 'libnvdimm'],
+    'kernel/drivers/nvdimm/nd_btt.ko.xz': ['libnvdimm'],
+    'kernel/drivers/nvdimm/libnvdimm.ko.xz': [],
+    'kernel/drivers/net/virtio_net.ko.xz': ['net_failover'],
+    'kernel/drivers/net/net_failover.ko.xz': ['failover'],
+    'kernel/net/core/failover.ko.xz': [],
+  };
+  const index = new Map([...parseModulesDep(DEP)].map(([name, d]) => [name, d.path]));
+  const read: string[] = [];
+  const walked = await walkModuleDeps(['kmem', 'nd-pmem', 'virtio_net', 'not_here'], index, async (rel) => {
+    read.push(rel);
+    return depends[rel] ?? [];
+  });
+  const asked = ['kmem', 'nd_pmem', 'virtio_net', 'not_here'];
+  t.deepEqual(moduleClosure(asked, walked, new Set()), moduleClosure(asked, parseModulesDep(DEP), new Set()));
+  t.is(new Set(read).size, read.length, 'each module read once, libnvdimm too (two modules need it)');
+  t.false(
+    read.some((r) => r.includes('cxl')),
+    'nothing read that nobody asked for',
+  );
+});
+
+test('the module file index names every module file under the tree, compressed or not', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'modindex-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await mkdir(path.join(dir, 'kernel/drivers/dax'), { recursive: true });
+  for (const f of ['kernel/drivers/dax/kmem.ko.xz', 'kernel/drivers/dax/dax-pmem.ko', 'kernel/drivers/dax/notes.txt', 'modules.order']) {
+    await writeFile(path.join(dir, f), '');
+  }
+  t.deepEqual([...(await moduleFileIndex(dir))].sort(), [
+    ['dax_pmem', 'kernel/drivers/dax/dax-pmem.ko'],
+    ['kmem', 'kernel/drivers/dax/kmem.ko.xz'],
+  ]);
 });
