@@ -18,11 +18,9 @@ const MODULE_FILE = /\.ko(\.(xz|zst|gz))?$/;
 /** Module name -> path relative to the modules directory, for every module file under it. */
 export async function moduleFileIndex(dir: string): Promise<Map<string, string>> {
   const index = new Map<string, string>();
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  for (const entry of entries) {
-    if (!entry.isFile() || !MODULE_FILE.test(entry.name)) continue;
-    const rel = path.relative(dir, path.join(entry.parentPath, entry.name));
-    index.set(moduleName(rel), rel);
+  // Relative paths, files and directories alike (no directory is named like a module).
+  for (const rel of await readdir(dir, { recursive: true })) {
+    if (MODULE_FILE.test(rel)) index.set(moduleName(rel), rel);
   }
   return index;
 }
