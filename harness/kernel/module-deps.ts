@@ -9,11 +9,14 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { readJsonState, writeAtomic } from '../util/atomic-file.js';
 import { execa } from '../util/reaper.js';
 import { type ModuleDep, moduleName, parseModulesDep } from '../guest/modules.js';
 import { modulesDir } from './kernel.js';
 
 const MODULE_FILE = /\.ko(\.(xz|zst|gz))?$/;
+/** The walked dependencies, per set of modules asked for, in a tree without modules.dep. */
+const WALKED_FILE = '.dax-harness-module-deps.json';
 
 /** Module name -> path relative to the modules directory, for every module file under it. */
 export async function moduleFileIndex(dir: string): Promise<Map<string, string>> {
@@ -63,7 +66,11 @@ async function modinfoDepends(file: string): Promise<string[]> {
     .filter(Boolean);
 }
 
-/** The dependency map for `requested` in a kernel's modules tree: modules.dep when it has one. */
+/**
+ * The dependency map for `requested` in a kernel's modules tree: modules.dep when it has one.
+ * Else the walk, remembered in the tree (a cached Debian package, unchanging) per set of
+ * modules: the image's cache key needs it on every run, and the walk costs 0.3-0.5 s.
+ */
 export async function moduleDeps(root: string, release: string, requested: string[]): Promise<{ deps: Map<string, ModuleDep>; source: string }> {
   const dir = modulesDir(root, release);
   const depFile = path.join(dir, 'modules.dep');
@@ -71,10 +78,16 @@ export async function moduleDeps(root: string, release: string, requested: strin
     const text = await readFile(depFile, 'utf8');
     return { deps: parseModulesDep(text), source: text };
   }
-  const deps = await walkModuleDeps(requested, await moduleFileIndex(dir), (rel) => modinfoDepends(path.join(dir, rel)));
-  const source = [...deps]
-    .map(([name, d]) => `${name}:${d.path}:${d.deps.join(' ')}`)
-    .sort()
-    .join('\n');
-  return { deps, source };
+  const memoFile = path.join(dir, WALKED_FILE);
+  const key = [...new Set(requested)].sort().join(' ');
+  const memo = (await readJsonState<Record<string, [string, ModuleDep][]>>(memoFile)) ?? {};
+  let entries = memo[key];
+  if (!Array.isArray(entries)) {
+    const walked = await walkModuleDeps(requested, await moduleFileIndex(dir), (rel) => modinfoDepends(path.join(dir, rel)));
+    entries = [...walked].sort(([a], [b]) => a.localeCompare(b));
+    // Temporary then rename: a concurrent writer's other key may be lost, and is walked again.
+    await writeAtomic(memoFile, JSON.stringify({ ...memo, [key]: entries }));
+  }
+  const source = entries.map(([name, d]) => `${name}:${d.path}:${d.deps.join(' ')}`).join('\n');
+  return { deps: new Map(entries), source };
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { moduleClosure, moduleName, parseModulesBuiltin, parseModulesDep } from '../../harness/guest/modules.js';
-import { moduleFileIndex, walkModuleDeps } from '../../harness/kernel/module-deps.js';
+import { moduleDeps, moduleFileIndex, walkModuleDeps } from '../../harness/kernel/module-deps.js';
 
 // Lines as depmod wrote them for Debian's 7.3-amd64 kernel (modules.dep, trimmed).
 const DEP = `kernel/drivers/dax/kmem.ko.xz: kernel/drivers/dax/device_dax.ko.xz
@@ -85,4 +85,35 @@ test('the module file index names every module file under the tree, compressed o
     ['dax_pmem', 'kernel/drivers/dax/dax-pmem.ko'],
     ['kmem', 'kernel/drivers/dax/kmem.ko.xz'],
   ]);
+});
+
+test('a tree without modules.dep answers a set of modules walked before from its memo, without reading a module again', async (t) => {
+  const root = await mkdtemp(path.join(tmpdir(), 'modmemo-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const dir = path.join(root, 'lib/modules/7.3-amd64');
+  await mkdir(path.join(dir, 'kernel/drivers/dax'), { recursive: true });
+  // Not modules at all: modinfo fails on them, so any walk would throw.
+  await writeFile(path.join(dir, 'kernel/drivers/dax/kmem.ko.xz'), '');
+  await writeFile(path.join(dir, 'kernel/drivers/dax/device_dax.ko.xz'), '');
+  const kmem = { path: 'kernel/drivers/dax/kmem.ko.xz', deps: ['kernel/drivers/dax/device_dax.ko.xz'] };
+  const deviceDax = { path: 'kernel/drivers/dax/device_dax.ko.xz', deps: [] };
+  await writeFile(
+    path.join(dir, '.dax-harness-module-deps.json'),
+    JSON.stringify({
+      'device_dax kmem': [
+        ['device_dax', deviceDax],
+        ['kmem', kmem],
+      ],
+    }),
+  );
+  const { deps, source } = await moduleDeps(root, '7.3-amd64', ['kmem', 'device_dax', 'kmem']);
+  t.deepEqual(
+    [...deps],
+    [
+      ['device_dax', deviceDax],
+      ['kmem', kmem],
+    ],
+  );
+  t.regex(source, /^device_dax:.*\nkmem:kernel\/drivers\/dax\/kmem\.ko\.xz:kernel\/drivers\/dax\/device_dax\.ko\.xz$/);
+  await t.throwsAsync(moduleDeps(root, '7.3-amd64', ['kmem']), undefined, 'another set is walked (and these files are no modules)');
 });
