@@ -87,19 +87,19 @@ interface BootConfig {
   topology: Topology;
 }
 const cxlOnly = restrictTopology(topology, 'cxl');
-const harnessBoot = { pvh: true, compression: 'gzip', qemuDefaults: false, topology } as const;
+const harnessBoot = { pvh: true, compression: 'none', qemuDefaults: false, topology } as const;
 const before = { baseCmdline: CONSOLE_PANIC_CMDLINE };
 const leanSteps: BootConfig[] = [
   { label: 'before: bzImage, QEMU defaults', pvh: false, compression: 'gzip', qemuDefaults: true, topology, ...before },
   { label: '+ PVH direct entry (no decompression)', against: 0, pvh: true, compression: 'gzip', qemuDefaults: true, topology, ...before },
-  { label: '+ -nodefaults, crypto self-tests', against: 1, ...harnessBoot, ...before },
-  { label: '+ cryptomgr.notests (= the harness boot)', against: 2, ...harnessBoot },
-  { label: 'harness + uncompressed image (not adopted)', against: 3, ...harnessBoot, compression: 'none' },
-  { label: 'harness + tsc=reliable mitigations=off (not adopted)', against: 3, ...harnessBoot, extraCmdline: 'tsc=reliable mitigations=off' },
+  { label: '+ -nodefaults, crypto self-tests', against: 1, ...harnessBoot, compression: 'gzip', ...before },
+  { label: '+ cryptomgr.notests', against: 2, ...harnessBoot, compression: 'gzip' },
+  { label: '+ uncompressed image (= the harness boot)', against: 3, ...harnessBoot },
+  { label: 'harness + tsc=reliable mitigations=off (not adopted)', against: 4, ...harnessBoot, extraCmdline: 'tsc=reliable mitigations=off' },
   { label: 'cxl-only guest, every module group', ...harnessBoot, topology: cxlOnly },
   { label: 'cxl-only guest, cxl group only (the harness)', against: 6, ...harnessBoot, backings: { cxl: true, pmem: false }, topology: cxlOnly },
 ];
-const HARNESS_LINE = 3;
+const HARNESS_LINE = 4;
 const leanTimes = leanSteps.map(() => [] as number[]);
 const lostBoots: string[] = [];
 // The guest's own clock at "modules loaded": the part of the boot after the kernel started.
