@@ -10,7 +10,7 @@ import { execa } from '../util/reaper.js';
  * size (oldest first). A dry run unless --apply; with --apply it first takes the cache's lock
  * exclusively, so it never removes anything a running harness (holding that lock shared) uses.
  */
-export const GC_CACHE_AREAS = ['pvh', 'images', 'kernels', 'builds', 'series', 'overlays'];
+export const GC_CACHE_AREAS = ['pvh', 'images', 'kernels', 'builds', 'series', 'overlays', 'snapshots'];
 
 export interface GcEntry {
   path: string;

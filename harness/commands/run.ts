@@ -189,12 +189,15 @@ async function prepareBoot(options: RunOptions, inputs: RunInputs, recorder: Run
     { requested, release: kernel.release, source: kernel.source },
     { requested, release: kernel.release, vmlinuzSha256: await sha256File(kernel.vmlinuz), source: kernel.source },
   );
-  // The kernel's own selftests come from its source (a download for a Debian kernel), beside
-  // the boot's parts, and only when asked for.
-  const [parts, selftests] = await Promise.all([
-    prepareBootParts(options.cacheDir, kernel, inputs.topology, { qemu: { version: inputs.qemuVersion }, forced: options.accel }),
-    inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE) ? step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel)) : undefined,
-  ]);
+  // The kernel's own selftests come from its source (a download for a Debian kernel, its
+  // untar and a git commit: about 50 s on a cold cache), only when asked for, and beside the
+  // sessions: only a kselftest session waits for it (guests.ts context).
+  const selftests = inputs.sessions.some((s) => s.suite === KSELFTEST_SUITE)
+    ? step('kselftest: the kernel source', () => selftestSource(options.cacheDir, kernel))
+    : undefined;
+  // Never an unhandled rejection while no session has asked for it yet.
+  selftests?.catch(() => undefined);
+  const parts = await prepareBootParts(options.cacheDir, kernel, inputs.topology, { qemu: { version: inputs.qemuVersion }, forced: options.accel });
   const { image, entry: kernelBoot, imageFor, accel } = parts;
   recorder.bootPrepared({
     image: { recipe: image.recipe, hash: image.hash, sizeBytes: image.sizeBytes, cached: image.cached },
@@ -348,6 +351,7 @@ export async function runSuitesOnGuests(options: RunOptions): Promise<RunResult>
       variant: options.variant,
       qemuVersion: inputs.qemuVersion,
       snapshotKeys: options.snapshots === false ? new Set() : snapshotKeys(demands),
+      snapshotStore: options.snapshots === false ? undefined : options.cacheDir,
     });
     await runSessions(options, recorder, guests, demands, jobs);
     return await finishRun(options, recorder);

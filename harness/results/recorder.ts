@@ -110,6 +110,11 @@ export class RunRecorder {
     this.runSummary.snapshots = [...(this.runSummary.snapshots ?? []), snapshot];
   }
 
+  /** A kind of guest starts from the snapshot an earlier run stored. */
+  storedSnapshotUsed(): void {
+    this.runSummary.storedSnapshotsUsed = (this.runSummary.storedSnapshotsUsed ?? 0) + 1;
+  }
+
   /** A guest came up (booted, or restored from a snapshot), before any device checks. */
   guestStarted(restored: boolean): void {
     if (restored) this.runSummary.guestRestores = (this.runSummary.guestRestores ?? 0) + 1;

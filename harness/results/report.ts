@@ -21,8 +21,10 @@ export function toTextReport(summary: RunSummary): string {
     lines.push(`  guests      ${summary.guestBoots} booted${restored} for ${summary.sessions?.length ?? 0} session(s)`);
   }
   for (const s of summary.snapshots ?? []) {
-    lines.push(`  snapshot    of guest ${s.guest}: saved in ${s.saveSeconds.toFixed(1)} s, ${(s.stateBytes / 2 ** 20).toFixed(0)} MiB`);
+    const where = s.stored ? ', kept in the cache for later runs' : '';
+    lines.push(`  snapshot    of guest ${s.guest}: saved in ${s.saveSeconds.toFixed(1)} s, ${(s.stateBytes / 2 ** 20).toFixed(0)} MiB${where}`);
   }
+  if (summary.storedSnapshotsUsed) lines.push(`  snapshot    ${summary.storedSnapshotsUsed} kind(s) of guest started from a snapshot an earlier run kept`);
   for (const g of summary.sessions ?? []) {
     lines.push(`  session ${g.session}  ${sessionStart(g)}${(g.guestLost ?? []).map((l) => `; lost: ${l}`).join('')}`);
     if (g.setupFailure) {

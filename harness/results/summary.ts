@@ -93,8 +93,13 @@ export interface RunSummary {
   guestBoots?: number;
   /** Guests restored from a snapshot instead of booted. */
   guestRestores?: number;
-  /** Snapshots saved (one per kind of guest that more than one session asks for) and what each cost. */
-  snapshots?: { guest: number; saveSeconds: number; stateBytes: number }[];
+  /**
+   * Snapshots saved (one per kind of guest that more than one session asks for) and what each
+   * cost; `stored`: kept in the cache, where later runs start from it (snapshot-store.ts).
+   */
+  snapshots?: { guest: number; saveSeconds: number; stateBytes: number; stored?: boolean }[];
+  /** Kinds of guest that started from a snapshot an earlier run stored in the cache. */
+  storedSnapshotsUsed?: number;
   tests: TestRecord[];
   /** Reports found in the whole console log. */
   consoleReports?: CrashReport[];

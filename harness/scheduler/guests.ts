@@ -11,7 +11,7 @@ import { errorMessage, InfraError } from '../util/errors.js';
 import { HotplugDriver, VARIANTS, type Variant } from '../guest/hotplug.js';
 import type { GuestImage } from '../image/image.js';
 import type { Kernel } from '../kernel/kernel.js';
-import type { SelftestSource } from '../kselftest/source.js';
+import { KSELFTEST_SUITE, type SelftestSource } from '../kselftest/source.js';
 import { describeExit, type Machine } from '../vm/machine.js';
 import { progress, step } from '../util/progress.js';
 import type { RunRecorder } from '../results/recorder.js';
@@ -21,7 +21,8 @@ import { KernelSetupFailure } from '../guest/setupfailure.js';
 import type { GuestSession } from '../config/suites.js';
 import type { Topology } from '../config/topology.js';
 import { type BootedGuest, type BootSpec, bootGuest, shutdownGuest } from '../vm/boot.js';
-import { type GuestSnapshot, restoreGuest, saveGuest, snapshotUnsupported } from '../vm/snapshot.js';
+import { type GuestSnapshot, restoreGuest, saveGuest, snapshotBlocker, snapshotUnsupported } from '../vm/snapshot.js';
+import { evictStoredSnapshot, findStoredSnapshot, snapshotStoreKey, storedSnapshotDir, storeSnapshot } from '../vm/snapshot-store.js';
 import { runAva } from './ava.js';
 import { filesWith, type SessionDemand } from './plan.js';
 import type { BootFacts, GuestDemand, GuestLifecycle, PoolGuest, ResetOutcome } from './pool.js';
@@ -37,7 +38,8 @@ export interface BootKit {
   imageFor(topology: Topology): Promise<GuestImage>;
   /** The image of the run's whole topology: its SSH keys serve every guest. */
   image: GuestImage;
-  selftests?: SelftestSource;
+  /** The kernel's own selftests, still being fetched while the first sessions run. */
+  selftests?: Promise<SelftestSource>;
 }
 
 /** The run-wide facts the guests are made from. */
@@ -58,6 +60,8 @@ export interface GuestScope {
   qemuVersion: string;
   /** Demand keys to snapshot after their first boot (plan.ts sharedKeys); empty: no snapshots. */
   snapshotKeys: ReadonlySet<string>;
+  /** The cache directory whose snapshot store (snapshot-store.ts) serves and keeps snapshots across runs; absent: none. */
+  snapshotStore?: string;
 }
 
 /** A booted guest of the pool. */
@@ -77,6 +81,8 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   private readonly saving = new Set<string>();
   /** Demand keys whose snapshot failed (boot, save or restore): their sessions boot, or reset and reuse. */
   private readonly givenUp = new Set<string>();
+  /** Per demand key, its key in the snapshot store. */
+  private readonly storeKeys = new Map<string, Promise<string | undefined>>();
 
   constructor(private readonly scope: GuestScope) {}
 
@@ -86,47 +92,103 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
   }
 
   /**
-   * A guest for a session: restored from its kind's snapshot when there is one, else booted
-   * and fingerprinted (and saved, when later sessions want the same kind).
+   * A guest for a session: restored from its kind's snapshot when there is one (made in this
+   * run, or stored in the cache by an earlier one), else booted and fingerprinted (and saved,
+   * when later sessions want the same kind).
    */
   async boot(demand: SessionDemand): Promise<GuestSlot> {
     const number = ++this.booted;
     const pending = this.snapshots.get(demand.key);
     // Claimed before any await: a second worker asking for the same kind meanwhile waits for
-    // this guest's snapshot instead of booting and saving one of its own.
-    let saved: ((s: GuestSnapshot | undefined) => void) | undefined;
-    if (!pending && this.scope.snapshotKeys.has(demand.key) && !this.givenUp.has(demand.key)) {
-      this.snapshots.set(demand.key, new Promise((resolve) => (saved = resolve)));
+    // this worker's snapshot (stored, or saved from its guest) instead of making its own.
+    let claim: ((s: GuestSnapshot | undefined) => void) | undefined;
+    let claimed: Promise<GuestSnapshot | undefined> | undefined;
+    if (!pending && this.wantsSnapshot(demand)) {
+      claimed = new Promise((resolve) => (claim = resolve));
+      this.snapshots.set(demand.key, claimed);
       this.saving.add(demand.key);
     }
     try {
-      const snapshot = await pending;
+      const snapshot = pending ? await pending : claim ? await this.storedSnapshot(demand) : undefined;
+      if (claim && snapshot) claim(snapshot);
       const consolePath = await this.openConsole(number, demand, snapshot ? ' (restored from a snapshot)' : '');
       let restoreFailure: string | undefined;
       if (snapshot) {
-        const restored = await this.restore(number, demand, consolePath, snapshot).catch((error: unknown) => {
+        const restored = await this.restore(number, demand, consolePath, snapshot).catch(async (error: unknown) => {
           restoreFailure = errorMessage(error).split('\n')[0];
           // One failed restore retires the snapshot: later sessions boot (or reuse) instead.
           this.giveUp(demand.key);
           progress(`snapshot: restore failed (${restoreFailure}); booting instead`);
+          await this.evictStored(demand, snapshot);
           return undefined;
         });
         if (restored) return restored;
       }
       const slot = await this.bootSlot(number, demand, consolePath, restoreFailure);
-      if (saved) {
-        const snapshot = await this.save(slot, demand);
-        if (!snapshot) this.giveUp(demand.key);
-        saved(snapshot);
+      if (claim && !snapshot && this.scope.snapshotKeys.has(demand.key)) {
+        const saved = await this.save(slot, demand);
+        if (!saved) this.giveUp(demand.key);
+        claim(saved);
       }
       return slot;
     } catch (error) {
-      if (saved) this.giveUp(demand.key);
+      if (claim) this.giveUp(demand.key);
       throw error;
     } finally {
-      saved?.(undefined);
-      if (saved) this.saving.delete(demand.key);
+      claim?.(undefined);
+      if (claim) this.saving.delete(demand.key);
+      // Nothing stored and nothing saved: the kind has no snapshot this run.
+      if (claimed && this.snapshots.get(demand.key) === claimed && !(await claimed)) this.snapshots.delete(demand.key);
     }
+  }
+
+  /** A kind of guest starts from a snapshot when more than one session asks for it, or when the cache may hold one. */
+  private wantsSnapshot(demand: SessionDemand): boolean {
+    if (this.givenUp.has(demand.key)) return false;
+    return this.scope.snapshotKeys.has(demand.key) || (this.scope.snapshotStore !== undefined && !snapshotBlocker(demand.topology));
+  }
+
+  /** The store's key for a kind of guest (snapshot-store.ts), computed once per kind. */
+  private storeKey(demand: SessionDemand): Promise<string | undefined> {
+    const { kit, snapshotStore } = this.scope;
+    if (snapshotStore === undefined || snapshotBlocker(demand.topology)) return Promise.resolve(undefined);
+    let key = this.storeKeys.get(demand.key);
+    if (!key) {
+      key = kit.imageFor(demand.topology).then((image) =>
+        snapshotStoreKey({
+          qemuVersion: this.scope.qemuVersion,
+          accel: kit.accel,
+          kernelImage: kit.kernelImage,
+          vmlinuz: kit.kernel.vmlinuz,
+          initrd: image.path,
+          imageHash: image.hash,
+          cmdline: demand.cmdline,
+          topology: demand.topology,
+        }),
+      );
+      this.storeKeys.set(demand.key, key);
+    }
+    return key;
+  }
+
+  /** The snapshot an earlier run stored for this kind of guest, if there is one. */
+  private async storedSnapshot(demand: SessionDemand): Promise<GuestSnapshot | undefined> {
+    const key = await this.storeKey(demand);
+    const stored = key && this.scope.snapshotStore ? await findStoredSnapshot(this.scope.snapshotStore, key) : undefined;
+    if (stored) {
+      progress(`snapshot: starting from the one stored in the cache (${key})`);
+      this.scope.recorder.storedSnapshotUsed();
+    }
+    return stored;
+  }
+
+  /** A stored snapshot that failed to restore leaves the cache: no later run tries it again. */
+  private async evictStored(demand: SessionDemand, snapshot: GuestSnapshot): Promise<void> {
+    const key = await this.storeKey(demand);
+    const { snapshotStore } = this.scope;
+    if (!key || !snapshotStore || path.dirname(snapshot.stateFile) !== storedSnapshotDir(snapshotStore, key)) return;
+    await evictStoredSnapshot(snapshotStore, key);
+    progress('snapshot: removed from the cache');
   }
 
   private giveUp(key: string): void {
@@ -174,16 +236,23 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
    * answer after it is retired and its boot fails.
    */
   private async save(slot: GuestSlot, demand: SessionDemand): Promise<GuestSnapshot | undefined> {
-    const { recorder } = this.scope;
+    const { recorder, snapshotStore } = this.scope;
     const dir = path.join(this.scope.workDir, 'snapshots', `guest-${slot.number}`);
-    const unsupported = snapshotUnsupported(dir);
+    const key = await this.storeKey(demand);
+    const unsupported = snapshotUnsupported(dir) ?? (key && snapshotStore ? snapshotUnsupported(storedSnapshotDir(snapshotStore, key)) : undefined);
     if (unsupported) {
       progress(`snapshot: not taken: ${unsupported}`);
       return undefined;
     }
     try {
-      const snapshot = await step(`snapshot: save guest ${slot.number}`, () => saveGuest(slot.booted, demand.topology, dir, slot.baseline));
-      recorder.snapshotSaved({ guest: slot.number, saveSeconds: snapshot.saveSeconds, stateBytes: snapshot.stateBytes });
+      const snapshot = await step(`snapshot: save guest ${slot.number}`, async () => {
+        const saveInto = (into: string) => saveGuest(slot.booted, demand.topology, into, slot.baseline);
+        // Into the cache for later runs; into this run's directory when another harness is storing it.
+        const stored = key && snapshotStore ? await storeSnapshot(snapshotStore, key, saveInto) : undefined;
+        if (stored) progress(`snapshot: kept in the cache (${path.dirname(stored.stateFile)}) for later runs`);
+        return stored ? { ...stored, stored: true } : { ...(await saveInto(dir)), stored: false };
+      });
+      recorder.snapshotSaved({ guest: slot.number, saveSeconds: snapshot.saveSeconds, stateBytes: snapshot.stateBytes, stored: snapshot.stored });
       return snapshot;
     } catch (error) {
       progress(`snapshot: not saved (${errorMessage(error).split('\n')[0]})`);
@@ -308,10 +377,11 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     };
   }
 
-  /** What a test worker is told about its guest (the context file). */
-  context(slot: GuestSlot, demand: SessionDemand, extra: Partial<RunContext>): RunContext {
+  /** What a test worker is told about its guest (the context file); a kselftest session waits here for the selftests' source. */
+  async context(slot: GuestSlot, demand: SessionDemand, extra: Partial<RunContext>): Promise<RunContext> {
     const { kit, match, allowedTaint } = this.scope;
-    return guestContext(slot.booted, kit.image, this.place(demand, slot.consolePath), { match, allowedTaint, selftests: kit.selftests, ...extra });
+    const selftests = demand.session.suite === KSELFTEST_SUITE ? await kit.selftests : undefined;
+    return guestContext(slot.booted, kit.image, this.place(demand, slot.consolePath), { match, allowedTaint, selftests, ...extra });
   }
 
   /** One ava run of the session's tests on a guest; says how the guest was lost, if it was. */
@@ -323,7 +393,7 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     await mkdir(workDir, { recursive: true });
     const extra = { planFile, guestKilledFile, done: request.done, attempt: request.attempt, ...(request.only ? { only: request.only } : {}) };
     const contextFile = path.join(recorder.dir, `context-${demand.number}${request.run > 1 ? `-${request.run}` : ''}.json`);
-    await recorder.resultWrite(writeFile(contextFile, JSON.stringify(this.context(slot, demand, extra), null, 2)));
+    await recorder.resultWrite(writeFile(contextFile, JSON.stringify(await this.context(slot, demand, extra), null, 2)));
     const offset = (await readRawRecords(recorder.testsFile)).length;
     const files = filesWith(demand.session.files, request.only ?? request.remaining);
     const attempt = request.attempt > 1 ? ` (attempt ${request.attempt})` : '';

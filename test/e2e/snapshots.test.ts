@@ -5,7 +5,8 @@
  * leftovers, and a snapshot that cannot be restored falls back to a boot that says why. That
  * guests with CXL devices are never snapshotted is shown by faults.test.ts's reuse test.
  */
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,34 +77,65 @@ test.serial('pmem: a restored guest reads the saved fingerprint and its own copy
   t.deepEqual(qemuProcesses(work), []);
 });
 
-test.serial('sessions restored from a snapshot: the leak a session leaves is gone in the next; one boot serves three sessions', async (t) => {
-  const results = await tempResultsDir();
-  const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', '--results-dir', results]);
-  t.is(run.exitCode, 0, run.all.slice(-3000));
-  const summary = readSummary(path.join(results, 'latest'));
-  t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
-  t.deepEqual(
-    (summary.sessions ?? []).map((g) => g.start),
-    ['fresh', 'restored', 'restored'],
-  );
-  t.is(summary.guestBoots, 1);
-  t.is(summary.guestRestores, 2);
-  t.is(summary.snapshots?.length, 1);
-  for (const g of (summary.sessions ?? []).slice(1)) t.true((g.restoreSeconds ?? 99) < 30);
-});
+/** A boot argument no other run uses: its kind of guest has no snapshot in the cache yet. */
+const uniqueKind = () => ['--boot-args', `dax_harness_e2e=${randomBytes(6).toString('hex')}`];
 
-test.serial('a snapshot that cannot be restored: the session boots instead and says why', async (t) => {
+test.serial(
+  'sessions restored from a snapshot: the leak a session leaves is gone in the next; one boot serves three sessions, and none the next run',
+  async (t) => {
+    const kind = uniqueKind();
+    const results = await tempResultsDir();
+    const run = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', ...kind, '--results-dir', results]);
+    t.is(run.exitCode, 0, run.all.slice(-3000));
+    const summary = readSummary(path.join(results, 'latest'));
+    t.deepEqual(summary.counts, { passed: 3, failed: 0, skipped: 0, known: 0, total: 3 });
+    t.deepEqual(
+      (summary.sessions ?? []).map((g) => g.start),
+      ['fresh', 'restored', 'restored'],
+    );
+    t.is(summary.guestBoots, 1);
+    t.is(summary.guestRestores, 2);
+    t.is(summary.snapshots?.length, 1);
+    t.is(summary.snapshots?.[0]?.stored, true);
+    for (const g of (summary.sessions ?? []).slice(1)) t.true((g.restoreSeconds ?? 99) < 30);
+
+    // The next run of the same kind starts every session from the snapshot the first one kept.
+    const again = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', ...kind, '--results-dir', results]);
+    t.is(again.exitCode, 0, again.all.slice(-3000));
+    const next = readSummary(path.join(results, 'latest'));
+    t.is(next.counts.passed, 3);
+    t.deepEqual(
+      (next.sessions ?? []).map((g) => g.start),
+      ['restored', 'restored', 'restored'],
+    );
+    t.is(next.guestBoots ?? 0, 0);
+    t.is(next.storedSnapshotsUsed, 1);
+    t.is(next.snapshots, undefined, 'nothing saved again');
+    // --no-snapshots: neither the store nor a new snapshot; the leak costs a reboot (faults.test.ts).
+    const off = await runCli(['run', '--suite', 'selftest-reuse', '--topology', 'pmem', ...kind, '--no-snapshots', '--results-dir', results]);
+    t.is(off.exitCode, 0, off.all.slice(-3000));
+    t.deepEqual(
+      (readSummary(path.join(results, 'latest')).sessions ?? []).map((g) => g.start),
+      ['fresh', 'rebooted after failed reset', 'reused'],
+    );
+  },
+);
+
+test.serial('a snapshot that cannot be restored: the session boots instead and says why, and the cache lets it go', async (t) => {
   const results = await tempResultsDir();
-  const child = execa(process.execPath, [CLI, 'run', '--suite', 'selftest-reuse', '--topology', 'pmem', '--results-dir', results], {
+  const child = execa(process.execPath, [CLI, 'run', '--suite', 'selftest-reuse', '--topology', 'pmem', ...uniqueKind(), '--results-dir', results], {
     reject: false,
     all: true,
   });
   // Once the first guest is saved, its state file is cut: the second session's restore fails.
+  let stderr = '';
+  let stored: string | undefined;
   let cut: Promise<void> | undefined;
   child.stderr?.on('data', (chunk: Buffer) => {
-    if (cut || !/snapshot: save guest 1: done/.test(String(chunk))) return;
-    const runId = (JSON.parse(readFileSync(path.join(results, 'latest', 'summary.json'), 'utf8')) as { runId: string }).runId;
-    cut = writeFile(path.join(resolveCacheDir(), 'work', runId, 'snapshots', 'guest-1', 'state'), 'not a migration stream');
+    stderr += String(chunk);
+    stored ??= /snapshot: kept in the cache \(([^)]+)\)/.exec(stderr)?.[1];
+    if (cut || !stored || !/snapshot: save guest 1: done/.test(stderr)) return;
+    cut = writeFile(path.join(stored, 'state'), 'not a migration stream');
   });
   const r = await child;
   await cut;
@@ -116,4 +148,5 @@ test.serial('a snapshot that cannot be restored: the session boots instead and s
   // The snapshot is given up after its restore failed: the third session reuses a reset guest.
   t.is(third?.start, 'reused');
   t.is(summary.counts.passed, 3);
+  t.false(existsSync(stored ?? ''), 'the snapshot that failed left the cache');
 });
