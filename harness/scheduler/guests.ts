@@ -110,7 +110,10 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
     }
     try {
       const snapshot = pending ? await pending : claim ? await this.storedSnapshot(demand) : undefined;
-      if (claim && snapshot) claim(snapshot);
+      if (claim && snapshot) {
+        claim(snapshot);
+        this.saving.delete(demand.key);
+      }
       const consolePath = await this.openConsole(number, demand, snapshot ? ' (restored from a snapshot)' : '');
       let restoreFailure: string | undefined;
       if (snapshot) {
@@ -166,6 +169,11 @@ export class QemuGuests implements GuestLifecycle<GuestSlot, SessionDemand> {
           topology: demand.topology,
         }),
       );
+      // The store only saves boots: when its key cannot be made, the kind boots as without one.
+      key = key.catch((error: unknown) => {
+        progress(`snapshot: no store key (${errorMessage(error).split('\n')[0]})`);
+        return undefined;
+      });
       this.storeKeys.set(demand.key, key);
     }
     return key;
