@@ -47,7 +47,8 @@ test('four harness processes fill one empty cache at once; the cache verifies an
   // The guest image carries the host key of the cache's key set. The key is binary: execa must not
   // strip a last byte that happens to be 0x0a (it did, once in CI, for 1 key in 256).
   const guestImage = first.images[1]?.path ?? '';
-  const packed = await execa('sh', ['-c', 'gzip -dc "$1" | cpio -i --quiet --to-stdout etc/dropbear/dropbear_ed25519_host_key', 'sh', guestImage], {
+  // The image is an uncompressed cpio (image.ts ImageCompression).
+  const packed = await execa('sh', ['-c', 'cpio -i --quiet --to-stdout etc/dropbear/dropbear_ed25519_host_key < "$1"', 'sh', guestImage], {
     encoding: 'buffer',
     stripFinalNewline: false,
   });
