@@ -103,11 +103,14 @@ type StoredMeta = Omit<GuestSnapshot, 'stateFile' | 'pmemCopies'> & { pmemNames:
 /** The stored snapshot of `key`, or undefined. A hit is touched, so `gc` removes the least used first. */
 export async function findStoredSnapshot(cacheDir: string, key: string): Promise<GuestSnapshot | undefined> {
   const dir = storedSnapshotDir(cacheDir, key);
-  const meta = await readFile(path.join(dir, META), 'utf8').then(
-    (text) => JSON.parse(text) as StoredMeta,
-    () => undefined,
-  );
-  if (!meta) return undefined;
+  // Unreadable or not JSON (cut, corrupt): no snapshot.
+  const meta = await readFile(path.join(dir, META), 'utf8')
+    .then((text) => JSON.parse(text) as StoredMeta)
+    .catch(() => undefined);
+  // Each NVDIMM name becomes a file name in the restored guest's directory: a name that is not
+  // a plain one (a corrupt or hostile file) is no snapshot.
+  if (!meta || !Array.isArray(meta.pmemNames) || !meta.pmemNames.every((n) => typeof n === 'string' && /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(n)))
+    return undefined;
   const snapshot = fromMeta(dir, meta);
   if (![snapshot.stateFile, ...Object.values(snapshot.pmemCopies)].every((f) => existsSync(f))) return undefined;
   const now = new Date();

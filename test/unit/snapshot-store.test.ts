@@ -4,7 +4,7 @@
  * entry, eviction and the least-recently-used limit. No QEMU: snapshots.test.ts (e2e) restores
  * real guests from the store.
  */
-import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -120,7 +120,7 @@ test('an entry another process holds is left to it: nothing saved, nothing waite
   t.truthy(await storeSnapshot(cache, key, fakeSave));
 });
 
-test('a save that fails leaves no entry and no temporary; an entry missing its state is not found', async (t) => {
+test('a save that fails leaves no entry and no temporary; an entry missing its state, or naming files outside itself, is not found', async (t) => {
   const cache = await tempDir(t);
   const key = 'd'.repeat(24);
   await t.throwsAsync(
@@ -137,6 +137,18 @@ test('a save that fails leaves no entry and no temporary; an entry missing its s
   await storeSnapshot(cache, key, fakeSave);
   await rm(path.join(storedSnapshotDir(cache, key), 'state'));
   t.is(await findStoredSnapshot(cache, key), undefined);
+  // A snapshot.json naming an NVDIMM copy outside its directory (corrupt, or written by someone else) is not used.
+  const other = 'e'.repeat(24);
+  await storeSnapshot(cache, other, fakeSave);
+  const metaFile = path.join(storedSnapshotDir(cache, other), 'snapshot.json');
+  const meta = JSON.parse(await readFile(metaFile, 'utf8')) as { pmemNames: string[] };
+  t.truthy(await findStoredSnapshot(cache, other));
+  for (const names of [['../../keys/client'], ['..'], 'nvdimm0']) {
+    await writeFile(metaFile, JSON.stringify({ ...meta, pmemNames: names }));
+    t.is(await findStoredSnapshot(cache, other), undefined, JSON.stringify(names));
+  }
+  await writeFile(metaFile, '{"pmemNames": ["nvdimm0"');
+  t.is(await findStoredSnapshot(cache, other), undefined);
 });
 
 test('eviction removes an entry; the store keeps only the most recently used', async (t) => {
