@@ -89,17 +89,43 @@ export async function populateEntry(
   if (await ready()) return false;
   return withEntryLock(entry, what, async () => {
     if (await ready()) return false;
-    await removeTempsOf(entry);
-    const tmp = tempNameFor(entry);
-    try {
-      await build(tmp);
-      await rm(entry, { recursive: true, force: true });
-      await rename(tmp, entry);
-    } finally {
-      await removeTempsOf(entry);
-    }
+    await fillEntry(entry, build);
     return true;
   });
+}
+
+/**
+ * populateEntry for an entry not worth waiting for: when another process holds its lock (it is
+ * making the same entry), nothing is built and 'busy' is returned at once.
+ */
+export async function populateEntryIfFree(
+  entry: string,
+  ready: () => boolean | Promise<boolean>,
+  build: (tmp: string) => Promise<void>,
+): Promise<'built' | 'ready' | 'busy'> {
+  await mkdir(path.dirname(entry), { recursive: true });
+  const lock = await tryLockEntry(entry);
+  if (!lock) return 'busy';
+  try {
+    if (await ready()) return 'ready';
+    await fillEntry(entry, build);
+    return 'built';
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Under the entry's lock: `build` fills a fresh temporary, which then replaces `entry`. */
+async function fillEntry(entry: string, build: (tmp: string) => Promise<void>): Promise<void> {
+  await removeTempsOf(entry);
+  const tmp = tempNameFor(entry);
+  try {
+    await build(tmp);
+    await rm(entry, { recursive: true, force: true });
+    await rename(tmp, entry);
+  } finally {
+    await removeTempsOf(entry);
+  }
 }
 
 /** Removes temporaries in `dir` whose entry's lock nobody holds (left by a killed harness). */

@@ -17,10 +17,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { qemuArgs, type Topology } from '../config/topology.js';
-import { removeTempsOf, tryLockEntry } from '../util/cache-lock.js';
+import { populateEntryIfFree, tryLockEntry } from '../util/cache-lock.js';
 import { tempNameFor, writeAtomic } from '../util/atomic-file.js';
 import { sha256File } from '../util/hash.js';
 import { projectRoot } from '../util/paths.js';
@@ -131,28 +131,19 @@ function fromMeta(dir: string, meta: StoredMeta): GuestSnapshot {
  */
 export async function storeSnapshot(cacheDir: string, key: string, save: (dir: string) => Promise<GuestSnapshot>): Promise<GuestSnapshot | undefined> {
   const entry = storedSnapshotDir(cacheDir, key);
-  await mkdir(path.dirname(entry), { recursive: true });
-  const lock = await tryLockEntry(entry);
-  if (!lock) return undefined;
-  try {
-    if (existsSync(path.join(entry, META))) return undefined;
-    await removeTempsOf(entry);
-    const tmp = tempNameFor(entry);
-    try {
-      const saved = await save(tmp);
-      const { stateFile: _state, pmemCopies, ...rest } = saved;
-      const meta: StoredMeta = { ...rest, pmemNames: Object.keys(pmemCopies) };
+  let meta: StoredMeta | undefined;
+  const outcome = await populateEntryIfFree(
+    entry,
+    () => existsSync(path.join(entry, META)),
+    async (tmp) => {
+      const { stateFile: _state, pmemCopies, ...rest } = await save(tmp);
+      meta = { ...rest, pmemNames: Object.keys(pmemCopies) };
       await writeAtomic(path.join(tmp, META), JSON.stringify(meta, null, 2));
-      await rm(entry, { recursive: true, force: true });
-      await rename(tmp, entry);
-      await pruneStore(cacheDir, STORE_LIMIT);
-      return fromMeta(entry, meta);
-    } finally {
-      await removeTempsOf(entry);
-    }
-  } finally {
-    await lock.release();
-  }
+    },
+  );
+  if (outcome !== 'built' || !meta) return undefined;
+  await pruneStore(cacheDir, STORE_LIMIT);
+  return fromMeta(entry, meta);
 }
 
 /**
