@@ -222,6 +222,19 @@ interface MakeRun {
   estimate?: ScratchBuild;
 }
 
+/**
+ * ccache in depend mode: a miss costs the compile alone. In its default mode every miss also
+ * runs the preprocessor, to look for a hit on the preprocessed text, and a kernel object is
+ * mostly headers: mm/ and fs/ of a 7.2 build took 110.9 s on misses against 78.5 s without
+ * ccache, and 73.2 s in depend mode. Kernel builds never hit on preprocessed text (0 of 3,241
+ * lookups in a series run): the hits come from the direct lookup, which depend mode keeps
+ * (the sandbox gives every worktree the same paths). Its manifest lists the headers from the
+ * compiler's own dependency file (kbuild's -Wp,-MMD).
+ */
+function ccacheEnv(ccacheDir: string): Record<string, string> {
+  return { CCACHE_DIR: ccacheDir, CCACHE_DEPEND: '1' };
+}
+
 /** "1234 objects compiled (~52% of a build from scratch, ~9 min left), now mm/slub.o". */
 export function buildProgressLine(compiled: number, last: string, elapsedSec: number, estimate?: ScratchBuild): string {
   let share = '';
@@ -255,7 +268,7 @@ async function runMake(args: string[], run: MakeRun): Promise<number> {
   };
   const timer = setInterval(() => progress(buildProgressLine(compiled, last, (Date.now() - started) / 1000, run.estimate)), 15_000);
   try {
-    const result = await runSandboxed(run.mounts, ['make', ...args], { cwd: run.cwd, env: { CCACHE_DIR: run.ccacheDir }, onLine });
+    const result = await runSandboxed(run.mounts, ['make', ...args], { cwd: run.cwd, env: ccacheEnv(run.ccacheDir), onLine });
     if (result.exitCode !== 0) throw buildFailed('kernel build', tail, result.exitCode);
     return compiled;
   } finally {
