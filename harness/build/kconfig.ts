@@ -8,8 +8,11 @@ import { kernelBuildPlaces, runSandboxed } from './sandbox.js';
 
 export const KCONFIG_DIR = path.join(projectRoot, 'kconfig');
 
-/** Fragments a build uses unless told otherwise; `debug` is opt-in (+debug). */
-export const DEFAULT_FRAGMENTS = ['base', 'memory-hotplug', 'cxl', 'dax', 'nvdimm'];
+/**
+ * Fragments a build uses unless told otherwise; `debug` is opt-in (+debug). `lean` turns off
+ * what the kernel's defaults build that the guest never uses (kconfig/lean.config says what).
+ */
+export const DEFAULT_FRAGMENTS = ['base', 'lean', 'memory-hotplug', 'cxl', 'dax', 'nvdimm'];
 
 /**
  * --fragments: a comma list of fragment names (kconfig/<name>.config) or paths. A list that
