@@ -35,6 +35,7 @@ export type ReportKind =
   | 'SLUB'
   | 'kmemleak'
   | 'OOM'
+  | 'alloc failure'
   | 'reboot';
 
 /** Lines around the one being looked at, by 0-based index in the log; timestamps stripped. */
@@ -60,9 +61,12 @@ export interface Rule {
 
 export const CORRUPTED = 'corrupted';
 
-/** "dev_dax_kmem_remove+0x12/0x34 [kmem]" -> "dev_dax_kmem_remove" */
+/**
+ * "dev_dax_kmem_remove+0x12/0x34 [kmem]" -> "dev_dax_kmem_remove"; also a site that
+ * scripts/decode_stacktrace.sh already turned into "tdx_fuzz (arch/x86/coco/tdx/kafl-agent.c:523)".
+ */
 export function functionName(text: string): string | undefined {
-  const name = /([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/.exec(text)?.[1];
+  const name = /([A-Za-z_][\w.]*)(?:\+0x[0-9a-f]+\/0x[0-9a-f]+| \([\w./-]+\.[chS]:\d+)/.exec(text)?.[1];
   return name && withoutCompilerSuffix(name);
 }
 
@@ -73,13 +77,27 @@ function withoutCompilerSuffix(name: string): string {
 
 /** Frames that only say how a report was printed, never where the bug is. */
 const PRINTING_FRAME =
-  /^(?:dump_stack\w*|__dump_stack|show_stack|show_regs|__show_regs|show_trace_log_lvl|__warn\w*|warn_slowpath\w*|report_bug|handle_bug|exc_\w+|asm_exc_\w+|asm_sysvec_\w+|sysvec_\w+|do_error_trap|do_trap|die\w*|oops_\w+|v?panic|nmi_\w+|print_report|print_\w+_bug|kasan_\w+|__kasan_\w+|__asan_\w+|kmsan_\w+|__msan_\w+|ubsan_\w+|__ubsan_\w+|check_\w+|validate_chain|__lock_acquire|lock_acquire|lock_release|lock_is_held\w*|lockdep_\w+|__might_\w+|might_\w+|___might_sleep|debug_\w+|__list_\w+_valid\w*|__list_\w+_report|refcount_\w+|__refcount_\w+|usercopy_\w+|__check_object_size|check_heap_object|__check_heap_object|object_err|slab_err|print_\w+|free_debug_processing|__slab_free|slab_free\w*|do_slab_free|kfree|kmem_cache_free|kmemleak_\w+|__kmalloc\w*|kmalloc\w*|kzalloc\w*|kmem_cache_alloc\w*|__kmem_cache_alloc\w*|slab_post_alloc_hook|__do_kmalloc_node)(?:\.\w+)*$/;
+  /^(?:dump_stack\w*|__dump_stack|dump_backtrace|unwind_backtrace|show_stack|show_regs|__show_regs|show_trace_log_lvl|__warn\w*|warn_slowpath\w*|report_bug|handle_bug|exc_\w+|asm_exc_\w+|asm_sysvec_\w+|sysvec_\w+|do_error_trap|do_trap|die\w*|oops_\w+|v?panic|nmi_\w+|print_report|print_\w+_bug|kasan_\w+|__kasan_\w+|__asan_\w+|kmsan_\w+|__msan_\w+|ubsan_\w+|__ubsan_\w+|check_\w+|validate_chain|__lock_acquire|lock_acquire|lock_release|lock_is_held\w*|lockdep_\w+|__might_\w+|might_\w+|___might_sleep|debug_\w+|__list_\w+_valid\w*|__list_\w+_report|refcount_\w+|__refcount_\w+|usercopy_\w+|__check_object_size|check_heap_object|__check_heap_object|object_err|slab_err|print_\w+|free_debug_processing|__slab_free|slab_free\w*|do_slab_free|kfree|kmem_cache_free|kmemleak_\w+|__kmalloc\w*|kmalloc\w*|kzalloc\w*|kmem_cache_alloc\w*|__kmem_cache_alloc\w*|slab_post_alloc_hook|__do_kmalloc_node)(?:\.\w+)*$/;
 
 /** Frames of a waiting task's stack that only say how it waits, not where. */
 export const WAIT_FRAME =
   /^(?:__schedule|schedule\w*|preempt_schedule\w*|io_schedule\w*|(?:__)?mutex_lock\w*|(?:__)?rt_mutex\w*|rwsem_down\w*|(?:__)?down(?:_\w+)?|(?:__)?percpu_down\w*|percpu_rwsem_wait|(?:__)?wait_for_common\w*|do_wait_for_common|wait_for_completion\w*|bit_wait\w*|(?:__)?wait_on_bit\w*|out_of_line_wait_on_bit\w*|(?:__)?folio_wait\w*|(?:__)?folio_lock\w*|(?:__)?lock_page\w*|(?:__)?wait_on_buffer|(?:__)?flush_work\w*|(?:__)?synchronize_\w+|(?:__)?wait_rcu_gp|rcu_barrier\w*|msleep\w*|usleep_range\w*|(?:__)?wait_event\w*|(?:__)?cond_resched)(?:\.\w+)*$/;
 
-const FRAME = /^(?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/;
+/**
+ * A call-trace frame: " fn+0x1a/0x40 [mod]" (x86, arm64), "[<ffffffff8135056a>] fn+0x1a/0x2d" (before
+ * 4.x), " fn (fs/namei.c:123)" (decoded by scripts/decode_stacktrace.sh), arm's "[<80015b74>]
+ * (fn+0x10/0x14) from [<..>] (caller...)" and, since 5.x, "fn from caller+0x90/0xac": the frame is
+ * the function named first.
+ */
+const FRAME =
+  /^(?:\[<[0-9a-f]+>\]\s*)?(?:\(([A-Za-z_][\w.]*)(?:\+0x[0-9a-f]+\/0x[0-9a-f]+)?(?: \[\w+\])?\) from |([A-Za-z_][\w.]*)(?:\+0x[0-9a-f]+\/0x[0-9a-f]+(?: \[\w+\])?| \([\w./-]+\.[chS]:\d+| from [A-Za-z_][\w.]*\+0x))/;
+/** A "? fn+0x.." guess: the unwinder found the address on the stack but not in a frame. */
+const GUESSED_FRAME = /^(?:\[<[0-9a-f]+>\]\s*)?\? ([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/;
+/**
+ * Where a fault happened: x86's "RIP: 0010:fn+0x..", before 4.x "IP: [<..>] fn+0x..", arm64's
+ * "pc : fn+0x..", arm's "PC is at fn+0x..". arm's "pc : [<8015295c>]" names nothing: looked past.
+ */
+const FAULT_SITE = /^(?:RIP: |IP: |pc : |PC is at )/;
 const END_OF_TRACE = /---\[ end trace|^={10,}$/;
 /** The next hung-task report: its stack is another task's. */
 const NEXT_TASK = /^INFO: task \S/;
@@ -93,6 +111,8 @@ interface FrameSearch {
   window?: number;
   /** Stop at the first "</TASK>": the task's own stack has ended (a hung task's report). */
   oneStack?: boolean;
+  /** With no reliable frame, take the first "? fn" guess (old kernels print a sleeping task's whole stack as guesses). */
+  guesses?: boolean;
 }
 
 /**
@@ -110,12 +130,25 @@ export function reportFunction(w: LineWindow, header: number, search: FrameSearc
     }
   };
   if (search.rip) {
-    for (const text of lines()) if (text.startsWith('RIP: ')) return functionName(text);
+    for (const text of lines()) {
+      const site = FAULT_SITE.test(text) ? functionName(text) : undefined;
+      if (site) return site;
+    }
   }
-  for (const text of lines()) {
-    const raw = FRAME.exec(text)?.[1];
+  const wanted = (raw: string | undefined) => {
     const frame = raw && withoutCompilerSuffix(raw);
-    if (frame && !PRINTING_FRAME.test(frame) && !search.skip?.test(frame)) return frame;
+    return frame && !PRINTING_FRAME.test(frame) && !search.skip?.test(frame) ? frame : undefined;
+  };
+  for (const text of lines()) {
+    const m = FRAME.exec(text);
+    const frame = wanted(m?.[1] ?? m?.[2]);
+    if (frame) return frame;
+  }
+  if (search.guesses) {
+    for (const text of lines()) {
+      const frame = wanted(GUESSED_FRAME.exec(text)?.[1]);
+      if (frame) return frame;
+    }
   }
   return undefined;
 }
@@ -156,12 +189,49 @@ const WARN_HEADER = /^WARNING: (?:CPU: \d+ PID: \d+ at |(\S+):\d+ at |at (?=\S+\
 
 const FAULT_ONLY_AFTER: ReportKind[] = ['BUG', 'list corruption', 'usercopy', 'refcount', 'stack overflow', 'KASAN', 'KFENCE', 'SLUB', 'Oops', 'GPF'];
 
+const KASAN_HEADER = /^BUG: KASAN: ([\w-]+(?: [\w-]+)*?)(?: in (\S+?)(?:\+0x|$|\s)|$)/;
+
+/**
+ * A symbolised KASAN report names each inlined function on a header line of its own, innermost
+ * first ("BUG: KASAN: out-of-bounds in memset include/linux/string.h:391 [inline]"): the bug is
+ * in the function they were inlined into, the first header line without "[inline]".
+ */
+function outsideInline(w: LineWindow, i: number): string {
+  let j = i;
+  while (j + 1 < Math.min(w.end, i + 20) && /\[inline\]\s*$/.test(w.at(j) ?? '') && KASAN_HEADER.test(w.at(j + 1) ?? '')) j++;
+  return w.at(j) ?? '';
+}
+
+/**
+ * UBSAN names the file; an in-tree path ("drivers/dax/kmem.c") is the same on every machine, an
+ * out-of-tree module's absolute build path ("/var/lib/dkms/rtl8192eu/1.0/build/core/x.c") is not:
+ * for it the function from the trace, or the file's name without its directories.
+ */
+function ubsanSite(file: string, w: LineWindow, i: number): string {
+  if (!/^(?:\/|~\/)/.test(file)) return file;
+  return reportFunction(w, i, { window: 40 }) ?? file.replace(/^.*\//, '');
+}
+
+/** The message line near a WARN() header (just before it on most kernels, just after on some). */
+function nearby(w: LineWindow, i: number, pattern: RegExp): RegExpExecArray | undefined {
+  for (const j of [i - 1, i + 1, i - 2, i + 2, i + 3]) {
+    const m = pattern.exec(w.at(j) ?? '');
+    if (m) return m;
+  }
+  return undefined;
+}
+
 const sanitizerRules: Rule[] = [
   {
     kind: 'KASAN',
     // "BUG: KASAN: invalid-access" (tag-based KASAN's asynchronous fault) names no function.
-    pattern: /^BUG: KASAN: ([\w-]+(?: [\w-]+)*?)(?: in (\S+?)(?:\+0x|$|\s)|$)/,
-    title: (m) => (m[2] ? `KASAN: ${m[1]} in ${m[2]}` : `KASAN: ${m[1]}`),
+    pattern: KASAN_HEADER,
+    title: (m, w, i) => {
+      const site = KASAN_HEADER.exec(outsideInline(w, i)) ?? m;
+      return site[2] ? `KASAN: ${site[1]} in ${site[2]}` : `KASAN: ${site[1]}`;
+    },
+    // A symbolised report repeats its header once per inlined function: one report.
+    continues: ['KASAN'],
   },
   {
     kind: 'KMSAN',
@@ -182,7 +252,7 @@ const sanitizerRules: Rule[] = [
   {
     kind: 'UBSAN',
     pattern: /^UBSAN: ([\w-]+(?: [\w-]+)*) in (\S+?)(?::\d+)*(?:\s|$)/,
-    title: (m) => `UBSAN: ${m[1]} in ${m[2]}`,
+    title: (m, w, i) => `UBSAN: ${m[1]} in ${ubsanSite(m[2] ?? '', w, i)}`,
   },
   {
     kind: 'UBSAN',
@@ -204,22 +274,24 @@ const lockupRules: Rule[] = [
     // Newer kernels name the detecting CPU too: "watchdog: CPU1: Watchdog detected hard LOCKUP on cpu 1".
     pattern: /^(?:(?:NMI )?watchdog: )?(?:CPU\d+: )?Watchdog detected hard LOCKUP on cpu \d+/,
     title: (_m, w, i) => `hard lockup ${fault(w, i)}`,
+    // Before 4.x the detector WARN()ed first: see checkWarningRules.
+    continues: ['hard lockup'],
   },
   {
     kind: 'RCU stall',
     // "rcu: INFO: rcu_preempt self-detected stall on CPU", "... detected stalls on CPUs/tasks:",
     // "... detected expedited stalls on CPUs/tasks: {", older "INFO: rcu_sched detected stall on
     // CPU 1", Tasks RCU "INFO: rcu_tasks detected stalls on tasks:".
-    pattern: /^(?:rcu: )?INFO: (\w+) (?:self-detected stall on CPU|detected (?:expedited )?stalls? on (?:CPUs\/tasks|CPU|tasks))/,
-    // The stalled CPU's RIP can come after a long kthread-starvation dump: look further.
-    title: (m, w, i) => `RCU stall (${m[1]}) in ${reportFunction(w, i, { rip: true, window: 160 }) ?? CORRUPTED}`,
+    // 3.x named the flavour "rcu_sched_state": the same stall, titled as later kernels name it.
+    pattern: /^(?:rcu: )?INFO: (\w+?)(?:_state)? (?:self-detected stall on CPU|detected (?:expedited )?stalls? on (?:CPUs\/tasks|CPU|tasks))/,
+    title: (m, w, i) => `RCU stall (${m[1]}) in ${stalledFunction(w, i) ?? CORRUPTED}`,
   },
   {
     kind: 'hung task',
     // "INFO: task sh:146 blocked for more than 5 seconds.", or "blocked in I/O wait for" (7.3).
     pattern: /^INFO: task .+?:\d+ blocked(?: in I\/O wait)? for more than \d+ seconds/,
     // Named by where the task waits, not by its comm ("kworker/0:1" differs from run to run).
-    title: (_m, w, i) => `hung task ${inFn(reportFunction(w, i, { skip: WAIT_FRAME, oneStack: true }))}`,
+    title: (_m, w, i) => `hung task ${inFn(reportFunction(w, i, { skip: WAIT_FRAME, oneStack: true, guesses: true }))}`,
   },
   {
     kind: 'BUG',
@@ -227,6 +299,37 @@ const lockupRules: Rule[] = [
     title: () => 'BUG: workqueue lockup',
   },
 ];
+
+/** Where a task dump's idle or switched-out CPU sits, or how the dumped task waits: never the stall. */
+const STALL_WAIT_FRAME = new RegExp(`${/^(?:__switch_to\w*|sched_show_task|rcu_\w+|\w*_idle\w*|cpu_startup_entry|do_idle)$/.source}|${WAIT_FRAME.source}`);
+
+/**
+ * The function an RCU stall is about. First the stalled CPU's fault site ("RIP:"/"pc :"), which
+ * can come after a long kthread-starvation dump (so the search looks further), or "NMI backtrace
+ * for cpu 1 skipped: idling at default_idle+0x1e/0x130". Else the first frame of a task dump that
+ * is not how the task waits, leaving out the grace-period kthread's own stack, which says how
+ * RCU waits, not what stalled it.
+ */
+function stalledFunction(w: LineWindow, i: number): string | undefined {
+  const last = Math.min(w.end, i + 160);
+  for (let j = i + 1; j < last; j++) {
+    const text = (w.at(j) ?? '').trim();
+    if (END_OF_TRACE.test(text)) break;
+    const site = FAULT_SITE.test(text) || / idling at /.test(text) ? functionName(text) : undefined;
+    if (site) return site;
+  }
+  let inKthreadStack = false;
+  for (let j = i + 1; j < last; j++) {
+    const text = (w.at(j) ?? '').trim();
+    if (END_OF_TRACE.test(text)) break;
+    if (/RCU grace-period kthread stack dump/.test(text)) inKthreadStack = true;
+    else if (/^(?:<\/TASK>|Task dump for CPU|NMI backtrace for cpu|Sending NMI|CPU: \d+ )|Stack dump where/.test(text)) inKthreadStack = false;
+    const m = inKthreadStack ? null : FRAME.exec(text);
+    const frame = m && withoutCompilerSuffix((m[1] ?? m[2]) as string);
+    if (frame && !PRINTING_FRAME.test(frame) && !STALL_WAIT_FRAME.test(frame)) return frame;
+  }
+  return undefined;
+}
 
 const LOCKDEP_WARNINGS =
   /^(?:WARNING|INFO|BUG): (possible circular locking dependency detected|possible recursive locking detected|inconsistent lock state|lock held when returning to user space!?|held lock freed!|possible irq lock inversion dependency detected|bad unlock balance detected!|\w+-safe -> \w+-unsafe lock order detected|chain_key collision|Nested lock was not taken|bad contention detected!|.+\/\d+ still has locks held!)/;
@@ -277,6 +380,8 @@ function rcuSource(w: LineWindow, i: number): string {
   return `in ${CORRUPTED}`;
 }
 
+const REFCOUNT_FRAME = /^(?:__)?refcount_\w+|kref_\w+|kobject_put$/;
+
 /** Lines printed just before a WARN() or BUG() by the check that fired: they name the report. */
 const checkRules: Rule[] = [
   {
@@ -284,12 +389,15 @@ const checkRules: Rule[] = [
     // lib/list_debug.c: "list_add corruption. next->prev should be prev (...)", "list_del corruption, ffff...->next is NULL".
     pattern: /^(list_\w+) corruption[.,]/,
     title: (m, w, i) => `${m[1]} corruption ${traced(w, i, /^(?:__)?list_\w+$/)}`,
+    continues: ['list corruption'],
   },
   {
     kind: 'refcount',
     // lib/refcount.c: "refcount_t: underflow; use-after-free.", "refcount_t: addition on 0; use-after-free.", "refcount_t: saturated; leaking memory."
     pattern: /^refcount_t: ([^.]+)\.?/,
-    title: (m, w, i) => `refcount_t: ${m[1]} ${traced(w, i, /^(?:__)?refcount_\w+|kref_\w+|kobject_put$/)}`,
+    title: (m, w, i) => `refcount_t: ${m[1]} ${traced(w, i, REFCOUNT_FRAME)}`,
+    // Printed after its WARNING line on some kernels: see checkWarningRules.
+    continues: ['refcount'],
   },
   {
     kind: 'usercopy',
@@ -352,7 +460,8 @@ const faultRules: Rule[] = [
   },
   {
     kind: 'double fault',
-    pattern: /^PANIC: double fault/,
+    // "traps: PANIC: double fault, error_code: 0x0" since 5.x (pr_fmt), then 7.x's "Oops: double fault: 0000 [#1]".
+    pattern: /^(?:traps: )?PANIC: double fault/,
     title: (_m, w, i) => `double fault ${fault(w, i)}`,
     continues: ['stack overflow'],
   },
@@ -382,6 +491,14 @@ const faultRules: Rule[] = [
     title: (_m, w, i) => `Oops ${fault(w, i)}`,
     continues: 'any',
   },
+  {
+    kind: 'Oops',
+    // arm/arm64: "Internal error: Oops: 0000000096000004 [#1] PREEMPT SMP" after "Unable to handle kernel ...", or alone
+    // when that line was lost; "Internal error: Oops - BUG: 0 [#1]" is arm's BUG().
+    pattern: /^Internal error: Oops\b.*\[#\d+\]/,
+    title: (_m, w, i) => `Oops ${fault(w, i)}`,
+    continues: 'any',
+  },
 ];
 
 const bugRules: Rule[] = [
@@ -405,9 +522,13 @@ const bugRules: Rule[] = [
   },
   {
     kind: 'BUG',
-    // arm64/riscv: "Unable to handle kernel paging request at virtual address ..."
-    pattern: /^Unable to handle kernel (?:paging request|NULL pointer dereference|access to user memory)/,
-    title: (_m, w, i) => `BUG: unable to handle kernel paging request ${inFn(reportFunction(w, i) ?? pcFunction(w, i))}`,
+    // arm64/arm/riscv: "Unable to handle kernel paging request at virtual address ...", "... NULL pointer
+    // dereference at ...", "... execute from non-executable memory at ...", "... write to read-only memory at ...".
+    pattern: /^Unable to handle kernel ([a-zA-Z][\w -]*?) at virtual address/,
+    title: (m, w, i) => {
+      const what = m[1] === 'NULL pointer dereference' ? 'BUG: kernel NULL pointer dereference' : `BUG: unable to handle kernel ${m[1]}`;
+      return `${what} ${inFn(reportFunction(w, i) ?? pcFunction(w, i))}`;
+    },
   },
   {
     kind: 'BUG',
@@ -422,7 +543,7 @@ const bugRules: Rule[] = [
   },
   {
     kind: 'BUG',
-    pattern: /^BUG: (Bad rss-counter state|non-zero nr_p[tm][de]s on freeing mm|Bad page state|Bad page map)\b/,
+    pattern: /^BUG: (Bad rss-counter state|non-zero (?:nr_p[tm][de]s|pgtables_bytes) on freeing mm|Bad page state|Bad page map)\b/,
     title: (m) => `BUG: ${m[1]}`,
   },
   {
@@ -458,6 +579,39 @@ function lastFunction(w: LineWindow, i: number): string | undefined {
   return undefined;
 }
 
+/**
+ * A WARN() raised by a check whose own line names the bug, where the check's line can come after
+ * the "WARNING:" header (arm, 4.9's list debugging, 3.x's hard-lockup detector) or not at all:
+ * the report takes the check's kind, not WARNING, and its line folds into it.
+ */
+const checkWarningRules: Rule[] = [
+  {
+    kind: 'refcount',
+    pattern: /^WARNING: (?:CPU: \d+ PID: \d+ at )?(?:\S*\/)?lib\/refcount\.c:\d+ /,
+    title: (_m, w, i) => `refcount_t: ${nearby(w, i, /^refcount_t: ([^.]+)/)?.[1] ?? 'warning'} ${traced(w, i, REFCOUNT_FRAME)}`,
+    continues: ['refcount'],
+  },
+  {
+    kind: 'list corruption',
+    // 4.9: "WARNING: CPU: 4 PID: 0 at lib/list_debug.c:62 netflow_target+0x68f/0xfd0" names the caller list_del() was inlined into.
+    pattern: /^WARNING: (?:CPU: \d+ PID: \d+ at )?(?:\S*\/)?lib\/list_debug\.c:\d+ (\S+)/,
+    title: (m, w, i) => {
+      const site = functionName(m[1] ?? '');
+      const fn = site && !/^(?:__)?list_\w+$/.test(site) ? site : reportFunction(w, i, { skip: /^(?:__)?list_\w+$/ });
+      return `${nearby(w, i, /^(list_\w+) corruption/)?.[1] ?? 'list'} corruption ${inFn(fn)}`;
+    },
+    continues: ['list corruption'],
+  },
+  {
+    kind: 'hard lockup',
+    // 3.x: "WARNING: CPU: 3 PID: 0 at kernel/watchdog.c:265 watchdog_overflow_callback+0x98/0xc0()" then "Watchdog detected hard LOCKUP on cpu 3".
+    pattern: /^WARNING: (?:CPU: \d+ PID: \d+ at )?(?:\S*\/)?kernel\/watchdog\.c:\d+ watchdog_overflow_callback/,
+    title: (_m, w, i) =>
+      `hard lockup ${inFn(reportFunction(w, i, { rip: true, window: 60, skip: /^(?:watchdog_\w+|__perf_event_overflow|perf_\w+|intel_pmu_\w+|x86_pmu_\w+)$/ }))}`,
+    continues: ['hard lockup'],
+  },
+];
+
 const warnRules: Rule[] = [
   {
     kind: 'WARNING',
@@ -491,7 +645,7 @@ const memoryRules: Rule[] = [
     // mm/kmemleak.c: "unreferenced object 0xffff888103b6c780 (size 64):", then comm, hex dump, "backtrace (crc ...):"
     pattern: /^unreferenced object 0x[0-9a-f]+ \(size \d+\):/,
     title: (_m, w, i) =>
-      `memory leak ${traced(w, i, /^(?:\w*alloc\w*|create_object\w*|kstrdup\w*|kmemdup\w*|kasprintf|kvasprintf|\w*_new|idr_\w+|pcpu_\w+)$/)}`,
+      `memory leak ${traced(w, i, /^(?:\w*alloc\w*|create_object\w*|kstrdup\w*|kmemdup\w*|memdup_user\w*|strndup_user|kasprintf|kvasprintf\w*|kobject_set_name\w*|kobject_init_and_add|\w*_new|idr_\w+|pcpu_\w+)$/)}`,
   },
   {
     kind: 'kmemleak',
@@ -513,6 +667,20 @@ const memoryRules: Rule[] = [
     // The task dump between the header and the verdict has a line per process.
     continues: ['OOM'],
     foldWithin: 5000,
+  },
+];
+
+/** Frames of a page allocation failure that are the allocator itself, not its caller. */
+const ALLOCATOR_FRAME =
+  /^(?:warn_alloc\w*|__alloc_pages\w*|alloc_pages\w*|__get_free_pages|get_page_from_freelist|__?kmalloc\w*|kmalloc\w*|kvmalloc\w*|kvzalloc\w*|__vmalloc\w*|vmalloc\w*|new_slab|allocate_slab|alloc_slab_page|_{2,3}slab_alloc\w*|page_frag_alloc\w*|__folio_alloc\w*|folio_alloc\w*)$/;
+
+const allocRules: Rule[] = [
+  {
+    kind: 'alloc failure',
+    // mm/page_alloc.c warn_alloc(): "kworker/u16:3: page allocation failure: order:4, mode:0x40dc0(GFP_KERNEL|...)". Printed
+    // only when the caller did not pass __GFP_NOWARN, i.e. did not expect to fail; see README "Crash triage".
+    pattern: /^.+?: page allocation failure: order:\d+, mode:0x[0-9a-f]+/,
+    title: (_m, w, i) => `page allocation failure ${traced(w, i, ALLOCATOR_FRAME)}`,
   },
 ];
 
@@ -540,7 +708,7 @@ const panicRules: Rule[] = [
  * A rule added above must keep a word of its header here (its unit test fails otherwise).
  */
 export const MAY_BE_HEADER =
-  /BUG|WARNING|INFO|UBSAN|LOCKUP|lockup|stall|Oops|fault|error:|opcode|segment|overflow|corruption|refcount_t|usercopy|ODEBUG|Allocated in|Freed in|Slab 0x|Object 0x|unreferenced object|kmemleak:|oom-killer|Out of memory|panic|PANIC|reboot:|Unable to handle|Bad or missing/;
+  /BUG|WARNING|INFO|UBSAN|LOCKUP|lockup|stall|Oops|fault|error:|opcode|segment|overflow|corruption|refcount_t|usercopy|ODEBUG|Allocated in|Freed in|Slab 0x|Object 0x|unreferenced object|kmemleak:|oom-killer|Out of memory|allocation failure|panic|PANIC|reboot:|Unable to handle|Internal error|Bad or missing/;
 
 /** Checked in this order; the first match names the line. */
 export const RULES: Rule[] = [
@@ -550,8 +718,10 @@ export const RULES: Rule[] = [
   ...checkRules,
   ...slubDetailRules,
   ...faultRules,
+  ...checkWarningRules,
   ...warnRules,
   ...bugRules,
   ...memoryRules,
+  ...allocRules,
   ...panicRules,
 ];

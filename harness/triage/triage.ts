@@ -33,14 +33,31 @@ export const MAX_LINE_CHARS = 4096;
 /** Reports kept; past it they are only counted (a log that floods one report still fits). */
 export const MAX_REPORTS = 10_000;
 
-const TIMESTAMP = /^\s*\[\s*\d+\.\d+\]\s*(?:\[\s*[CT]\d+\]\s*)?/;
+/**
+ * What a log writer puts before the kernel's own text, so a header is found wherever the log came
+ * from: syslog's "Jan 18 14:36:32 host kernel: " (any month's name: journals are localised) or
+ * its ISO-8601 form, `journalctl -o short-precise`, socklog's "kern.err: ", syslogd's wall
+ * message " kernel:", `dmesg -x`'s "kern  :err   : ", a /dev/kmsg record "3,630,4135,-;". Only
+ * the kernel's lines lose their prefix: a daemon's "host sudo[3291]: ..." keeps it, so it can
+ * never be read as a header.
+ */
+const WRITER_PREFIX =
+  /^(?:\S+ +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)(?: [^\s:]+)?? (?:kernel: ?|kern\.\w+: |(?=\d+,\d+,\d+,))|^ ?kernel: ?|^kern {0,2}:\w+ *: /;
+/** A /dev/kmsg record's header: "level,sequence,microseconds,flags[,caller=T1];". */
+const KMSG_RECORD = /^\d+,\d+,\d+,[-c][^;]*;/;
+/**
+ * The printk timestamp in its forms: "[  12.345678]", `dmesg -d`'s "[  +0.000219]", `dmesg -T`'s
+ * "[Wed Dec 13 10:43:00 2023]", a paste that lost its "[" ("60836.026949] "), a "<4>" level
+ * before it; then the caller id, "[ T1234]" or "[    C0]".
+ */
+const TIMESTAMP = /^\s*(?:<\d>)?(?:\[?\s*\+?\d+\.\d*\]|\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\])\s*(?:\[\s*[CT]\d+\]\s*)?/;
 /** Where another printk's timestamp starts in the middle of a line: two writers interleaved. */
 const EMBEDDED_TIMESTAMP = /(?<=.)(?=\[\s*\d+\.\d{6}\])/;
 /** The kernel's first line, printed at time zero: seen twice in one machine's console, it rebooted. */
 const BOOT_BANNER = /^\s*\[\s*0\.000000\]\s*(?:\[\s*T0\]\s*)?Linux version \S+/;
 
 export function stripTimestamp(line: string): string {
-  return line.replace(/\r$/, '').replace(TIMESTAMP, '');
+  return line.replace(/\r$/, '').replace(WRITER_PREFIX, '').replace(KMSG_RECORD, '').replace(TIMESTAMP, '');
 }
 
 interface Entry {
