@@ -11,6 +11,11 @@ export interface DeviceView {
   driver: string;
   /** The whole-device attribute's value, or undefined when absent. */
   attribute?: string;
+  /**
+   * Whether the attribute's value ended with a newline, as every sysfs value does
+   * (sysfs_emit(buf, "%s\n", ...)): a show() that drops it breaks `read` loops in scripts.
+   */
+  attributeNewline?: boolean;
   /** Per memory block: state, valid_zones, or "absent" when the block directory is gone. */
   blocks: Record<number, { state: string; validZones: string }>;
   /** "System RAM (kmem)" ranges inside the device's ranges. */
@@ -26,6 +31,8 @@ export interface DeviceView {
 }
 
 const SEP = '@@dax-harness@@';
+/** Put after an attribute value that did not end with a newline (`read` then fails but assigns). */
+const NO_NEWLINE = '@@no-newline@@';
 
 /** Prints the name of the driver a dax device is bound to (empty when none), without a basename process. */
 export function driverScript(device: string): string {
@@ -48,8 +55,11 @@ export function viewScript(device: DaxDevice, attribute?: string): string {
     .join('; ');
   return [
     driverScript(device.name),
-    // `read` assigns what it got even at an end without a newline; a file it cannot open leaves the default.
-    attribute ? `a='<absent>'; read -r a < ${d}/${attribute} 2>/dev/null; echo "$a"` : "echo '<absent>'",
+    // `read` assigns what it got even at an end without a newline, and then fails; a file it
+    // cannot open leaves the default.
+    attribute
+      ? `a='<absent>'; if [ ! -e ${d}/${attribute} ]; then echo "$a"; elif read -r a < ${d}/${attribute}; then echo "$a"; else echo "$a${NO_NEWLINE}"; fi`
+      : "echo '<absent>'",
     blocks,
     'cat /proc/iomem',
     `cat /sys/devices/system/node/node${device.targetNode}/meminfo 2>/dev/null || true`,
@@ -62,9 +72,11 @@ export async function viewDevice(guest: Guest, device: DaxDevice, attribute?: st
   const script = viewScript(device, attribute);
   const out = await guest.run(script);
   const [driver = '', attr = '', blockText = '', iomem = '', meminfo = '', taint = '0'] = out.split(`${SEP}\n`);
+  const value = attr.trim();
   const view: DeviceView = {
     driver: driver.trim(),
-    attribute: attr.trim() === '<absent>' ? undefined : attr.trim(),
+    attribute: value === '<absent>' ? undefined : value.replace(NO_NEWLINE, ''),
+    attributeNewline: value === '<absent>' ? undefined : !value.endsWith(NO_NEWLINE),
     blocks: {},
     kmemRanges: [],
     reservedRanges: 0,

@@ -49,7 +49,10 @@ export class DeviceChecker {
     const { check, assert } = this.kit;
     const v = await this.view();
     const d = this.device.name;
-    if (this.kit.driver.hasAttribute) check(`${label}: ${d} ${this.kit.driver.spec.attribute} reads`, v.attribute, state);
+    if (this.kit.driver.hasAttribute) {
+      check(`${label}: ${d} ${this.kit.driver.spec.attribute} reads`, v.attribute, state);
+      check(`${label}: ${d} ${this.kit.driver.spec.attribute} value ends with a newline`, v.attributeNewline, true);
+    }
     const blocks = this.device.blocks;
     if (state === 'unplugged') {
       check(`${label}: ${d} memory block directories gone`, blockStates(v), ['absent']);
