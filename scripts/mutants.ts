@@ -7,7 +7,7 @@
  * crash). A control run without a mutant comes first: a suite that already fails would kill
  * every mutant and prove nothing.
  *
- *   npm run mutants -- [--list FILE] [--tree debian:7.3] [--only ID,ID] [--suite NAME] [--jobs N]
+ *   npm run mutants -- [--list FILE] [--tree debian:7.3] [--only ID,ID] [--suite NAME] [--topology NAME] [--jobs N]
  *
  * Not a test (one run is 20 QEMU sessions a mutant, over an hour on 2 cores): the score and
  * each mutant's killers are printed and written to results/mutants-<time>.json.
@@ -21,19 +21,7 @@ import type { RunSummary } from '../harness/results/summary.js';
 import { projectRoot, resolveCacheDir } from '../harness/util/paths.js';
 import { setQuiet } from '../harness/util/progress.js';
 import { fileStamp } from '../harness/util/stamp.js';
-
-interface Mutant {
-  id: string;
-  /** The bug it stands for, as a reviewer would describe it. */
-  bug: string;
-  find: string;
-  replace: string;
-}
-
-interface MutantList {
-  file: string;
-  mutants: Mutant[];
-}
+import { applyMutant, type MutantList, readMutantList } from './mutant-list.js';
 
 /** What one run of the suites said: killed (which tests failed), survived, or no verdict. */
 interface Outcome {
@@ -53,6 +41,7 @@ const listFile = path.resolve(argAfter('--list', path.join(projectRoot, 'test/mu
 const only = argAfter('--only', '').split(',').filter(Boolean);
 const suite = argAfter('--suite', 'all');
 const jobs = argAfter('--jobs', '2');
+const topology = argAfter('--topology', 'cxl-pmem');
 const cacheDir = resolveCacheDir();
 const stamp = fileStamp();
 
@@ -74,17 +63,11 @@ async function copyTree(treeDir: string, dest: string): Promise<void> {
   }
 }
 
-/** The mutated file's text; a mutant whose text is not there exactly once no longer fits the tree. */
-function applyMutant(source: string, mutant: Mutant): string {
-  const count = source.split(mutant.find).length - 1;
-  if (count !== 1) throw new Error(`mutant ${mutant.id}: its text occurs ${count} times in the file (must be once)`);
-  return source.replace(mutant.find, () => mutant.replace);
-}
-
 /** One `run --modules-only` of the suites on the copy: the verdict and the tests that failed. */
 async function runSuites(id: string, copy: string, results: string): Promise<Outcome> {
   const cli = path.join(projectRoot, 'bin/dax-harness.js');
-  const args = ['run', '--tree', copy, '--modules-only', '--suite', suite, '--jobs', jobs, '--results-dir', results, '--json', '--quiet'];
+  const args = ['run', '--tree', copy, '--modules-only', '--topology', topology, '--suite', suite, '--jobs', jobs];
+  args.push('--results-dir', results, '--json', '--quiet');
   const started = Date.now();
   const run = await $({ nothrow: true, quiet: true })`node ${cli} ${args}`;
   const seconds = (Date.now() - started) / 1000;
@@ -110,7 +93,7 @@ async function runSuites(id: string, copy: string, results: string): Promise<Out
 
 async function main(): Promise<void> {
   setQuiet(true);
-  const list = JSON.parse(await readFile(listFile, 'utf8')) as MutantList;
+  const list = await readMutantList(listFile);
   const tree = await resolveTree(cacheDir, argAfter('--tree', 'debian:7.3'));
   const original = await readFile(path.join(tree.dir, list.file), 'utf8');
   const chosen = list.mutants.filter((m) => only.length === 0 || only.includes(m.id));
@@ -121,7 +104,7 @@ async function main(): Promise<void> {
   await copyTree(tree.dir, copy);
   // Kept (git-ignored): why each mutant was killed is in its run's report and console.
   const results = path.join(projectRoot, 'results', `mutants-${stamp}`);
-  process.stdout.write(`dax-harness mutants: ${chosen.length} of ${list.file} on ${tree.spec}, suite ${suite}\n\n`);
+  process.stdout.write(`dax-harness mutants: ${chosen.length} of ${list.file} on ${tree.spec}, suite ${suite}, topology ${topology}\n\n`);
   const control = await runSuites('(none)', copy, results);
   printOutcome(control);
   if (control.verdict !== 'survived') throw new Error(`the suites do not pass without a mutant (${control.verdict}): no mutant can be judged`);
