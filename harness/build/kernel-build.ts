@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { readJsonState, writeAtomic } from '../util/atomic-file.js';
@@ -105,7 +105,9 @@ export async function seedBuildDir(seed: BuildSeed, out: string, treeDir: string
   );
   const now = new Date();
   // A file the series deleted has nothing to touch; make learns of it from its Makefile.
-  await Promise.all(seed.changed.map((file) => utimes(path.join(treeDir, file), now, now).catch(() => undefined)));
+  // lutimes: a symbolic link the series adds gets the new time itself; utimes would follow it
+  // and, as the harness's user on the host, touch whatever it points to, outside the tree too.
+  await Promise.all(seed.changed.map((file) => lutimes(path.join(treeDir, file), now, now).catch(() => undefined)));
 }
 
 async function buildKernelIn(out: string, options: KernelBuildOptions): Promise<KernelBuild> {

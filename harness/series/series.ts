@@ -15,7 +15,7 @@ import { type GuestRunOptions, runSuitesOnGuests } from '../commands/run.js';
 import { fileStamp } from '../util/stamp.js';
 import { withEntryLock } from '../util/cache-lock.js';
 import { compareRuns, comparisonText, type SeriesComparison } from './base-vs-series.js';
-import { type Patch, readSeries, type Series } from './patches.js';
+import { type Patch, readSeries, type Series, seriesMbox } from './patches.js';
 
 export interface SeriesOptions extends GuestRunOptions {
   /** The tree holding the base, and how each side is built (harness/kernel/spec.ts). */
@@ -27,7 +27,7 @@ export interface SeriesOptions extends GuestRunOptions {
   snapshots?: boolean;
 }
 
-async function git(dir: string, args: string[], input?: string) {
+async function git(dir: string, args: string[], input?: string | Buffer) {
   return execa('git', ['-C', dir, ...args], { reject: false, all: true, env: GIT_IDENTITY, input });
 }
 
@@ -57,6 +57,16 @@ export function failedFile(stderr: string): string | undefined {
 }
 
 /**
+ * The first error git apply gave, and its file: git goes on to list later files' errors too,
+ * and the reason shown must be the one about the file named.
+ */
+export function applyError(stderr: string, exitCode: number | undefined): { file?: string; reason: string } {
+  const errors = stderr.split('\n').filter((l) => /^(error|fatal):/.test(l));
+  const first = errors[0]?.startsWith('error: patch failed:') ? errors.slice(0, 2) : errors.slice(0, 1);
+  return { file: failedFile(first.join('\n')), reason: first.at(-1) ?? (stderr.trim().split('\n').at(-1) || `exit ${exitCode}`) };
+}
+
+/**
  * Applies the patches one by one to a commit in a scratch index (no checkout: fast even on a
  * full kernel tree); returns the first that does not apply, with the file it failed in.
  */
@@ -67,10 +77,10 @@ export async function checkApplies(dir: string, commit: string, series: Series):
   try {
     await execa('git', ['-C', dir, 'read-tree', commit], { env });
     for (const patch of series.patches) {
-      const r = await execa('git', ['-C', dir, 'apply', '--cached', '-'], { env, input: patch.text, reject: false, all: true });
+      // The decoded diff, as git am will apply it (quoted-printable or base64 in the mail is no diff to git apply).
+      const r = await execa('git', ['-C', dir, 'apply', '--cached', '-'], { env, input: Buffer.from(patch.diff, 'latin1'), reject: false, all: true });
       if (r.exitCode !== 0) {
-        const stderr = String(r.stderr);
-        return { patch, total: series.patches.length, file: failedFile(stderr), reason: stderr.split('\n').filter(Boolean).at(-1) ?? `exit ${r.exitCode}` };
+        return { patch, total: series.patches.length, ...applyError(String(r.stderr), r.exitCode) };
       }
     }
     return undefined;
@@ -138,7 +148,8 @@ async function checkSeriesInput(options: SeriesOptions): Promise<SeriesInput> {
   const base = await commitOf(tree.dir, options.base);
   if (!base) throw new UsageError(`base ${options.base} is not a commit in ${tree.dir}`);
   const touched = [...new Set(series.patches.flatMap((p) => p.files))];
-  progress(`series: ${series.patches.length} patch(es) from ${series.source}, touching ${touched.join(', ')}`);
+  const skipped = series.skipped.length > 0 ? ` (${series.skipped.length} repl(ies) left out)` : '';
+  progress(`series: ${series.patches.length} patch(es) from ${series.source}${skipped}, touching ${touched.join(', ')}`);
   const { dirs, elsewhere } = moduleDirsOf(touched);
   if (options.kernel.modulesOnly && elsewhere.length > 0) {
     throw new UsageError(`the series touches ${elsewhere.join(', ')}: a module-only build cannot test that; drop --modules-only`);
@@ -150,6 +161,11 @@ async function checkSeriesInput(options: SeriesOptions): Promise<SeriesInput> {
 async function checkSeriesApplies({ series, tree, base }: SeriesInput, baseName: string): Promise<void> {
   const failure = await step(`series: check it applies to ${await describeCommit(tree.dir, base)}`, () => checkApplies(tree.dir, base, series));
   if (!failure) return;
+  const what = `patch ${failure.patch.index}/${failure.total} "${failure.patch.subject}"`;
+  if (/corrupt patch|only garbage|No valid patches/.test(failure.reason)) {
+    // A damaged diff applies nowhere: no search through the tree's commits.
+    throw new UsageError(`series: ${what} is not a valid diff (${failure.reason}): lines were changed in the mail (wrapped, format=flowed, or spaces lost)`);
+  }
   const found = await step('series: look for the base it needs', () => findBase(tree.dir, series));
   const where = found ? `it applies to ${await describeCommit(tree.dir, found.commit)}, found by ${found.how}` : 'no commit among the newest 200 takes it';
   throw new UsageError(
@@ -195,7 +211,8 @@ async function seriesWorktrees(input: SeriesInput, cacheDir: string, modulesOnly
   await step('series: worktree at the base', () => worktreeAt(tree.dir, baseDir, base, sparse));
   await step('series: worktree with the series (git am)', async () => {
     await worktreeAt(tree.dir, seriesDir, base, sparse);
-    const am = await git(seriesDir, ['am', '--quiet', '--keep-non-patch'], series.patches.map((p) => p.text).join('\n'));
+    // The chosen mails in series order (cover letters, replies and other versions left out); CRs quoted in a base64 body stripped as checkApplies saw them.
+    const am = await git(seriesDir, ['am', '--quiet', '--keep-non-patch', '--quoted-cr=strip'], seriesMbox(series));
     if (am.exitCode !== 0) {
       await git(seriesDir, ['am', '--abort']);
       throw new InfraError(`git am failed although git apply accepted the series: ${String(am.all).split('\n').slice(-3).join(' | ')}`);

@@ -14,8 +14,8 @@ import { checkApplies, checkGitRepository, failedFile } from '../../harness/seri
 
 const MBOX = readFileSync(path.join(projectRoot, 'test/fixtures/series/kmem-offline-regression.mbox'), 'utf8');
 
-test('parseSeries reads the fixture: two patches, subjects without tags, files, base-commit', (t) => {
-  const s = parseSeries(MBOX, 'fixture');
+test('parseSeries reads the fixture: two patches, subjects without tags, files, base-commit', async (t) => {
+  const s = await parseSeries(MBOX, 'fixture');
   t.deepEqual(
     s.patches.map((p) => [p.index, p.subject, p.files]),
     [
@@ -26,12 +26,14 @@ test('parseSeries reads the fixture: two patches, subjects without tags, files, 
   t.regex(s.baseCommit ?? '', /^[0-9a-f]{40}$/);
 });
 
-test('a cover letter is skipped; a message without a diff or an empty file is a usage error', (t) => {
-  const cover = 'From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001\nSubject: [PATCH v3 0/2] cover\n\nwords\n';
-  t.is(parseSeries(cover + MBOX, 'x').patches.length, 2);
-  t.throws(() => parseSeries('From a b\nSubject: [PATCH] x\n\nno diff\n', 'm'), { message: 'm: message "x" holds no diff: not a patch' });
-  t.throws(() => parseSeries('', 'empty'), { message: 'empty is not an mbox or patch (no "From " line)' });
-  t.is(splitMbox('From a b\nx\nFrom c d\ny\n').length, 2);
+test('a cover letter is skipped; a message without a diff or an empty file is a usage error', async (t) => {
+  const cover = 'From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 0/2] cover\n\nwords\n';
+  t.is((await parseSeries(cover + MBOX, 'x')).patches.length, 2);
+  await t.throwsAsync(parseSeries('From a Mon Sep 17 00:00:00 2001\nSubject: [PATCH] x\n\nno diff\n', 'm'), {
+    message: 'm: message "[PATCH] x" holds no diff: not a patch',
+  });
+  await t.throwsAsync(parseSeries('', 'empty'), { message: 'empty holds no patches' });
+  t.is(splitMbox('From a Mon Sep 17 00:00:00 2001\nx\nFrom c Thu Jan  1 00:00:00 1970\ny\n', 's').length, 2);
 });
 
 test('failedFile finds the file in git apply errors', (t) => {
@@ -130,7 +132,7 @@ test.serial('the scratch index of checkApplies is a private temporary directory,
   const saved = process.env.TMPDIR;
   process.env.TMPDIR = privateTmp;
   try {
-    t.is(await checkApplies(dir, first, parseSeries(patch, 'second.patch')), undefined);
+    t.is(await checkApplies(dir, first, await parseSeries(patch, 'second.patch')), undefined);
   } finally {
     if (saved === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = saved;
