@@ -8,7 +8,9 @@ import { DeviceSetupError } from '../../harness/guest/devices.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { acquireGuest, type BootFacts, type GuestDemand, type GuestLifecycle, type PoolGuest, pickSession, runWorkers } from '../../harness/scheduler/pool.js';
 import { type LaunchRequest, type LaunchResult, MAX_GUEST_RESTARTS, runSessionOnPool, type SessionEntry } from '../../harness/scheduler/session.js';
-import { sharedKeys } from '../../harness/scheduler/plan.js';
+import { filesWith, planSessions, sharedKeys } from '../../harness/scheduler/plan.js';
+import { loadTopology } from '../../harness/config/topology.js';
+import type { GuestSession } from '../../harness/config/suites.js';
 import { KernelSetupFailure } from '../../harness/guest/setupfailure.js';
 
 interface FakeGuest extends PoolGuest {
@@ -300,13 +302,14 @@ test('a retry whose guest is lost before it records anything keeps the failure i
     life,
     [
       { planned: ['t1'], records: [record('t1', 'fail')] },
-      { planned: ['t1'], records: [], lost: { how: 'kernel panic' } },
+      // ava exits 1 when its guest dies under it, with nothing recorded for the retried test.
+      { planned: ['t1'], records: [], lost: { how: 'kernel panic' }, exitCode: 1, tail: 'Timed out while running tests' },
     ],
     { retries: 1 },
   );
   const outcome = await s.run;
   t.is(outcome.kept, undefined);
-  t.is(outcome.error, undefined, 'a failed test was recorded: no "ava exited" error');
+  t.is(outcome.error, undefined, 'the retried failure is kept as the test\'s record, so ava\'s exit 1 is no "ava exited" error');
   t.deepEqual(life.log, ['boot 1 A', 'reset 1', 'retire 1']);
 });
 
@@ -474,4 +477,75 @@ test('guests with CXL devices are not snapshotted: QEMU keeps no migration state
     { key: 'B', cxl: false },
   ];
   t.deepEqual([...sharedKeys(demands, (d) => !d.cxl)], ['B']);
+});
+
+test('a session whose launch throws retires the guest it held before the error goes on', async (t) => {
+  const life = new FakeLife();
+  const run = runSessionOnPool({ demand: { key: 'A' }, label: 'x', retries: 0, matching: false }, newEntry(), undefined, {
+    life,
+    launch: async () => {
+      throw new Error('cannot write context-1.json: ENOSPC');
+    },
+    runWithoutGuest: async () => undefined,
+    say: () => undefined,
+  });
+  await t.throwsAsync(run, { message: /ENOSPC/ });
+  // Retired, not left to the run's final kill: its dmesg and console are kept (guests.ts retire).
+  t.deepEqual(life.log, ['boot 1 A', 'retire 1']);
+});
+
+test('records a launch did not plan count neither as done nor as progress after a lost guest', async (t) => {
+  const life = new FakeLife();
+  const lost = { how: 'kernel panic' };
+  const stray = { ...record('t9', 'pass'), file: 'other.test.ts' };
+  const s = session(life, [
+    { planned: ['t1', 't2'], records: [record('t1', 'pass'), stray], lost },
+    { planned: ['t2'], records: [stray], lost },
+  ]);
+  const outcome = await s.run;
+  t.deepEqual(s.requests[1]?.done, ['a.test.ts|t1'], 'only planned tests are skipped as done');
+  t.regex(outcome.error ?? '', /1 test\(s\) of suite: a\.test\.ts did not run: the guest was lost 2 time\(s\)/, 'a stray record is no progress');
+});
+
+const guestSession = (extra: Partial<GuestSession> = {}): GuestSession => ({
+  suite: 'hotplug',
+  files: ['suites/hotplug/state.test.ts'],
+  bootArgs: '',
+  env: {},
+  needsAttribute: false,
+  freshGuest: false,
+  ...extra,
+});
+
+test('planSessions: sessions share a guest only with the same command line and the same (restricted) topology', async (t) => {
+  const topology = await loadTopology('cxl-pmem');
+  const { demands } = planSessions(
+    [
+      guestSession({ backing: 'cxl' }),
+      guestSession({ backing: 'pmem' }),
+      guestSession({ backing: 'cxl', files: ['suites/hotplug/other.test.ts'] }),
+      guestSession({ backing: 'cxl', bootArgs: 'memhp_default_state=offline' }),
+      guestSession(),
+    ],
+    topology,
+    '',
+  );
+  const [cxl, pmem, cxlAgain, cxlOffline, both] = demands.map((d) => d.key);
+  t.is(cxlAgain, cxl, 'same command line, same backing: one kind of guest');
+  t.not(pmem, cxl, 'a pmem-only guest has no CXL device to test');
+  t.not(cxlOffline, cxl, 'another command line');
+  t.not(both, cxl, 'the whole topology is another guest');
+  t.deepEqual([demands[1]?.topology.cxl, demands[1]?.only], [[], 'pmem']);
+  t.deepEqual(
+    demands.map((d) => d.number),
+    [1, 2, 3, 4, 5],
+  );
+});
+
+test('filesWith keeps the files of the named tests only, by whole file name', (t) => {
+  const files = ['suites/hotplug/a.test.ts', 'suites/hotplug/aa.test.ts', 'suites/hotplug/b.test.ts'];
+  t.deepEqual(filesWith(files, ['aa.test.ts|online then offline']), ['suites/hotplug/aa.test.ts']);
+  t.deepEqual(filesWith(files, ['b.test.ts|x', 'a.test.ts|y']), ['suites/hotplug/a.test.ts', 'suites/hotplug/b.test.ts']);
+  t.deepEqual(filesWith(files, undefined), files);
+  t.deepEqual(filesWith(files, []), []);
 });
