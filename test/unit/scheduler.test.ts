@@ -494,6 +494,23 @@ test('a session whose launch throws retires the guest it held before the error g
   t.deepEqual(life.log, ['boot 1 A', 'retire 1']);
 });
 
+test('a worker whose session threw does not retire again the guest the session already retired', async (t) => {
+  const life = new FakeLife();
+  life.resets = [{ ok: false, why: 'taint changed' }];
+  life.boots = [{}, new Error('boot failed: no SSH')];
+  const job = { demand: { key: 'A' }, label: 'x', retries: 0, matching: false };
+  const deps = { life, launch: fakeLauncher([passAll, passAll]).launch, runWithoutGuest: async () => undefined, say: () => undefined };
+  const run = runWorkers<FakeGuest>({
+    jobs: 1,
+    demands: [{ key: 'A' }, { key: 'A' }],
+    runSession: async (index, kept) => (await runSessionOnPool(job, newEntry(index + 1), kept, deps)).kept,
+    retire: (g) => life.retire(g),
+  });
+  await t.throwsAsync(run, { message: 'boot failed: no SSH' });
+  // A second retire would record the guest's end twice (dmesg.txt, console.log, its console reports).
+  t.deepEqual(life.log, ['boot 1 A', 'reset 1', 'retire 1', 'boot failed A']);
+});
+
 test('records a launch did not plan count neither as done nor as progress after a lost guest', async (t) => {
   const life = new FakeLife();
   const lost = { how: 'kernel panic' };
