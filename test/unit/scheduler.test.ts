@@ -11,6 +11,8 @@ import { type LaunchRequest, type LaunchResult, MAX_GUEST_RESTARTS, runSessionOn
 import { filesWith, planSessions, sharedKeys } from '../../harness/scheduler/plan.js';
 import { loadTopology } from '../../harness/config/topology.js';
 import type { GuestSession } from '../../harness/config/suites.js';
+import { runSummaryHeader } from '../../harness/results/summary.js';
+import { summarySchemaErrors } from '../outputs.js';
 import { KernelSetupFailure } from '../../harness/guest/setupfailure.js';
 
 interface FakeGuest extends PoolGuest {
@@ -565,4 +567,47 @@ test('filesWith keeps the files of the named tests only, by whole file name', (t
   t.deepEqual(filesWith(files, ['b.test.ts|x', 'a.test.ts|y']), ['suites/hotplug/a.test.ts', 'suites/hotplug/b.test.ts']);
   t.deepEqual(filesWith(files, undefined), files);
   t.deepEqual(filesWith(files, []), []);
+});
+
+test("every kind of session entry the runner fills matches summary.json's schema", async (t) => {
+  // The schema allows no field it does not describe: a field added to a session entry without
+  // it would otherwise fail only in the e2e tests, which check every summary.json they make.
+  const life = new FakeLife();
+  life.boots = [{ hungBoots: 1, qemuCrashedBoots: 1 }];
+  const fresh = session(life, [passAll]);
+  const reused = session(life, [passAll], { kept: (await fresh.run).kept, entry: newEntry(2) });
+  const keptAfterReuse = (await reused.run).kept;
+  life.resets = [{ ok: false, why: 'taint changed: was 0, now 512' }];
+  const lostOnce: Script = { planned: ['t1', 't2'], records: [record('t1', 'pass')], lost: { how: 'kernel panic' } };
+  const rebooted = session(life, [lostOnce, { planned: ['t2'], records: [record('t2', 'pass')] }], { kept: keptAfterReuse, entry: newEntry(3) });
+  await rebooted.run;
+  life.snapshots.add('A');
+  life.boots = [{ restoreFailure: 'the restored guest differs from the saved one' }];
+  const restoreFailed = session(life, [passAll], { entry: newEntry(4) });
+  await restoreFailed.run;
+  const flaky: Script[] = [
+    { planned: ['t1'], records: [record('t1', 'fail')] },
+    { planned: ['t1'], records: [record('t1', 'pass', { attempts: 2 })] },
+  ];
+  const restored = session(life, flaky, { entry: newEntry(5), retries: 1 });
+  await restored.run;
+  life.boots = [setupFailure()];
+  const broken = session(life, [], { entry: newEntry(6) });
+  await broken.run;
+  const sessions = [fresh, reused, rebooted, restoreFailed, restored, broken].map((s) => s.entry);
+  t.deepEqual(new Set(sessions.map((e) => e.start)), new Set(['fresh', 'reused', 'rebooted after failed reset', 'restored']));
+  const summary = {
+    ...runSummaryHeader(),
+    runId: 'r',
+    status: 'pass',
+    startedAt: '2026-12-01T10:00:00.000Z',
+    kernel: { requested: '7.3' },
+    topology: 'cxl-pmem',
+    suites: ['smoke'],
+    bootArgs: '',
+    counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
+    tests: [],
+    sessions,
+  };
+  t.deepEqual(await summarySchemaErrors(summary), []);
 });
