@@ -162,6 +162,13 @@ export async function runWorkers<G extends PoolGuest>(options: {
         const index = pending.splice(pickSession(pending, options.demands, kept, options.waits), 1)[0] as number;
         kept = await options.runSession(index, kept);
       }
+    } catch (error) {
+      // A session that throws retires the guests it held (session.ts), often the kept one
+      // among them: retired twice, a guest's end would be recorded twice. Only one it left
+      // running (it threw before it took the guest) is retired here.
+      if (kept?.running()) await options.retire(kept);
+      kept = undefined;
+      throw error;
     } finally {
       if (kept) await options.retire(kept);
     }

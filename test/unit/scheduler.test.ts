@@ -8,7 +8,11 @@ import { DeviceSetupError } from '../../harness/guest/devices.js';
 import type { TestRecord } from '../../harness/results/record.js';
 import { acquireGuest, type BootFacts, type GuestDemand, type GuestLifecycle, type PoolGuest, pickSession, runWorkers } from '../../harness/scheduler/pool.js';
 import { type LaunchRequest, type LaunchResult, MAX_GUEST_RESTARTS, runSessionOnPool, type SessionEntry } from '../../harness/scheduler/session.js';
-import { sharedKeys } from '../../harness/scheduler/plan.js';
+import { filesWith, planSessions, sharedKeys } from '../../harness/scheduler/plan.js';
+import { loadTopology } from '../../harness/config/topology.js';
+import type { GuestSession } from '../../harness/config/suites.js';
+import { runSummaryHeader } from '../../harness/results/summary.js';
+import { summarySchemaErrors } from '../outputs.js';
 import { KernelSetupFailure } from '../../harness/guest/setupfailure.js';
 
 interface FakeGuest extends PoolGuest {
@@ -300,13 +304,14 @@ test('a retry whose guest is lost before it records anything keeps the failure i
     life,
     [
       { planned: ['t1'], records: [record('t1', 'fail')] },
-      { planned: ['t1'], records: [], lost: { how: 'kernel panic' } },
+      // ava exits 1 when its guest dies under it, with nothing recorded for the retried test.
+      { planned: ['t1'], records: [], lost: { how: 'kernel panic' }, exitCode: 1, tail: 'Timed out while running tests' },
     ],
     { retries: 1 },
   );
   const outcome = await s.run;
   t.is(outcome.kept, undefined);
-  t.is(outcome.error, undefined, 'a failed test was recorded: no "ava exited" error');
+  t.is(outcome.error, undefined, 'the retried failure is kept as the test\'s record, so ava\'s exit 1 is no "ava exited" error');
   t.deepEqual(life.log, ['boot 1 A', 'reset 1', 'retire 1']);
 });
 
@@ -474,4 +479,135 @@ test('guests with CXL devices are not snapshotted: QEMU keeps no migration state
     { key: 'B', cxl: false },
   ];
   t.deepEqual([...sharedKeys(demands, (d) => !d.cxl)], ['B']);
+});
+
+test('a session whose launch throws retires the guest it held before the error goes on', async (t) => {
+  const life = new FakeLife();
+  const run = runSessionOnPool({ demand: { key: 'A' }, label: 'x', retries: 0, matching: false }, newEntry(), undefined, {
+    life,
+    launch: async () => {
+      throw new Error('cannot write context-1.json: ENOSPC');
+    },
+    runWithoutGuest: async () => undefined,
+    say: () => undefined,
+  });
+  await t.throwsAsync(run, { message: /ENOSPC/ });
+  // Retired, not left to the run's final kill: its dmesg and console are kept (guests.ts retire).
+  t.deepEqual(life.log, ['boot 1 A', 'retire 1']);
+});
+
+test('a worker whose session threw does not retire again the guest the session already retired', async (t) => {
+  const life = new FakeLife();
+  life.resets = [{ ok: false, why: 'taint changed' }];
+  life.boots = [{}, new Error('boot failed: no SSH')];
+  const job = { demand: { key: 'A' }, label: 'x', retries: 0, matching: false };
+  const deps = { life, launch: fakeLauncher([passAll, passAll]).launch, runWithoutGuest: async () => undefined, say: () => undefined };
+  const run = runWorkers<FakeGuest>({
+    jobs: 1,
+    demands: [{ key: 'A' }, { key: 'A' }],
+    runSession: async (index, kept) => (await runSessionOnPool(job, newEntry(index + 1), kept, deps)).kept,
+    retire: (g) => life.retire(g),
+  });
+  await t.throwsAsync(run, { message: 'boot failed: no SSH' });
+  // A second retire would record the guest's end twice (dmesg.txt, console.log, its console reports).
+  t.deepEqual(life.log, ['boot 1 A', 'reset 1', 'retire 1', 'boot failed A']);
+});
+
+test('records a launch did not plan count neither as done nor as progress after a lost guest', async (t) => {
+  const life = new FakeLife();
+  const lost = { how: 'kernel panic' };
+  const stray = { ...record('t9', 'pass'), file: 'other.test.ts' };
+  const s = session(life, [
+    { planned: ['t1', 't2'], records: [record('t1', 'pass'), stray], lost },
+    { planned: ['t2'], records: [stray], lost },
+  ]);
+  const outcome = await s.run;
+  t.deepEqual(s.requests[1]?.done, ['a.test.ts|t1'], 'only planned tests are skipped as done');
+  t.regex(outcome.error ?? '', /1 test\(s\) of suite: a\.test\.ts did not run: the guest was lost 2 time\(s\)/, 'a stray record is no progress');
+});
+
+const guestSession = (extra: Partial<GuestSession> = {}): GuestSession => ({
+  suite: 'hotplug',
+  files: ['suites/hotplug/state.test.ts'],
+  bootArgs: '',
+  env: {},
+  needsAttribute: false,
+  freshGuest: false,
+  ...extra,
+});
+
+test('planSessions: sessions share a guest only with the same command line and the same (restricted) topology', async (t) => {
+  const topology = await loadTopology('cxl-pmem');
+  const { demands } = planSessions(
+    [
+      guestSession({ backing: 'cxl' }),
+      guestSession({ backing: 'pmem' }),
+      guestSession({ backing: 'cxl', files: ['suites/hotplug/other.test.ts'] }),
+      guestSession({ backing: 'cxl', bootArgs: 'memhp_default_state=offline' }),
+      guestSession(),
+    ],
+    topology,
+    '',
+  );
+  const [cxl, pmem, cxlAgain, cxlOffline, both] = demands.map((d) => d.key);
+  t.is(cxlAgain, cxl, 'same command line, same backing: one kind of guest');
+  t.not(pmem, cxl, 'a pmem-only guest has no CXL device to test');
+  t.not(cxlOffline, cxl, 'another command line');
+  t.not(both, cxl, 'the whole topology is another guest');
+  t.deepEqual([demands[1]?.topology.cxl, demands[1]?.only], [[], 'pmem']);
+  t.deepEqual(
+    demands.map((d) => d.number),
+    [1, 2, 3, 4, 5],
+  );
+});
+
+test('filesWith keeps the files of the named tests only, by whole file name', (t) => {
+  const files = ['suites/hotplug/a.test.ts', 'suites/hotplug/aa.test.ts', 'suites/hotplug/b.test.ts'];
+  t.deepEqual(filesWith(files, ['aa.test.ts|online then offline']), ['suites/hotplug/aa.test.ts']);
+  t.deepEqual(filesWith(files, ['b.test.ts|x', 'a.test.ts|y']), ['suites/hotplug/a.test.ts', 'suites/hotplug/b.test.ts']);
+  t.deepEqual(filesWith(files, undefined), files);
+  t.deepEqual(filesWith(files, []), []);
+});
+
+test("every kind of session entry the runner fills matches summary.json's schema", async (t) => {
+  // The schema allows no field it does not describe: a field added to a session entry without
+  // it would otherwise fail only in the e2e tests, which check every summary.json they make.
+  const life = new FakeLife();
+  life.boots = [{ hungBoots: 1, qemuCrashedBoots: 1 }];
+  const fresh = session(life, [passAll]);
+  const reused = session(life, [passAll], { kept: (await fresh.run).kept, entry: newEntry(2) });
+  const keptAfterReuse = (await reused.run).kept;
+  life.resets = [{ ok: false, why: 'taint changed: was 0, now 512' }];
+  const lostOnce: Script = { planned: ['t1', 't2'], records: [record('t1', 'pass')], lost: { how: 'kernel panic' } };
+  const rebooted = session(life, [lostOnce, { planned: ['t2'], records: [record('t2', 'pass')] }], { kept: keptAfterReuse, entry: newEntry(3) });
+  await rebooted.run;
+  life.snapshots.add('A');
+  life.boots = [{ restoreFailure: 'the restored guest differs from the saved one' }];
+  const restoreFailed = session(life, [passAll], { entry: newEntry(4) });
+  await restoreFailed.run;
+  const flaky: Script[] = [
+    { planned: ['t1'], records: [record('t1', 'fail')] },
+    { planned: ['t1'], records: [record('t1', 'pass', { attempts: 2 })] },
+  ];
+  const restored = session(life, flaky, { entry: newEntry(5), retries: 1 });
+  await restored.run;
+  life.boots = [setupFailure()];
+  const broken = session(life, [], { entry: newEntry(6) });
+  await broken.run;
+  const sessions = [fresh, reused, rebooted, restoreFailed, restored, broken].map((s) => s.entry);
+  t.deepEqual(new Set(sessions.map((e) => e.start)), new Set(['fresh', 'reused', 'rebooted after failed reset', 'restored']));
+  const summary = {
+    ...runSummaryHeader(),
+    runId: 'r',
+    status: 'pass',
+    startedAt: '2026-12-01T10:00:00.000Z',
+    kernel: { requested: '7.3' },
+    topology: 'cxl-pmem',
+    suites: ['smoke'],
+    bootArgs: '',
+    counts: { passed: 0, failed: 0, skipped: 0, total: 0 },
+    tests: [],
+    sessions,
+  };
+  t.deepEqual(await summarySchemaErrors(summary), []);
 });
