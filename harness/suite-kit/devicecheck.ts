@@ -28,6 +28,14 @@ export class DeviceChecker {
     return (this.device.blocks.length * this.blockBytes) / 1024;
   }
 
+  /** The device's ranges that hold at least one memory block: kmem reserves each of them. */
+  get blockRanges(): number {
+    const size = BigInt(this.blockBytes);
+    const holds = (r: { start: string; end: string }) =>
+      this.device.blocks.some((b) => BigInt(b) * size >= BigInt(r.start) && (BigInt(b) + 1n) * size - 1n <= BigInt(r.end));
+    return this.device.ranges.filter(holds).length;
+  }
+
   async view(): Promise<DeviceView> {
     return viewDevice(this.kit.guest, this.device, this.kit.driver.spec.attribute);
   }
@@ -54,6 +62,9 @@ export class DeviceChecker {
       check(`${label}: ${d} ${this.kit.driver.spec.attribute} value ends with a newline`, v.attributeNewline, true);
     }
     const blocks = this.device.blocks;
+    // kmem reserves each range by the device's name while its memory is added, and releases
+    // it with the memory: a reservation left behind blocks every other driver from the range.
+    check(`${label}: ${d} ranges reserved in /proc/iomem`, v.reservedRanges, state === 'unplugged' ? 0 : this.blockRanges);
     if (state === 'unplugged') {
       check(`${label}: ${d} memory block directories gone`, blockStates(v), ['absent']);
       check(`${label}: ${d} "System RAM (kmem)" gone from /proc/iomem`, v.kmemRanges, []);

@@ -30,11 +30,15 @@ guestTest(
     let view = await viewDevice(kit.guest, device, spec.attribute);
     kit.check('blocks online before unbind', blockStates(view), ['online']);
     const kmemBefore = view.kmemRanges;
+    const reservedBefore = view.reservedRanges;
     kit.check('unbind write', await unbindKmem(kit, device), 'ok');
     kit.check(`${device.name} driver after unbind`, await driverOf(kit, device), '');
     view = await viewDevice(kit.guest, device, spec.attribute);
     kit.check('blocks still online', blockStates(view), ['online']);
     kit.check('"System RAM (kmem)" still in /proc/iomem', view.kmemRanges, kmemBefore);
+    // The memory stays, so must the reservation holding it: freed, another driver could claim
+    // the range under memory the kernel still uses.
+    kit.check(`${device.name} reservations still in /proc/iomem`, view.reservedRanges, reservedBefore);
     const log = (await dmesgSinceTestStart(kit)).join('\n');
     for (const m of messages) kit.assert(`dmesg has ${m}`, m.test(log), log.split('\n').slice(-8));
 
