@@ -10,8 +10,9 @@ import { bindKmem, dmesgSinceTestStart, driverOf, unbindKmem } from '../../harne
  *   and "Hotplug regions stuck online until reboot" are logged, no WARN;
  * - v3: WARN "Hotplug memory regions stuck online until reboot" (expected here, nothing else);
  * - baseline: "mapping%d: ... cannot be hotremoved until the next reboot".
- * A rebind then cannot reserve the region again (EBUSY). The guest is dirty afterwards, so
- * suite.json gives each backing's run of this file a guest of its own.
+ * A rebind then cannot reserve the region again (EBUSY), and unloading kmem keeps the name
+ * of the memory it left. The guest is dirty afterwards, so suite.json gives each backing's run
+ * of this file a guest of its own.
  */
 const context = runContext();
 const spec = VARIANTS[context.variant];
@@ -47,5 +48,15 @@ guestTest(
     kit.check(`${device.name} driver after failed rebind`, await driverOf(kit, device), '');
     view = await viewDevice(kit.guest, device, spec.attribute);
     kit.check('blocks still online after the failed rebind', blockStates(view), ['online']);
+
+    // kmem names the memory it adds with one string it allocates at load, and frees it at
+    // unload only if no removal failed: the memory left here still carries it. The session
+    // boots with slub_debug=P on the kmalloc caches, so a string freed too early reads as
+    // poison, not by luck intact.
+    const rmmod = await kit.guest.exec('rmmod kmem');
+    if (/builtin/.test(rmmod.stderr)) return;
+    kit.check('rmmod kmem', rmmod.code, 0);
+    view = await viewDevice(kit.guest, device, spec.attribute);
+    kit.check('"System RAM (kmem)" still named so in /proc/iomem after rmmod kmem', view.kmemRanges, kmemBefore);
   },
 );
