@@ -219,8 +219,12 @@ async function createCxlRegion(
   return checkCreatedRegion(region, names, created);
 }
 
-/** How long a committed region may take to show its dax device bound to kmem. */
-const FRESH_DAX_TIMEOUT_MS = 20_000;
+/**
+ * How long a committed region may take to show its dax device bound to kmem, with kmem's probe
+ * over. Generous: onlining is slow where every freed page is written (init_on_free=1 under TCG
+ * onlined 768 MiB in more than 20 s), and a probe cut short is reported, never guessed at.
+ */
+const FRESH_DAX_TIMEOUT_MS = 120_000;
 
 /**
  * The dax device a just-committed CXL region made. The region driver, dax_cxl and kmem probe
@@ -228,13 +232,51 @@ const FRESH_DAX_TIMEOUT_MS = 20_000;
  * to kmem (a fast guest shell reached it before dax_cxl did), or until the time is up and what
  * is there (or nothing) is what setup reports.
  */
-async function freshCxlDax(guest: Guest, before: Set<string>): Promise<DaxDevice | undefined> {
+async function freshCxlDax(guest: Guest, before: Set<string>, made: DaxDevice[]): Promise<DaxDevice | undefined> {
   const deadline = Date.now() + FRESH_DAX_TIMEOUT_MS;
   for (;;) {
     const device = (await inspectDaxDevices(guest)).find((d) => d.backing === 'cxl' && !before.has(d.name));
-    if ((device?.driver === 'kmem' && device.blocks.length > 0) || Date.now() > deadline) return device;
+    const bound = device?.driver === 'kmem' && device.blocks.length > 0;
+    const probe = bound ? await guest.run(probeEndScript(device)) : '';
+    if (bound && probeEnded(probe)) return device;
+    if (Date.now() > deadline) {
+      if (!bound) return device;
+      const seconds = FRESH_DAX_TIMEOUT_MS / 1000;
+      throw missing(
+        `kmem's probe of ${device.name} had not ended after ${seconds} s`,
+        `kmem probe of ${device.name} over`,
+        probe,
+        'attribute or blocks per policy',
+        made,
+      );
+    }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+}
+
+/**
+ * What tells that kmem's probe of a device has returned: the driver link and the memory blocks
+ * appear while it still runs (the driver core links the driver before calling probe, and
+ * add_memory makes the blocks before onlining them), the whole-device attribute only after it
+ * (the driver's dev_groups). Prints the device's entries, the policy and every block's state.
+ */
+export function probeEndScript(device: Pick<DaxDevice, 'name' | 'blocks'>): string {
+  const blocks = device.blocks.map((b) => `s=absent; read -r s < /sys/devices/system/memory/memory${b}/state; echo "block $s"`);
+  return [`ls /sys/bus/dax/devices/${device.name}/`, 'echo "policy $(cat /sys/devices/system/memory/auto_online_blocks)"', ...blocks].join('; ');
+}
+
+/**
+ * Whether probeEndScript's output shows the probe over: the attribute is there (merged, v3),
+ * or, on a kernel without one, every block is as the auto-online policy leaves it. Without
+ * this, a slow onlining (a debug kernel under TCG) is seen half done: no attribute yet, so the
+ * run would take a 7.3 kernel for a baseline one and skip every attribute test.
+ */
+export function probeEnded(output: string): boolean {
+  const lines = output.split('\n');
+  if (lines.some((l) => /^(state|hotplug)$/.test(l.trim()))) return true;
+  const policy = /^policy (\S+)/m.exec(output)?.[1] ?? 'offline';
+  const states = lines.filter((l) => l.startsWith('block ')).map((l) => l.slice(6).trim());
+  return states.length > 0 && states.every((s) => s === (policy === 'offline' ? 'offline' : 'online'));
 }
 
 /**
@@ -261,7 +303,7 @@ export async function createTopologyDevices(guest: Guest, topology: Topology): P
       windows.findIndex((w) => w.regions.includes(region.name)),
       made,
     );
-    const device = await freshCxlDax(guest, before);
+    const device = await freshCxlDax(guest, before, made);
     // The region is there as declared: a missing dax device is the kernel's (dax_cxl) doing.
     if (!device) throw missing(`no dax device appeared for CXL region ${region.name} (${made1})`, `new dax device for ${region.name}`, 'none', 'one', made);
     if (device.sizeBytes !== regionBytes(topology, region)) {

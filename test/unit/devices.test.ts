@@ -1,5 +1,5 @@
 import test from 'ava';
-import { checkCreatedRegion, memdevsBySerial, TopologyError } from '../../harness/guest/devices.js';
+import { checkCreatedRegion, memdevsBySerial, probeEnded, probeEndScript, TopologyError } from '../../harness/guest/devices.js';
 
 // What sid's `cxl create-region` prints (shape as seen in the guest; values made up here).
 const printed = (ways: number, memdevs: string[], granularity = 4096) =>
@@ -39,4 +39,18 @@ test('memdevs are matched to topology devices by the serial QEMU gives each', (t
   );
   t.deepEqual([...memdevsBySerial('')], []);
   t.throws(() => memdevsBySerial('[{"memdev":"mem0"} oops ]'), { instanceOf: TopologyError, message: /cxl list -M printed no memdev list/ });
+});
+
+test("kmem's probe is over when the attribute is there, or, without one, when every block is as the policy leaves it", (t) => {
+  const ls = 'align\ndev\ndriver\nmapping0\nsize\nsubsystem\ntarget_node\nuevent';
+  // 7.3 under TCG with a slow onlining: driver and blocks there, no attribute yet.
+  t.false(probeEnded(`${ls}\npolicy online_movable\nblock online\nblock offline`));
+  t.true(probeEnded(`${ls}\nstate\npolicy online_movable\nblock online\nblock online`));
+  t.true(probeEnded(`${ls}\nhotplug\npolicy online\nblock offline`), 'v3: the attribute is enough');
+  // Baseline (no attribute): the blocks must have reached the policy's state.
+  t.true(probeEnded(`${ls}\npolicy online_kernel\nblock online\nblock online`));
+  t.false(probeEnded(`${ls}\npolicy online\nblock online\nblock absent`));
+  t.true(probeEnded(`${ls}\npolicy offline\nblock offline`));
+  t.false(probeEnded(`${ls}\npolicy offline`), 'no block read: not over');
+  t.regex(probeEndScript({ name: 'dax0.0', blocks: [34, 35] }), /^ls \/sys\/bus\/dax\/devices\/dax0\.0\/; .*memory34\/state.*memory35\/state/);
 });
