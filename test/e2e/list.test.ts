@@ -23,7 +23,7 @@ test("run --list: the smoke suite's sessions and tests, no results written", asy
   t.deepEqual(await readdir(results), [], 'a listing writes no results');
   const listed = JSON.parse(run.stdout) as ListedSession[];
   t.is(listed.length, 1);
-  t.is(listed[0]?.cmdline, 'console=ttyS0 panic=-1 cryptomgr.notests');
+  t.is(listed[0]?.cmdline, 'console=ttyS0 panic=-1 cryptomgr.notests no_timer_check');
   const names = listed[0]?.tests.map((x) => x.name) ?? [];
   t.true(names.includes('kernel release is the one requested'));
   t.true(names.includes('cxl: one dax device per declared region, bound to kmem') && names.includes('pmem: one dax device per declared region, bound to kmem'));
@@ -51,7 +51,7 @@ test("--boot-args win over the suite's own value, with a warning; the listed tes
   const listed = JSON.parse(run.stdout) as ListedSession[];
   t.is(listed.length, 4, 'probe-boot runs in four sessions');
   for (const s of listed) {
-    t.is(s.cmdline, 'console=ttyS0 panic=-1 cryptomgr.notests memhp_default_state=online_movable');
+    t.is(s.cmdline, 'console=ttyS0 panic=-1 cryptomgr.notests no_timer_check memhp_default_state=online_movable');
     t.true(
       s.tests.some((x) => x.name === 'boot policy online_movable: auto_online_blocks reflects memhp_default_state'),
       JSON.stringify(s.tests),
