@@ -1,6 +1,6 @@
 import { lstat, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { fsErrorReason } from '../config/inputs.js';
+import { fsErrorReason, MAX_INPUT_BYTES } from '../config/inputs.js';
 import { UsageError } from '../util/errors.js';
 
 /**
@@ -9,8 +9,11 @@ import { UsageError } from '../util/errors.js';
  * only subjects are decoded (by git mailinfo, in patches.ts).
  */
 
-/** The most a series may hold, all its files together: a real posting is a few hundred KiB. */
-export const MAX_SERIES_BYTES = 16 * 1024 * 1024;
+/**
+ * The most a series may hold, all its files together (a real posting is a few hundred KiB): the
+ * CLI's limit for any input file, so a series read without the CLI has the same bound.
+ */
+export const MAX_SERIES_BYTES = MAX_INPUT_BYTES;
 
 /** One file of the input: an mbox, a single saved mail or one format-patch file. */
 export interface SeriesFile {
